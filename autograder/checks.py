@@ -1,0 +1,221 @@
+"""Run a candidate attention function on test cases and say, in one line each, what is wrong.
+
+Tolerances (|out - ref| <= atol + rtol * |ref|, against a float64 reference computed from
+the same 16-bit inputs). A correct kernel rounds p to the 16-bit dtype before p @ V and
+rounds the output once; with unit roundoff u (fp16 2**-11, bf16 2**-8) and |V| <= ~5 for
+N(0, 1) data, its error stays within a few u. We allow 4u; measured errors of the
+reference kernel sit at about 1u (docs/gpu-results.md). The seed's atol = rtol = 5e-2
+was 100x (fp16) and 3x (bf16) looser. The log-sum-exp is computed in float32 from exact
+16-bit products, so its tolerance is set by float32 sums and exp2, not by the input dtype.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+
+from . import device as device_mod
+from .diagnose import Finding, describe_exception, diagnose_lse, diagnose_output, locate
+from .inputs import Case, make_qkv
+from .integrity import mutated, snapshot, watch_call
+from .references import attention_reference
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float
+    rtol: float
+
+
+TOLERANCES = {
+    torch.float16: Tolerance(atol=2e-3, rtol=2e-3),    # 4 * 2**-11
+    torch.bfloat16: Tolerance(atol=1.6e-2, rtol=1.6e-2),  # 4 * 2**-8
+}
+LSE_TOLERANCE = Tolerance(atol=1e-3, rtol=1e-4)
+DEFAULT_TIMEOUT_S = float(os.environ.get("COURSE_CASE_TIMEOUT_S", 300))
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    passed: bool
+    summary: str                      # what was measured, or what went wrong
+    findings: list = field(default_factory=list)
+    note: str = ""                    # e.g. "bf16 ran as fp16 under the interpreter"
+
+    def lines(self) -> list[str]:
+        head = f"{'PASS' if self.passed else 'FAIL'}  {self.case.label():<42} {self.summary}"
+        out = [head]
+        if self.note:
+            out.append(f"      note: {self.note}")
+        out += [f"      likely cause ({f.code}): {f.message}" for f in self.findings]
+        return out
+
+
+class CheckFailed(AssertionError):
+    """A failed check. IPython shows only the verdict, not a traceback into the grader."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def _render_traceback_(self):
+        return [f"CheckFailed: {self.message}"]
+
+
+@contextlib.contextmanager
+def stderr_to_stdout():
+    """Send everything written to stderr (Python and C level) to stdout while checks run.
+
+    nbgrader gives zero points to a test cell with any stderr output, and Triton and
+    torch warn on stderr; the text still shows, it just cannot cost points.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_fd = None
+    try:
+        saved_fd = os.dup(2)
+        os.dup2(1, 2)
+    except OSError:
+        saved_fd = None
+    try:
+        with contextlib.redirect_stderr(sys.stdout), warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = lambda msg, cat, fn, ln, file=None, line=None: print(
+                f"warning: {cat.__name__}: {msg}", file=sys.stdout)
+            yield
+    finally:
+        sys.stdout.flush()
+        if saved_fd is not None:
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Raise TimeoutError in the calling thread after `seconds` (Unix main thread only)."""
+    usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
+    if not usable or seconds <= 0:
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise TimeoutError(f"did not return within {seconds:g} s (an endless loop?)")
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _unpack(result, q, check_lse):
+    """Return (o, lse, problem) from what the candidate returned."""
+    if isinstance(result, torch.Tensor):
+        return None, None, "returned one tensor; the function must return (o, lse)"
+    if not isinstance(result, (tuple, list)) or len(result) != 2:
+        return None, None, f"returned {type(result).__name__}; the function must return (o, lse)"
+    o, lse = result
+    if not isinstance(o, torch.Tensor) or not isinstance(lse, torch.Tensor):
+        return None, None, "(o, lse) must both be tensors"
+    if o.shape != q.shape:
+        return None, None, f"o has shape {tuple(o.shape)}, expected {tuple(q.shape)}"
+    if o.dtype != q.dtype:
+        return None, None, f"o has dtype {o.dtype}, expected {q.dtype} (the input dtype)"
+    if check_lse and lse.shape != q.shape[:-1]:
+        return None, None, f"lse has shape {tuple(lse.shape)}, expected {tuple(q.shape[:-1])}"
+    return o, lse, None
+
+
+def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
+             timeout_s: float = DEFAULT_TIMEOUT_S) -> CaseResult:
+    """Call fn(q, k, v) on fresh inputs for `case` and compare with the float64 reference."""
+    runtime = runtime or device_mod.current()
+    note = ""
+    if case.torch_dtype not in runtime.dtypes:
+        note = (f"{case.dtype} ran as {str(runtime.default_dtype).replace('torch.', '')}: "
+                f"{case.dtype} tl.dot is unreliable on the {'CPU interpreter' if runtime.interpreter else 'GPU'}")
+        case = case.with_dtype(str(runtime.default_dtype).replace("torch.", ""))
+    q, k, v = make_qkv(case, device=runtime.device)
+    before = snapshot((q, k, v))
+
+    def fail(summary, findings=()):
+        return CaseResult(case, False, summary, list(findings), note)
+
+    try:
+        with time_limit(timeout_s), watch_call() as watched:
+            result = fn(q, k, v)
+            if runtime.device == "cuda":
+                torch.cuda.synchronize()
+    except Exception as exc:  # student code may raise anything; the verdict must not crash
+        return fail("the call did not return", [describe_exception(exc)])
+    if watched.forbidden_ops:
+        return fail("not computed by a Triton kernel", [Finding(
+            "no_kernel", "it calls PyTorch's " + ", ".join(watched.forbidden_ops)
+            + "; the exercise is to compute attention in your Triton kernel")])
+    if watched.triton_launches == 0:
+        return fail("not computed by a Triton kernel", [Finding(
+            "no_kernel", "no Triton kernel was launched; the exercise is to compute attention in your kernel")])
+    changed = mutated(before, (q, k, v))
+    if changed:
+        return fail("inputs modified", [Finding(
+            "mutated_inputs", "it wrote into " + ", ".join("qkv"[i] for i in changed) + "; inputs are read-only")])
+
+    o, lse, problem = _unpack(result, q, check_lse)
+    if problem:
+        return fail("wrong return value", [Finding("bad_return", problem)])
+    if any(o.data_ptr() == t.data_ptr() for t in (q, k, v)):
+        return fail("wrong return value", [Finding("bad_return", "it returned one of its inputs as the output")])
+
+    ref_o, ref_lse = attention_reference(q, k, v)
+    tol = TOLERANCES[q.dtype]
+    o64 = o.detach().double().to(ref_o.device)
+    if check_output:
+        bad = ~torch.isclose(o64, ref_o, atol=tol.atol, rtol=tol.rtol)
+        if bad.any():
+            err = (o64 - ref_o).abs().nan_to_num(float("inf")).max().item()
+            findings = diagnose_output(o64, q, k, v, ref_o, tol.atol, tol.rtol)
+            return fail(f"output: max|err| {err:.2g} > tol {tol.atol:g} ({locate(bad)})", findings)
+    summary = f"max|err| {(o64 - ref_o).abs().max().item():.1e} (tol {tol.atol:g})" if check_output else ""
+    if check_lse:
+        lse64 = lse.detach().double().to(ref_lse.device)
+        bad = ~torch.isclose(lse64, ref_lse, atol=LSE_TOLERANCE.atol, rtol=LSE_TOLERANCE.rtol)
+        if bad.any():
+            err = (lse64 - ref_lse).abs().nan_to_num(float("inf")).max().item()
+            findings = diagnose_lse(lse64, ref_lse, q, k, LSE_TOLERANCE.atol)
+            return fail(f"lse: max|err| {err:.2g} > tol {LSE_TOLERANCE.atol:g}", findings)
+        summary = (summary + "; " if summary else "") + f"lse max|err| {(lse64 - ref_lse).abs().max().item():.1e}"
+    return CaseResult(case, True, summary, [], note)
+
+
+def run_cases(fn, cases, title="", **kwargs) -> list[CaseResult]:
+    """Run and print every case (one line each, plus likely causes when wrong)."""
+    runtime = kwargs.pop("runtime", None) or device_mod.current()
+    results = []
+    with stderr_to_stdout():
+        if title:
+            print(title)
+        for case in cases:
+            result = run_case(fn, case, runtime=runtime, **kwargs)
+            print("\n".join(result.lines()), flush=True)
+            results.append(result)
+    return results
+
+
+def assert_cases(fn, cases, title="", **kwargs) -> None:
+    """Like run_cases, then raise CheckFailed (zero points in nbgrader) if any case failed."""
+    results = run_cases(fn, cases, title=title, **kwargs)
+    failed = [r for r in results if not r.passed]
+    if failed:
+        first = failed[0]
+        reason = first.findings[0].message if first.findings else first.summary
+        raise CheckFailed(f"{len(failed)} of {len(results)} cases failed; first: {first.case.label()}: {reason}")
+    print(f"All {len(results)} cases passed.")

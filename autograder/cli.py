@@ -1,0 +1,142 @@
+"""`autograder` command line: one entry point for the instructor's steps.
+
+    autograder env                         where kernels run here, and the versions
+    autograder release                     regenerate notebooks/ from solutions/ (nbgrader)
+    autograder demo                        grade the bundled sample submissions end to end
+    autograder grade COURSE --assignment A autograde a real course folder's submissions
+    autograder bench                       time the reference kernel against PyTorch (GPU)
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _repo(args) -> Path:
+    root = Path(args.repo).resolve()
+    if not (root / "solutions").is_dir():
+        sys.exit(f"{root} has no solutions/ folder: run this from the course repository or pass --repo")
+    return root
+
+
+def cmd_env(args):
+    from . import device
+    from .benchmark import environment
+
+    runtime = device.configure()
+    for key, value in environment().items():
+        print(f"{key:>10}: {value}")
+    return 0 if runtime else 1
+
+
+def cmd_release(args):
+    from .grading.pipeline import ASSIGNMENTS, prepare_course, release
+
+    repo = _repo(args)
+    work = repo / "build" / "release"
+    if work.exists():
+        shutil.rmtree(work)
+    prepare_course(repo, work)
+    for assignment in args.assignments or list(ASSIGNMENTS):
+        generated = release(work, assignment)
+        target = repo / "notebooks" / assignment
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy(generated, target / generated.name)
+        print(f"wrote {target / generated.name}")
+    return 0
+
+
+def cmd_demo(args):
+    from . import device
+    from .grading.pipeline import run_demo, summary
+
+    runtime = device.configure()  # the graded kernels inherit TRITON_INTERPRET from here
+    repo = _repo(args)
+    course = Path(args.workdir).resolve()
+    rows, expected = run_demo(repo, course)
+    print()
+    print(summary(rows, expected))
+    print(f"\nnbgrader export: {course / 'grades.csv'}   report: {course / 'grade_report.csv'}")
+    print(f"feedback: {course / 'feedback'}   plot: {course / 'grades.png'}")
+    if runtime.interpreter:
+        print("Graded on the CPU through Triton's interpreter (bfloat16 cases ran as float16).")
+    ok = all(r.score == expected.get((r.student, r.assignment)) for r in rows)
+    return 0 if ok else 1
+
+
+def cmd_grade(args):
+    from . import device
+    from .grading.pipeline import export_rows, grade, summary
+    from .grading.report import plot_grades
+
+    device.configure()
+    course = Path(args.course).resolve()
+    rows = grade(course, args.assignment)
+    export_rows(rows, course / "grade_report.csv")
+    plot_grades(rows, course / "grades.png")
+    print(summary(rows))
+    return 0
+
+
+def cmd_bench(args):
+    import torch
+
+    from . import benchmark as bench
+    from .problems import problem3
+
+    if not torch.cuda.is_available():
+        sys.exit("autograder bench needs a CUDA GPU; under the CPU interpreter timings mean nothing")
+    module = problem3.reference_module(_repo(args))
+    impls = {"reference kernel": lambda q, k, v: module.flash_attention_forward(q, k, v)[0], **bench.peers()}
+    if args.no_naive:
+        impls.pop("naive PyTorch")
+    dtype = getattr(torch, args.dtype)
+    shapes = [(args.batch, args.heads, n, d) for d in args.dims for n in args.lengths]
+    rows = bench.run_benchmark(impls, shapes, dtype=dtype)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    bench.save(rows, out / "bench.json")
+    bench.plot(rows, out / "bench.png", title=f"{torch.cuda.get_device_name(0)}, {args.dtype}, "
+                                              f"B={args.batch} H={args.heads}")
+    print(bench.format_table(rows))
+    print()
+    print(bench.speedup_table(rows, "reference kernel"))
+    print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'}")
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="autograder", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repo", default=str(REPO_ROOT), help="course repository (default: this checkout)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("env", help="show where kernels run and the versions").set_defaults(func=cmd_env)
+    p = sub.add_parser("release", help="regenerate notebooks/ from solutions/")
+    p.add_argument("assignments", nargs="*")
+    p.set_defaults(func=cmd_release)
+    p = sub.add_parser("demo", help="grade the bundled sample submissions through nbgrader")
+    p.add_argument("--workdir", default=str(REPO_ROOT / "build" / "demo-course"))
+    p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("grade", help="autograde the submissions of a course folder")
+    p.add_argument("course")
+    p.add_argument("--assignment", default="problem3")
+    p.set_defaults(func=cmd_grade)
+    p = sub.add_parser("bench", help="benchmark the reference kernel against PyTorch (GPU only)")
+    p.add_argument("--dims", type=int, nargs="+", default=[16, 64, 128])
+    p.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--heads", type=int, default=16)
+    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
+    p.add_argument("--no-naive", action="store_true", help="skip the materialising PyTorch peer")
+    p.add_argument("--out", default=str(REPO_ROOT / "build" / "bench"))
+    p.set_defaults(func=cmd_bench)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

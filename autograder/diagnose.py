@@ -1,0 +1,194 @@
+"""Turn a wrong output into a likely cause.
+
+The strongest evidence is an exact match: each typical mistake is re-enacted in float64
+(`references.blockwise_attention` with a fault switched on, a wrong scale, a swapped head)
+and the candidate is compared with that re-enactment. Patterns (NaNs, rows off by a
+constant factor, which rows are wrong) fill in where no re-enactment matches.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from itertools import product
+
+import torch
+
+from .references import FAULTS, LOG2_E, attention_reference, blockwise_attention
+
+BLOCK_SIZES = (64, 32, 128, 16)  # key-block sizes a kernel is likely to use, most likely first
+
+FIXES = {
+    "unmasked_tail": "set the scores of keys with index >= seq_len_k to -inf before the row max "
+                     "(the masked load pads them with 0, and exp2(0 - m) is not 0)",
+    "no_acc_rescale": "multiply acc by alpha = exp2(m_old - m_new) before adding p @ v",
+    "no_l_rescale": "multiply l_i by alpha = exp2(m_old - m_new) before adding the row sums of p",
+    "no_normalise": "divide acc by l_i at the end",
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str      # stable identifier, e.g. "unmasked_tail"
+    message: str   # one sentence for the student
+
+    def __str__(self):
+        return self.message
+
+
+def _close(a, b, atol, rtol):
+    return a.shape == b.shape and bool(torch.isclose(a, b, atol=atol, rtol=rtol).all())
+
+
+def _rel(a, b) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def _explains(o, sim, ref, atol, rtol) -> bool:
+    """Does re-enacted mistake `sim` explain `o`? Element-wise close, or (for outputs whose
+    scale differs from the right one, such as an un-normalised acc) close in norm and far
+    closer to `sim` than to the right answer."""
+    if _close(o, sim, atol, rtol):
+        return True
+    to_sim = _rel(o, sim)
+    return to_sim < 1e-2 and to_sim < 0.1 * _rel(o, ref)
+
+
+def locate(bad: torch.Tensor) -> str:
+    """Describe where a (B, H, L, D) boolean error mask is set."""
+    idx = bad.nonzero()
+    if idx.numel() == 0:
+        return "nowhere"
+    b, h, row, col = (int(x) for x in idx[0])
+    rows_bad = bad.any(-1)
+    n_rows = int(rows_bad.sum())
+    total_rows = rows_bad.numel()
+    first_row = int(rows_bad.nonzero()[:, 2].min())
+    where = f"first at batch {b}, head {h}, row {row}, column {col}; {n_rows} of {total_rows} rows wrong"
+    if first_row > 0:
+        where += f", none before row {first_row}"
+    return where
+
+
+def non_finite(o: torch.Tensor) -> Finding | None:
+    bad = ~torch.isfinite(o)
+    if not bad.any():
+        return None
+    n = int(bad.sum())
+    if bool(bad.all()):
+        return Finding("all_nan", "every output element is NaN or inf: usually l_i stayed 0 (nothing was "
+                                  "accumulated, e.g. an empty update) or -inf - (-inf) appeared in exp2")
+    return Finding("some_nan", f"{n} output elements are NaN or inf ({locate(bad)}): look for a division by "
+                               "l_i = 0 or exp2(-inf - (-inf)) in rows whose scores are all masked")
+
+
+def _fault_matches(o, q, k, v, ref, atol, rtol):
+    lk = k.shape[2]
+    singles = [(f,) for f in FAULTS]
+    combos = singles + [("no_acc_rescale", "no_l_rescale"), ("unmasked_tail", "no_normalise")]
+    for block_n, faults in product(BLOCK_SIZES, combos):
+        if "unmasked_tail" in faults and lk % block_n == 0:
+            continue  # no padded keys at this block size: the fault changes nothing
+        if ("no_acc_rescale" in faults or "no_l_rescale" in faults) and lk <= block_n:
+            continue  # a single block never rescales
+        sim, _ = blockwise_attention(q, k, v, block_n, frozenset(faults))
+        if _explains(o, sim, ref, atol, rtol):
+            return [Finding(f, f"{FAULTS[f]} (the output matches that mistake exactly, with "
+                               f"{block_n}-key blocks): {FIXES[f]}") for f in faults]
+    return []
+
+
+def _scale_match(o, q, k, v, ref, atol, rtol):
+    d = q.shape[-1]
+    right = 1.0 / math.sqrt(d)
+    candidates = {
+        "1 (no scaling)": 1.0,
+        "1/D": 1.0 / d,
+        "log2(e)/sqrt(D), i.e. exp was used where exp2 was meant": right * LOG2_E,
+        "1/(log2(e) sqrt(D)), i.e. exp2 was used on natural-log scores": right / LOG2_E,
+        "log2(e)^2/sqrt(D), i.e. the scale was applied twice": right * LOG2_E ** 2,
+    }
+    for name, scale in candidates.items():
+        sim, _ = attention_reference(q, k, v, scale=scale)
+        if _explains(o, sim, ref, atol, rtol):
+            return Finding("wrong_scale", f"the scores are scaled by {name} instead of 1/sqrt(D) = {right:.4g}")
+    return None
+
+
+def _swapped_slices(o, ref, atol, rtol):
+    b_n, h_n = o.shape[:2]
+    notes = []
+    for b, h in product(range(b_n), range(h_n)):
+        if _close(o[b, h], ref[b, h], atol, rtol):
+            continue
+        for b2, h2 in product(range(b_n), range(h_n)):
+            if (b2, h2) != (b, h) and _explains(o[b, h], ref[b2, h2], ref[b, h], atol, rtol):
+                notes.append(f"(batch {b}, head {h}) holds the answer for (batch {b2}, head {h2})")
+                break
+    if notes:
+        return Finding("wrong_indexing", "outputs land in the wrong batch/head: " + "; ".join(notes[:3])
+                       + ": check the batch and head offsets of the pointers")
+    return None
+
+
+def _row_scaling(o, ref):
+    """Rows that are a constant multiple (not 1) of the right rows."""
+    denom = (ref * ref).sum(-1)
+    ratio = (o * ref).sum(-1) / denom.clamp_min(1e-30)
+    resid = (o - ratio[..., None] * ref).norm(dim=-1) / ref.norm(dim=-1).clamp_min(1e-30)
+    if bool((resid < 1e-2).all()) and bool(((ratio - 1).abs() > 1e-2).any()):
+        lo, hi = float(ratio.min()), float(ratio.max())
+        return Finding("row_scaled", f"each output row is the right row times a factor between {lo:.3g} and "
+                                     f"{hi:.3g}: the normaliser l_i is wrong or not applied")
+    return None
+
+
+def diagnose_output(o, q, k, v, ref_o, atol, rtol) -> list[Finding]:
+    """Likely causes for an output `o` that does not match `ref_o` (both compared in float64)."""
+    o = o.detach().double().cpu()
+    q, k, v = (t.detach().cpu() for t in (q, k, v))
+    ref = ref_o.detach().double().cpu()
+    nf = non_finite(o)
+    if nf:
+        return [nf]
+    for probe in (lambda: _fault_matches(o, q, k, v, ref, atol, rtol),
+                  lambda: _swapped_slices(o, ref, atol, rtol),
+                  lambda: _scale_match(o, q, k, v, ref, atol, rtol),
+                  lambda: _row_scaling(o, ref)):
+        found = probe()
+        if found:
+            return found if isinstance(found, list) else [found]
+    return []
+
+
+def diagnose_lse(lse, ref_lse, q, k, atol) -> list[Finding]:
+    """Likely causes for a wrong log-sum-exp when the output itself is right."""
+    lse = lse.detach().double().cpu()
+    ref = ref_lse.detach().double().cpu()
+    if not bool(torch.isfinite(lse).all()):
+        return [Finding("lse_nan", "the log-sum-exp has NaN/inf entries: is l_i 0 for some rows?")]
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    row_max = ((q.double().cpu() @ k.double().cpu().transpose(-1, -2)) * scale).amax(-1)
+    candidates = {
+        "lse_base2": (ref * LOG2_E, "the log-sum-exp is in base 2: multiply by ln(2) to return natural log"),
+        "lse_no_max": (ref - row_max, "the log-sum-exp misses the running max m_i: lse = (m_i + log2(l_i)) * ln(2)"),
+        "lse_no_sum": (row_max, "the log-sum-exp misses log(l_i): lse = (m_i + log2(l_i)) * ln(2)"),
+    }
+    for code, (want, msg) in candidates.items():
+        if _close(lse, want, atol * 4, 1e-4):
+            return [Finding(code, msg)]
+    return []
+
+
+def describe_exception(exc: BaseException) -> Finding:
+    """One sentence for an exception raised by student code (including Triton compile errors)."""
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, NotImplementedError) or "NotImplementedError" in text:
+        return Finding("not_implemented", "not implemented yet: replace `raise NotImplementedError()` "
+                                          "with your code")
+    if isinstance(exc, TimeoutError):
+        return Finding("timeout", str(exc))
+    last = [line for line in text.strip().splitlines() if line.strip()]
+    summary = last[-1] if last else type(exc).__name__
+    if not summary.startswith(type(exc).__name__):
+        summary = f"{type(exc).__name__}: {summary}"
+    return Finding("raised", f"your code raised {summary[:300]}")

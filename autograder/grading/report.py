@@ -1,0 +1,94 @@
+"""Read grades back out of nbgrader's gradebook and the autograded notebooks, and show them."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+CAUSE = re.compile(r"likely cause \((?P<code>[a-z_0-9]+)\): (?P<text>.*)")
+
+
+@dataclass
+class SubmissionGrade:
+    student: str
+    assignment: str
+    score: float | None
+    max_score: float
+    failed_tests: list = field(default_factory=list)
+    causes: dict = field(default_factory=dict)     # code -> first message seen
+    problem: str = ""                              # why there is no score, when there is none
+
+
+def causes_in_notebook(path: Path) -> dict:
+    """{finding code: message} from the 'likely cause' lines the checks printed."""
+    found = {}
+    nb = nbformat.read(str(path), as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for out in cell.get("outputs", []):
+            text = out.get("text", "") if out.get("output_type") == "stream" else "\n".join(out.get("traceback", []))
+            for line in text.splitlines():
+                m = CAUSE.search(line)
+                if m:
+                    found.setdefault(m["code"], m["text"].strip())
+    return found
+
+
+def read_grades(course_root: Path, assignment: str, notebook: str, students) -> list[SubmissionGrade]:
+    from nbgrader.api import Gradebook, MissingEntry
+
+    rows = []
+    db = f"sqlite:///{course_root / 'build' / 'gradebook.db'}"
+    with Gradebook(db) as gb:
+        for student in students:
+            try:
+                sub = gb.find_submission_notebook(notebook, assignment, student)
+            except MissingEntry:
+                rows.append(SubmissionGrade(student, assignment, None, 0, problem="not graded"))
+                continue
+            failed = [g.name for g in sorted(sub.grades, key=lambda g: g.name)
+                      if g.max_score and (g.score or 0) < g.max_score]
+            autograded = course_root / "autograded" / student / assignment / f"{notebook}.ipynb"
+            causes = causes_in_notebook(autograded) if autograded.exists() else {}
+            rows.append(SubmissionGrade(student, assignment, sub.score, sub.max_score, failed, causes))
+    return rows
+
+
+def format_table(rows: list[SubmissionGrade]) -> str:
+    width = max([len(r.student) for r in rows] + [10])
+    lines = [f"{'submission':<{width}}  {'problem':<9} {'score':>7}  failed tests / likely cause"]
+    lines.append("-" * (width + 80))
+    for r in rows:
+        score = "-" if r.score is None else f"{r.score:g}/{r.max_score:g}"
+        lines.append(f"{r.student:<{width}}  {r.assignment:<9} {score:>7}  "
+                     + (", ".join(r.failed_tests) if r.failed_tests else (r.problem or "all tests pass")))
+        for code, text in r.causes.items():
+            lines.append(f"{'':<{width}}  {'':<9} {'':>7}    -> ({code}) {text[:140]}")
+    return "\n".join(lines)
+
+
+def plot_grades(rows: list[SubmissionGrade], path: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    graded = [r for r in rows if r.score is not None]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(graded) + 1.5))
+    names = [f"{r.student} ({r.assignment})" for r in graded]
+    scores = [r.score for r in graded]
+    maxima = [r.max_score for r in graded]
+    ax.barh(names, maxima, color="#eeeeee", label="available")
+    ax.barh(names, scores, color="#3182bd", label="scored")
+    for i, (s, m) in enumerate(zip(scores, maxima)):
+        ax.text(m, i, f" {s:g}/{m:g}", va="center", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("points")
+    ax.set_title("Grades by submission")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

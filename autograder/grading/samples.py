@@ -1,0 +1,112 @@
+"""Sample submissions, built from the source notebook so they can never drift from it.
+
+Each sample is the student release notebook with the student's cell filled in by the
+reference solution, after one small, typical edit (or with a cell added after the kernel).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from ..notebook_code import cell_by_id, read, strip_markers
+
+
+@dataclass(frozen=True)
+class Sample:
+    name: str
+    description: str
+    expected_points: float            # what this submission deserves out of the problem's total
+    edits: tuple = ()                 # (old, new) replacements in the solution code
+    untouched: bool = False           # leave the student's cell as released
+    extra_cell: str = ""              # code cell appended after the kernel cell
+    expected_cause: str = ""          # Finding.code the report should name
+
+
+SDPA_CHEAT = '''
+import torch.nn.functional as F
+
+
+def flash_attention_forward(q, k, v):
+    # Let PyTorch do it: fast, correct, and not a Triton kernel.
+    o = F.scaled_dot_product_attention(q, k, v)
+    s = (q.float() @ k.float().transpose(-1, -2)) / q.shape[-1] ** 0.5
+    return o, torch.logsumexp(s, dim=-1)
+'''
+
+NOISY_WRAPPER = '''
+import sys
+import warnings
+
+_quiet_forward = flash_attention_forward
+
+
+def flash_attention_forward(q, k, v):
+    # Correct, but chatty on stderr: grading must not zero a test for a warning.
+    warnings.warn("this kernel has not been tuned yet", UserWarning)
+    print("debug: launching kernel", file=sys.stderr)
+    return _quiet_forward(q, k, v)
+'''
+
+MASK_LINES = '''    if MASK_KEYS:
+        # Padded keys were loaded as zeros, which would score 0, not -inf.
+        s = tl.where(key_idx[None, :] < seq_len_k, s, float("-inf"))
+'''
+
+PROBLEM3_SAMPLES = (
+    Sample("correct", "the reference solution", 10),
+    Sample("correct_noisy", "correct, but warns and prints to stderr while running", 10,
+           extra_cell=NOISY_WRAPPER),
+    Sample("untouched", "the released notebook, nothing filled in", 0, untouched=True,
+           expected_cause="not_implemented"),
+    Sample("unmasked_tail", "keys past the end are not masked (the seed's bug)", 6,
+           edits=((MASK_LINES, ""),), expected_cause="unmasked_tail"),
+    Sample("no_alpha_rescale", "acc is not rescaled by alpha", 1,
+           edits=(("    acc = acc * alpha[:, None]\n", ""),), expected_cause="no_acc_rescale"),
+    Sample("no_normalisation", "acc is never divided by l_i", 1,
+           edits=(("    o = acc / l_i[:, None]\n", "    o = acc\n"),), expected_cause="no_normalise"),
+    Sample("exp_not_exp2", "tl.exp where tl.math.exp2 is meant", 0,
+           edits=(("alpha = tl.math.exp2(", "alpha = tl.exp("), ("p = tl.math.exp2(", "p = tl.exp(")),
+           expected_cause="wrong_scale"),
+    Sample("sdpa_instead_of_kernel", "calls scaled_dot_product_attention instead of a kernel", 0,
+           extra_cell=SDPA_CHEAT, expected_cause="no_kernel"),
+)
+
+SAMPLES = {"problem3": PROBLEM3_SAMPLES}
+
+
+def apply_edits(code: str, edits) -> str:
+    for old, new in edits:
+        if old not in code:
+            raise ValueError(f"sample edit no longer applies to the solution: {old.strip()[:60]!r}")
+        code = code.replace(old, new)
+    return code
+
+
+def build_submission(sample: Sample, source_nb, release_nb, student_cell: str, kernel_cell: str):
+    """The release notebook as this sample's student would hand it in."""
+    nb = copy.deepcopy(release_nb)
+    if not sample.untouched:
+        solution = strip_markers(cell_by_id(source_nb, student_cell).source)
+        cell_by_id(nb, student_cell).source = apply_edits(solution, sample.edits)
+    if sample.extra_cell:
+        index = nb.cells.index(cell_by_id(nb, kernel_cell)) + 1
+        extra = nbformat.v4.new_code_cell(sample.extra_cell.strip("\n"))
+        extra.id = f"student-added-{sample.name}".replace("_", "-")
+        nb.cells.insert(index, extra)
+    return nb
+
+
+def write_samples(assignment: str, source_path: Path, release_path: Path, submitted_dir: Path,
+                  student_cell: str, kernel_cell: str) -> list[Sample]:
+    """Write submitted/<sample name>/<assignment>/<notebook> for every sample of `assignment`."""
+    source_nb, release_nb = read(source_path), read(release_path)
+    samples = SAMPLES[assignment]
+    for sample in samples:
+        folder = submitted_dir / sample.name / assignment
+        folder.mkdir(parents=True, exist_ok=True)
+        nbformat.write(build_submission(sample, source_nb, release_nb, student_cell, kernel_cell),
+                       str(folder / release_path.name))
+    return list(samples)

@@ -1,0 +1,1 @@
+"""One module per problem: its notebook, its kernel cells, its visible checks and sample submissions."""

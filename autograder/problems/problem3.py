@@ -1,0 +1,53 @@
+"""Problem 3: non-causal FlashAttention-2 forward in Triton."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..checks import assert_cases
+from ..inputs import Case
+
+ASSIGNMENT = "problem3"
+NOTEBOOK = "problem3.ipynb"
+# Cells that together make the kernel module: imports, the student's cell, the kernel + wrapper.
+KERNEL_CELLS = ("imports", "online_softmax", "kernel")
+STUDENT_CELL = "online_softmax"
+KERNEL_FUNCTION = "flash_attention_forward"
+
+# What a self-learner can run at any time (the same shapes as the visible graded cells).
+SELF_CHECK_CASES = [Case(1, 2, 128, 64), Case(2, 2, 256, 32, seed=1), Case(1, 2, 200, 64, seed=2)]
+
+
+def check(fn):
+    """Self-check with the visible shapes; raises CheckFailed with a likely cause when wrong."""
+    assert_cases(fn, SELF_CHECK_CASES, title="Problem 3 self-check (output and log-sum-exp):")
+
+
+def reference_module(repo_root):
+    """Import the reference kernel from the source notebook (instructor side only)."""
+    from ..notebook_code import import_source, module_source, read
+
+    nb = read(Path(repo_root) / "solutions" / ASSIGNMENT / NOTEBOOK)
+    return import_source(module_source(nb, KERNEL_CELLS), "problem3_reference")
+
+
+def benchmark(fn, lengths=(1024, 2048, 4096), head_dim=64, batch=4, heads=16, plot_path=None):
+    """Time `fn` against naive PyTorch and SDPA (flash and cuDNN backends) and plot it.
+
+    Under the CPU interpreter this only explains why there is nothing meaningful to time.
+    """
+    import torch
+
+    from .. import benchmark as bench
+
+    if not torch.cuda.is_available() or __import__("os").environ.get("TRITON_INTERPRET") == "1":
+        print("No GPU here: under Triton's CPU interpreter a kernel runs as NumPy code, so its speed says "
+              "nothing about the GPU. Run this cell on a GPU to compare your kernel with PyTorch.")
+        return None
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    impls = {"your kernel": lambda q, k, v: fn(q, k, v)[0], **bench.peers()}
+    rows = bench.run_benchmark(impls, [(batch, heads, n, head_dim) for n in lengths], dtype=dtype)
+    print(bench.format_table(rows))
+    print(bench.speedup_table(rows, "your kernel"))
+    bench.plot(rows, plot_path, title=f"B={batch} H={heads} D={head_dim} {str(dtype)[6:]} on "
+                                      f"{torch.cuda.get_device_name(0)}")
+    return rows
