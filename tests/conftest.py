@@ -1,0 +1,38 @@
+"""Choose GPU or interpreter before any test module defines a Triton kernel."""
+from pathlib import Path
+
+import pytest
+
+from autograder import device
+
+RUNTIME = device.configure(verbose=False)
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_report_header(config):
+    return f"course runtime: {RUNTIME.describe()}"
+
+
+def pytest_collection_modifyitems(config, items):
+    if RUNTIME.interpreter:
+        skip = pytest.mark.skip(reason="needs a CUDA GPU that Triton supports")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def runtime():
+    return RUNTIME
+
+
+@pytest.fixture(scope="session")
+def repo_root():
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def reference_kernel():
+    from autograder.problems import problem3
+
+    return problem3.reference_module(REPO_ROOT)

@@ -1,0 +1,157 @@
+"""Each typical mistake is named; each kind of misbehaviour gets a failing verdict, never a crash."""
+import time
+
+import pytest
+import torch
+
+from autograder.checks import CheckFailed, assert_cases, run_case, stderr_to_stdout
+from autograder.grading.samples import PROBLEM3_SAMPLES
+from autograder.inputs import Case
+from tests.helpers import kernel_variant
+
+KERNEL_SAMPLES = [s for s in PROBLEM3_SAMPLES if s.edits]
+CASE = Case(1, 2, 200, 64, seed=3)
+
+
+def codes(result):
+    return [f.code for f in result.findings]
+
+
+@pytest.mark.parametrize("sample", KERNEL_SAMPLES, ids=lambda s: s.name)
+def test_each_kernel_mistake_is_named(runtime, sample):
+    module = kernel_variant(sample.edits, name=sample.name)
+    result = run_case(module.flash_attention_forward, CASE, runtime)
+    assert not result.passed
+    assert sample.expected_cause in codes(result), "\n".join(result.lines())
+
+
+def test_untouched_student_cell_says_not_implemented(runtime):
+    stub = '''
+@triton.jit
+def online_softmax_update(acc, l_i, m_i, s, v, key_idx, seq_len_k, MASK_KEYS: tl.constexpr):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+    return acc, l_i, m_i
+
+
+@triton.jit
+def finalize(acc, l_i, m_i):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+    return o, lse
+'''
+    module = kernel_variant(student_code=stub, name="untouched")
+    result = run_case(module.flash_attention_forward, CASE, runtime)
+    assert codes(result) == ["not_implemented"]
+    assert "Traceback" not in "\n".join(result.lines())
+
+
+def test_wrong_head_offset_is_recognised(reference_kernel, runtime):
+    def swapped_heads(q, k, v):
+        o, lse = reference_kernel.flash_attention_forward(q, k, v)
+        return o.flip(1).contiguous(), lse
+
+    result = run_case(swapped_heads, Case(1, 2, 64, 32), runtime)
+    assert codes(result) == ["wrong_indexing"]
+
+
+def test_nan_output_is_reported(reference_kernel, runtime):
+    def nan_rows(q, k, v):
+        o, lse = reference_kernel.flash_attention_forward(q, k, v)
+        o[:, :, 5] = float("nan")
+        return o, lse
+
+    result = run_case(nan_rows, Case(1, 1, 64, 16), runtime)
+    assert codes(result) == ["some_nan"] and "row 5" in result.findings[0].message
+
+
+def test_base2_lse_is_recognised(reference_kernel, runtime):
+    def base2(q, k, v):
+        o, lse = reference_kernel.flash_attention_forward(q, k, v)
+        return o, lse * 1.4426950408889634
+
+    result = run_case(base2, Case(1, 1, 64, 16), runtime, check_output=False)
+    assert codes(result) == ["lse_base2"]
+
+
+def test_sdpa_instead_of_a_kernel_gets_no_credit(runtime):
+    def sdpa(q, k, v):
+        o = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return o, torch.zeros(q.shape[:-1])
+
+    result = run_case(sdpa, Case(1, 1, 64, 16), runtime)
+    assert codes(result) == ["no_kernel"] and "scaled_dot_product" in result.findings[0].message
+
+
+def test_plain_pytorch_softmax_attention_gets_no_credit(runtime):
+    def manual(q, k, v):
+        p = torch.softmax(q.float() @ k.float().transpose(-1, -2) / 4, dim=-1)
+        return (p @ v.float()).to(q.dtype), torch.zeros(q.shape[:-1])
+
+    assert codes(run_case(manual, Case(1, 1, 64, 16), runtime)) == ["no_kernel"]
+
+
+def test_writing_into_the_inputs_is_caught(reference_kernel, runtime):
+    def mutating(q, k, v):
+        out = reference_kernel.flash_attention_forward(q, k, v)
+        k.mul_(2)
+        return out
+
+    assert codes(run_case(mutating, Case(1, 1, 64, 16), runtime)) == ["mutated_inputs"]
+
+
+@pytest.mark.parametrize("returned,expect", [
+    (lambda q: q, "returned one tensor"),
+    (lambda q: (q[..., :8], q[..., 0]), "o has shape"),
+    (lambda q: (q.float(), q[..., 0]), "o has dtype"),
+    (lambda q: None, "returned NoneType"),
+])
+def test_wrong_return_values_are_named(reference_kernel, runtime, returned, expect):
+    def fn(q, k, v):
+        reference_kernel.flash_attention_forward(q, k, v)
+        return returned(q)
+
+    result = run_case(fn, Case(1, 1, 64, 16), runtime)
+    assert codes(result) == ["bad_return"] and expect in result.findings[0].message
+
+
+def test_a_raising_function_gets_a_verdict_not_a_crash(runtime):
+    def broken(q, k, v):
+        raise IndexError("list index out of range")
+
+    result = run_case(broken, Case(1, 1, 64, 16), runtime)
+    assert codes(result) == ["raised"] and "IndexError" in result.findings[0].message
+
+
+def test_a_function_that_never_returns_times_out(runtime):
+    def endless(q, k, v):
+        while True:
+            time.sleep(0.01)
+
+    start = time.monotonic()
+    result = run_case(endless, Case(1, 1, 64, 16), runtime, timeout_s=1)
+    assert codes(result) == ["timeout"] and time.monotonic() - start < 10
+
+
+def test_assert_cases_raises_a_short_check_failure(runtime):
+    def broken(q, k, v):
+        raise RuntimeError("boom")
+
+    with pytest.raises(CheckFailed) as info:
+        assert_cases(broken, [Case(1, 1, 16, 16)])
+    assert info.value._render_traceback_() == [f"CheckFailed: {info.value.message}"]
+    assert "boom" in info.value.message
+
+
+def test_stderr_is_redirected_at_python_and_fd_level(capfd):
+    import os
+    import sys
+    import warnings
+
+    with stderr_to_stdout():
+        print("python-level", file=sys.stderr)
+        os.write(2, b"fd-level\n")
+        warnings.warn("a warning")
+    out, err = capfd.readouterr()
+    assert err == ""
+    assert "python-level" in out and "fd-level" in out and "a warning" in out

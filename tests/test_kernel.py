@@ -1,0 +1,96 @@
+"""The reference kernel (from the source notebook) against the float64 reference."""
+import pytest
+import torch
+
+from autograder.checks import TOLERANCES, run_case
+from autograder.inputs import Case, make_qkv
+
+AWKWARD = [
+    Case(1, 1, 1, 16, seed=1),
+    Case(2, 3, 17, 32, seed=2),
+    Case(1, 2, 200, 64, seed=3),
+    Case(1, 1, 1000, 128, seed=4),
+    Case(3, 2, 128, 64, layout="bshd", seed=5),
+    Case(1, 2, 100, 32, layout="strided_d", seed=6),
+    Case(1, 2, 130, 64, L_k=70, seed=7),
+    Case(1, 2, 64, 16, L_k=300, seed=8),
+]
+
+
+@pytest.mark.parametrize("case", AWKWARD, ids=Case.label)
+def test_reference_kernel_passes_awkward_shapes(reference_kernel, runtime, case):
+    result = run_case(reference_kernel.flash_attention_forward, case, runtime)
+    assert result.passed, "\n".join(result.lines())
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_reference_kernel_error_is_far_inside_the_tolerance(reference_kernel, runtime, dtype):
+    """The tolerance leaves room, but not much: the kernel sits at about a quarter of it."""
+    if getattr(torch, dtype) not in runtime.dtypes:
+        pytest.skip(f"{dtype} tl.dot is not trustworthy on this runtime")
+    from autograder.references import attention_reference
+
+    case = Case(2, 2, 300, 64, dtype, seed=9)
+    q, k, v = make_qkv(case, runtime.device)
+    o, _ = reference_kernel.flash_attention_forward(q, k, v)
+    ref, _ = attention_reference(q, k, v)
+    tol = TOLERANCES[q.dtype]
+    err = ((o.double() - ref).abs() - tol.rtol * ref.abs()).max().item()
+    assert err < tol.atol / 2
+
+
+def test_output_perturbed_by_a_few_ulps_fails(reference_kernel, runtime):
+    """The check is tight: shifting the right answer by 8 fp16 ulps at 1.0 is caught."""
+    def perturbed(q, k, v):
+        o, lse = reference_kernel.flash_attention_forward(q, k, v)
+        return o + 8 * 2 ** -10, lse
+
+    result = run_case(perturbed, Case(1, 1, 64, 16), runtime)
+    assert not result.passed
+
+
+BAD_INPUTS = [
+    ("4 dimensions", lambda q, k, v: (q[0], k, v)),
+    ("dtype torch.float32", lambda q, k, v: (q.float(), k, v)),
+    ("share one dtype", lambda q, k, v: (q, k.to(torch.bfloat16 if k.dtype == torch.float16 else torch.float16), v)),
+    ("same shape", lambda q, k, v: (q, k, v[:, :, :5])),
+    ("head dim D=24", lambda q, k, v: (q[..., :24], k[..., :24], v[..., :24])),
+    ("equal head counts", lambda q, k, v: (q, k[:, :1], v[:, :1])),
+    ("batch", lambda q, k, v: (q, k[:1], v[:1])),
+    ("torch.Tensor", lambda q, k, v: (q.tolist(), k, v)),
+]
+
+
+@pytest.mark.parametrize("message,mangle", BAD_INPUTS, ids=[m for m, _ in BAD_INPUTS])
+def test_bad_input_gets_a_value_error_naming_the_problem(reference_kernel, runtime, message, mangle):
+    q, k, v = make_qkv(Case(2, 2, 16, 32), runtime.device)
+    with pytest.raises(ValueError, match=message):
+        reference_kernel.flash_attention_forward(*mangle(q, k, v))
+
+
+def test_cpu_tensors_are_refused_on_a_gpu_runtime(reference_kernel, runtime, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    q, k, v = make_qkv(Case(1, 1, 16, 16), "cpu")
+    with pytest.raises(ValueError, match="move them to the GPU"):
+        reference_kernel.flash_attention_forward(q, k, v)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", [
+    Case(2, 3, 1000, 128, "bfloat16", seed=11), Case(4, 16, 4096, 16, "bfloat16", seed=12),
+    Case(1, 2, 8192, 64, "bfloat16", "bshd", seed=13), Case(2, 2, 333, 64, "float16", "strided_d", seed=14),
+    Case(1, 1, 1, 128, "bfloat16", seed=15), Case(1, 4, 4097, 64, "bfloat16", seed=16),
+], ids=Case.label)
+def test_gpu_bf16_and_long_sequences(reference_kernel, runtime, case):
+    result = run_case(reference_kernel.flash_attention_forward, case, runtime)
+    assert result.passed and not result.note, "\n".join(result.lines())
+
+
+def test_every_output_element_is_written(reference_kernel, runtime, monkeypatch):
+    """Poison the output buffers: a row the kernel forgets to store stays NaN."""
+    real_empty_like, real_empty = torch.empty_like, torch.empty
+    monkeypatch.setattr(torch, "empty_like", lambda t, **kw: real_empty_like(t, **kw).fill_(float("nan")))
+    monkeypatch.setattr(torch, "empty", lambda *a, **kw: real_empty(*a, **kw).fill_(float("nan")))
+    q, k, v = make_qkv(Case(2, 3, 201, 32, seed=17), runtime.device)
+    o, lse = reference_kernel.flash_attention_forward(q, k, v)
+    assert bool(torch.isfinite(o).all()) and bool(torch.isfinite(lse).all())

@@ -1,0 +1,90 @@
+"""The student notebook is nbgrader's fresh output, and nothing from the solutions leaks into it."""
+import json
+import re
+
+import nbformat
+import pytest
+
+from autograder.grading.pipeline import prepare_course, release
+from autograder.grading.samples import SAMPLES, apply_edits
+from autograder.notebook_code import cell_by_id, grade_id, strip_markers
+from autograder.problems import problem3
+
+SOURCE = "solutions/problem3/problem3.ipynb"
+RELEASED = "notebooks/problem3/problem3.ipynb"
+
+
+@pytest.fixture(scope="module")
+def fresh_release(tmp_path_factory, repo_root):
+    course = tmp_path_factory.mktemp("course")
+    prepare_course(repo_root, course)
+    return release(course, "problem3")
+
+
+def test_committed_student_notebook_equals_a_fresh_generation(repo_root, fresh_release):
+    committed = (repo_root / RELEASED).read_text()
+    assert committed == fresh_release.read_text(), "run `autograder release` and commit notebooks/"
+
+
+def solution_and_hidden_lines(source_nb):
+    """Every meaningful line between BEGIN/END SOLUTION or BEGIN/END HIDDEN TESTS that does not
+    also appear outside those regions (a shared line such as a call's opening is no leak)."""
+    lines, public, inside = [], set(), False
+    for cell in source_nb.cells:
+        for line in cell.source.splitlines():
+            marker = line.strip()
+            if marker.startswith("### BEGIN"):
+                inside = True
+            elif marker.startswith("### END"):
+                inside = False
+            elif inside and len(marker) > 3 and not marker.startswith("#") and not marker.endswith(("[", "(")):
+                lines.append(marker)
+            elif not inside:
+                public.add(marker)
+    return [line for line in lines if line not in public]
+
+
+def test_no_solution_or_hidden_test_line_leaks(repo_root):
+    source = nbformat.read(str(repo_root / SOURCE), as_version=4)
+    student_text = "\n".join(c.source for c in nbformat.read(str(repo_root / RELEASED), as_version=4).cells)
+    secret = solution_and_hidden_lines(source)
+    assert len(secret) > 20  # the solution and hidden tests are really there to leak
+    leaked = [line for line in secret if line in student_text]
+    assert not leaked
+    assert "BEGIN SOLUTION" not in student_text and "HIDDEN TESTS" not in student_text
+
+
+def test_student_notebook_has_no_outputs_and_keeps_the_grading_metadata(repo_root):
+    nb = json.loads((repo_root / RELEASED).read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(c["outputs"] == [] and c["execution_count"] is None for c in code)
+    graded = {c["metadata"]["nbgrader"]["grade_id"]: c["metadata"]["nbgrader"]["points"]
+              for c in code if c["metadata"].get("nbgrader", {}).get("grade")}
+    assert sum(graded.values()) == 10 and len(graded) == 6
+    stub = cell_by_id(nbformat.reads(json.dumps(nb), as_version=4), problem3.STUDENT_CELL).source
+    assert stub.count("raise NotImplementedError()") == 2
+
+
+def test_source_notebook_is_valid_and_ids_are_unique(repo_root):
+    nb = nbformat.read(str(repo_root / SOURCE), as_version=4)
+    nbformat.validate(nb)
+    ids = [grade_id(c) for c in nb.cells if grade_id(c)]
+    assert len(ids) == len(set(ids))
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+def test_setup_cell_configures_triton_before_any_kernel(repo_root):
+    nb = nbformat.read(str(repo_root / RELEASED), as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    first_jit = next(i for i, s in enumerate(code) if "@triton.jit" in s)
+    setup = next(i for i, s in enumerate(code) if "configure()" in s)
+    assert setup < first_jit
+    assert not any(re.search(r"^\s*import triton", s, re.M) for s in code[:setup + 1])
+
+
+@pytest.mark.parametrize("sample", SAMPLES["problem3"], ids=lambda s: s.name)
+def test_every_sample_edit_still_applies_to_the_solution(repo_root, sample):
+    solution = strip_markers(cell_by_id(nbformat.read(str(repo_root / SOURCE), as_version=4),
+                                        problem3.STUDENT_CELL).source)
+    edited = apply_edits(solution, sample.edits)
+    assert (edited != solution) == bool(sample.edits)
