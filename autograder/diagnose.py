@@ -187,6 +187,12 @@ def describe_exception(exc: BaseException) -> Finding:
                                           "with your code")
     if isinstance(exc, TimeoutError):
         return Finding("timeout", str(exc))
+    if type(exc).__name__ == "CompilationError":
+        # Triton's message is the kernel source with a caret; the reason is error_message
+        # or the chained exception, and the first line says where ("at 8:38:").
+        reason = getattr(exc, "error_message", None) or exc.__cause__ or "see the kernel source"
+        where = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return Finding("compile_error", f"the Triton kernel does not compile ({where}) {reason}"[:400])
     last = [line for line in text.strip().splitlines() if line.strip()]
     summary = last[-1] if last else type(exc).__name__
     if not summary.startswith(type(exc).__name__):
