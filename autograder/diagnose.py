@@ -182,7 +182,11 @@ def diagnose_lse(lse, ref_lse, q, k, atol) -> list[Finding]:
 def describe_exception(exc: BaseException) -> Finding:
     """One sentence for an exception raised by student code (including Triton compile errors)."""
     text = f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, NotImplementedError) or "NotImplementedError" in text:
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 10:  # Triton nests the helper's error as the cause
+        chain.append(f"{type(seen).__name__}: {seen}")
+        seen = seen.__cause__ or seen.__context__
+    if any("NotImplementedError" in t for t in chain):
         return Finding("not_implemented", "not implemented yet: replace `raise NotImplementedError()` "
                                           "with your code")
     if isinstance(exc, TimeoutError):

@@ -155,3 +155,19 @@ def test_stderr_is_redirected_at_python_and_fd_level(capfd):
     out, err = capfd.readouterr()
     assert err == ""
     assert "python-level" in out and "fd-level" in out and "a warning" in out
+
+
+def test_triton_compile_errors_are_summarised_without_the_source_dump():
+    from triton.compiler.errors import CompilationError
+
+    from autograder.diagnose import describe_exception
+
+    plain = describe_exception(CompilationError("def f():\n    x = 1\n", None, "boom happened"))
+    assert plain.code == "compile_error" and "boom happened" in plain.message
+    try:
+        try:
+            raise CompilationError("    raise NotImplementedError()\n", None, "unsupported AST node type: Raise")
+        except CompilationError as inner:
+            raise CompilationError("o, lse = finalize(acc, l_i, m_i)\n", None, None) from inner
+    except CompilationError as outer:
+        assert describe_exception(outer).code == "not_implemented"
