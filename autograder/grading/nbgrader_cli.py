@@ -28,7 +28,9 @@ def run_nbgrader(course_root: Path, *args: str, timeout_s: float | None = None) 
     cmd = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={course_root}"]
     # nbgrader runs helper programs (alembic) and kernels from this interpreter's environment,
     # which need not be on PATH when the venv was not activated.
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    # COURSE_GRADING tells notebook cells that only matter to a learner (benchmarks) to stand aside.
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+               COURSE_GRADING="1")
     try:
         proc = subprocess.run(cmd, cwd=course_root, capture_output=True, text=True, timeout=timeout_s, env=env)
         return StepResult(cmd, proc.returncode, proc.stdout + proc.stderr)

@@ -35,11 +35,16 @@ def benchmark(fn, lengths=(1024, 2048, 4096), head_dim=64, batch=4, heads=16, pl
 
     Under the CPU interpreter this only explains why there is nothing meaningful to time.
     """
+    import os
+
     import torch
 
     from .. import benchmark as bench
 
-    if not torch.cuda.is_available() or __import__("os").environ.get("TRITON_INTERPRET") == "1":
+    if os.environ.get("COURSE_GRADING") == "1":
+        print("Benchmark skipped while grading: timings are not part of this problem's grade.")
+        return None
+    if not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
         print("No GPU here: under Triton's CPU interpreter a kernel runs as NumPy code, so its speed says "
               "nothing about the GPU. Run this cell on a GPU to compare your kernel with PyTorch.")
         return None
