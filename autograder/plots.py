@@ -52,7 +52,7 @@ def plot_online_softmax(seq_len=256, block_n=64, seed=0, ax=None):
 
     gen = torch.Generator().manual_seed(seed)
     s = torch.randn(seq_len, generator=gen, dtype=torch.float64) * 2
-    s[seq_len // 2] += 4  # a late, large score forces a visible rescale
+    s[seq_len // 2 + 3] = s.max() + 3  # a late, larger score forces a visible rescale
     ms, ls, ends = [], [], []
     m, l = -math.inf, 0.0
     for start in range(0, seq_len, block_n):
@@ -74,6 +74,6 @@ def plot_online_softmax(seq_len=256, block_n=64, seed=0, ax=None):
     ax.set_ylabel("m")
     ax2.set_ylabel("l")
     lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-    ax.legend(lines, [h.get_label() for h in lines], fontsize=8, loc="center right")
+    ax.legend(lines, [h.get_label() for h in lines], fontsize=8, loc="upper left")
     ax.set_title("Online softmax: one pass, block by block")
     return ax
