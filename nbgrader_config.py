@@ -3,6 +3,8 @@
 solutions/ is nbgrader's source folder and notebooks/ its release folder, so that
 `nbgrader generate_assignment problem3` writes the student notebook where students find it.
 """
+import os
+
 c = get_config()  # noqa: F821 (provided by nbgrader)
 
 c.CourseDirectory.source_directory = "solutions"
@@ -15,7 +17,7 @@ c.CourseDirectory.db_url = "sqlite:///build/gradebook.db"
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 
 # Triton compiles each kernel on first use and the checks run many shapes: 30 s is too short.
-c.Execute.timeout = 600
+c.Execute.timeout = int(os.environ.get("COURSE_CELL_TIMEOUT_S", 600))
 c.Execute.interrupt_on_timeout = True
 
 # Release notebooks carry no outputs.

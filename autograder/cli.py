@@ -57,7 +57,7 @@ def cmd_demo(args):
     runtime = device.configure()  # the graded kernels inherit TRITON_INTERPRET from here
     repo = _repo(args)
     course = Path(args.workdir).resolve()
-    rows, expected = run_demo(repo, course)
+    rows, expected = run_demo(repo, course, adversarial=args.adversarial)
     print()
     print(summary(rows, expected))
     print(f"\nnbgrader export: {course / 'grades.csv'}   report: {course / 'grade_report.csv'}")
@@ -75,7 +75,7 @@ def cmd_grade(args):
 
     device.configure()
     course = Path(args.course).resolve()
-    rows = grade(course, args.assignment)
+    rows = grade(course, args.assignment, regrade=args.regrade)
     export_rows(rows, course / "grade_report.csv")
     plot_grades(rows, course / "grades.png")
     print(summary(rows))
@@ -120,10 +120,13 @@ def main(argv=None):
     p.set_defaults(func=cmd_release)
     p = sub.add_parser("demo", help="grade the bundled sample submissions through nbgrader")
     p.add_argument("--workdir", default=str(REPO_ROOT / "build" / "demo-course"))
+    p.add_argument("--adversarial", action="store_true",
+                   help="also grade submissions that crash, loop, tamper or arrive broken")
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("grade", help="autograde the submissions of a course folder")
     p.add_argument("course")
     p.add_argument("--assignment", default="problem3")
+    p.add_argument("--regrade", action="store_true", help="grade again what an earlier run already graded")
     p.set_defaults(func=cmd_grade)
     p = sub.add_parser("bench", help="benchmark the reference kernel against PyTorch (GPU only)")
     p.add_argument("--dims", type=int, nargs="+", default=[16, 64, 128])

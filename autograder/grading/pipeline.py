@@ -11,6 +11,8 @@ import csv
 import shutil
 from pathlib import Path
 
+from ..notebook_code import read
+from .intake import inspect_submission
 from .nbgrader_cli import must, run_nbgrader
 from .report import SubmissionGrade, format_table, plot_grades, read_grades
 
@@ -40,54 +42,85 @@ def submitted_students(course_root: Path, assignment: str) -> list[str]:
     return sorted(p.name for p in base.iterdir() if (p / assignment).is_dir()) if base.exists() else []
 
 
-def autograde_all(course_root: Path, assignment: str, students, progress=True) -> dict:
-    """Autograde each student in its own nbgrader process. Returns {student: problem or ''}."""
+DONE_MARKER = ".course-graded"  # written into autograded/<student>/<assignment>/ once recorded
+
+
+def is_graded(course_root: Path, assignment: str, student: str) -> bool:
+    return (course_root / "autograded" / student / assignment / DONE_MARKER).exists()
+
+
+def autograde_all(course_root: Path, assignment: str, students, progress=True, regrade=False) -> dict:
+    """Autograde each student in its own nbgrader process.
+
+    Returns {student: (notes, problem)}. A student already recorded is skipped unless
+    `regrade`, so an interrupted run picks up where it stopped and grades nothing twice.
+    """
     from tqdm.auto import tqdm
 
-    problems = {}
+    release_nb = read(course_root / "notebooks" / assignment / f"{ASSIGNMENTS[assignment]}.ipynb")
+    outcome = {}
     bar = tqdm(students, desc=f"autograde {assignment}", unit="submission", disable=not progress)
     for student in bar:
         bar.set_postfix_str(student)
+        notes, gradable = inspect_submission(course_root / "submitted" / student / assignment,
+                                             ASSIGNMENTS[assignment], release_nb)
+        if not regrade and is_graded(course_root, assignment, student):
+            outcome[student] = (notes + ["already graded; kept (use --regrade to grade again)"], "")
+            continue
+        if not gradable:
+            outcome[student] = (notes, notes[0])
+            continue
         result = run_nbgrader(course_root, "autograde", assignment, f"--student={student}", "--force",
                               timeout_s=SUBMISSION_TIMEOUT_S)
-        problems[student] = "" if result.ok else _last_error(result.output)
-    return problems
+        problem = "" if result.ok else _last_error(result.output)
+        if problem and "kernel died" not in problem.lower():
+            problem = "nbgrader could not finish: " + problem
+        outcome[student] = (notes, problem)
+        marker = course_root / "autograded" / student / assignment
+        if marker.is_dir():
+            (marker / DONE_MARKER).write_text(problem or "ok")
+    return outcome
 
 
 def _last_error(output: str) -> str:
     lines = [l for l in output.strip().splitlines() if "ERROR" in l or "Error" in l]
+    if any("DeadKernelError" in l or "Kernel died" in l for l in lines):
+        return "the notebook's kernel died while running (e.g. os._exit or a crash): later cells did not run"
     return (lines[-1] if lines else output.strip().splitlines()[-1] if output.strip() else "nbgrader failed")[:200]
 
 
-def grade(course_root: Path, assignment: str, progress=True) -> list[SubmissionGrade]:
+def grade(course_root: Path, assignment: str, progress=True, regrade=False) -> list[SubmissionGrade]:
     """Autograde every submission, write feedback and grades.csv, and return the grades."""
     students = submitted_students(course_root, assignment)
     if not students:
         raise FileNotFoundError(f"no submissions under {course_root / 'submitted'}/<student>/{assignment}/")
-    problems = autograde_all(course_root, assignment, students, progress)
+    outcome = autograde_all(course_root, assignment, students, progress, regrade)
     must(run_nbgrader(course_root, "generate_feedback", assignment, "--force"))
     must(run_nbgrader(course_root, "export", f"--to={course_root / 'grades.csv'}"))
     rows = read_grades(course_root, assignment, ASSIGNMENTS[assignment], students)
     for row in rows:
-        if problems.get(row.student) and row.score is None:
-            row.problem = problems[row.student]
+        notes, problem = outcome.get(row.student, ([], ""))
+        row.notes = notes
+        row.problem = problem or row.problem
     return rows
 
 
 def export_rows(rows, path: Path) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["submission", "assignment", "score", "max_score", "failed_tests", "likely_causes", "problem"])
+        w.writerow(["submission", "assignment", "score", "max_score", "failed_tests", "likely_causes",
+                    "problem", "notes"])
         for r in rows:
             w.writerow([r.student, r.assignment, "" if r.score is None else r.score, r.max_score,
-                        ";".join(r.failed_tests), ";".join(r.causes), r.problem])
+                        ";".join(r.failed_tests), ";".join(r.causes), r.problem, " | ".join(r.notes)])
 
 
-def run_demo(repo_root: Path, course_root: Path, assignments=("problem3",), progress=True):
-    """Grade the bundled sample submissions end to end. Returns (rows, expected {(student, assignment): points})."""
-    from ..notebook_code import read  # noqa: F401  (keeps nbformat import errors early and clear)
+def run_demo(repo_root: Path, course_root: Path, assignments=("problem3",), progress=True, adversarial=False,
+             only=None):
+    """Grade the bundled sample submissions end to end (with `adversarial`, also the misbehaving
+    ones; `only`: just these samples). Returns (rows, expected {(student, assignment): points})."""
     from ..problems import problem3
-    from .samples import SAMPLES, write_samples
+    from .samples import ADVERSARIAL, SAMPLES, write_samples
 
     problem_modules = {"problem3": problem3}
     if course_root.exists():
@@ -97,8 +130,10 @@ def run_demo(repo_root: Path, course_root: Path, assignments=("problem3",), prog
     for assignment in assignments:
         module = problem_modules[assignment]
         release_path = release(course_root, assignment)
+        chosen = SAMPLES[assignment] + (ADVERSARIAL[assignment] if adversarial else ())
+        chosen = tuple(s for s in chosen if only is None or s.name in only)
         samples = write_samples(assignment, course_root / "solutions" / assignment / module.NOTEBOOK,
-                                release_path, course_root / "submitted", module.STUDENT_CELL, "kernel")
+                                release_path, course_root / "submitted", module.STUDENT_CELL, "kernel", chosen)
         expected.update({(s.name, assignment): s.expected_points for s in samples})
         all_rows += grade(course_root, assignment, progress)
     export_rows(all_rows, course_root / "grade_report.csv")

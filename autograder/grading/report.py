@@ -18,7 +18,8 @@ class SubmissionGrade:
     max_score: float
     failed_tests: list = field(default_factory=list)
     causes: dict = field(default_factory=dict)     # code -> first message seen
-    problem: str = ""                              # why there is no score, when there is none
+    problem: str = ""                              # why grading did not complete normally
+    notes: list = field(default_factory=list)      # what intake noticed (renamed, tampered, ...)
 
 
 def causes_in_notebook(path: Path) -> dict:
@@ -67,6 +68,10 @@ def format_table(rows: list[SubmissionGrade]) -> str:
                      + (", ".join(r.failed_tests) if r.failed_tests else (r.problem or "all tests pass")))
         for code, text in r.causes.items():
             lines.append(f"{'':<{width}}  {'':<9} {'':>7}    -> ({code}) {text[:140]}")
+        if r.problem and r.failed_tests:
+            lines.append(f"{'':<{width}}  {'':<9} {'':>7}    !! {r.problem}")
+        for note in (n for n in r.notes if n != r.problem):
+            lines.append(f"{'':<{width}}  {'':<9} {'':>7}    note: {note}")
     return "\n".join(lines)
 
 

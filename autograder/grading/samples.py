@@ -18,11 +18,18 @@ from ..notebook_code import cell_by_id, read, strip_markers
 class Sample:
     name: str
     description: str
-    expected_points: float            # what this submission deserves out of the problem's total
+    expected_points: float | None     # what it deserves out of the problem's total; None: no grade, a reason
     edits: tuple = ()                 # (old, new) replacements in the solution code
     untouched: bool = False           # leave the student's cell as released
     extra_cell: str = ""              # code cell appended after the kernel cell
     expected_cause: str = ""          # Finding.code the report should name
+    # Submission-level faults (what reaches the grader, rather than what the kernel computes):
+    locked_edits: tuple = ()          # (grade_id, new source, or None to delete the cell)
+    kernelspec: str = ""              # a different kernel name in the notebook's metadata
+    filename: str = ""                # hand the notebook in under another name
+    raw: str | None = None            # hand in this text instead of a notebook
+    missing: bool = False             # hand in an empty folder
+    expected_note: str = ""           # text the grade report's notes or problem must contain
 
 
 SDPA_CHEAT = '''
@@ -74,7 +81,29 @@ PROBLEM3_SAMPLES = (
            extra_cell=SDPA_CHEAT, expected_cause="no_kernel"),
 )
 
+# Submissions that misbehave as submissions: crash, exit, loop, tamper, arrive broken.
+PROBLEM3_ADVERSARIAL = (
+    Sample("kernel_exits", "os._exit(1) right after the kernel: the notebook's kernel dies", 0,
+           extra_cell="import os\nos._exit(1)", expected_note="kernel died"),
+    Sample("sys_exit", "sys.exit() in a cell: IPython catches it and grading goes on", 10,
+           extra_cell="import sys\nsys.exit('done early')"),
+    Sample("endless_cell", "a cell that never finishes: interrupted at the cell time limit", 10,
+           extra_cell="while True:\n    pass"),
+    Sample("edited_test", "a locked test cell replaced by `pass`: nbgrader restores it", 10,
+           locked_edits=(("test_tail_block", "pass"),), expected_note="locked cells edited"),
+    Sample("deleted_test", "a locked test cell deleted: that test scores 0", 9,
+           locked_edits=(("test_tail_block", None),), expected_note="locked cells deleted"),
+    Sample("other_kernelspec", "asks for a Julia kernel: graded with Python", 10,
+           kernelspec="julia-1.10", expected_note="kernel 'julia-1.10'"),
+    Sample("renamed_notebook", "handed in as my_problem3.ipynb", 10,
+           filename="my_problem3.ipynb", expected_note="was named my_problem3.ipynb"),
+    Sample("invalid_json", "a truncated file that is not JSON", None,
+           raw='{"cells": [', expected_note="not a readable notebook"),
+    Sample("no_notebook", "an empty submission folder", None, missing=True, expected_note="no notebook submitted"),
+)
+
 SAMPLES = {"problem3": PROBLEM3_SAMPLES}
+ADVERSARIAL = {"problem3": PROBLEM3_ADVERSARIAL}
 
 
 def apply_edits(code: str, edits) -> str:
@@ -96,17 +125,31 @@ def build_submission(sample: Sample, source_nb, release_nb, student_cell: str, k
         extra = nbformat.v4.new_code_cell(sample.extra_cell.strip("\n"))
         extra.id = f"student-added-{sample.name}".replace("_", "-")
         nb.cells.insert(index, extra)
+    for gid, new_source in sample.locked_edits:
+        cell = cell_by_id(nb, gid)
+        if new_source is None:
+            nb.cells.remove(cell)
+        else:
+            cell.source = new_source
+    if sample.kernelspec:
+        nb.metadata["kernelspec"] = {"name": sample.kernelspec, "display_name": sample.kernelspec,
+                                     "language": sample.kernelspec.split("-")[0]}
     return nb
 
 
 def write_samples(assignment: str, source_path: Path, release_path: Path, submitted_dir: Path,
-                  student_cell: str, kernel_cell: str) -> list[Sample]:
-    """Write submitted/<sample name>/<assignment>/<notebook> for every sample of `assignment`."""
+                  student_cell: str, kernel_cell: str, samples=None) -> list[Sample]:
+    """Write submitted/<sample name>/<assignment>/<notebook> for each sample (default: the usual set)."""
     source_nb, release_nb = read(source_path), read(release_path)
-    samples = SAMPLES[assignment]
+    samples = SAMPLES[assignment] if samples is None else samples
     for sample in samples:
         folder = submitted_dir / sample.name / assignment
         folder.mkdir(parents=True, exist_ok=True)
-        nbformat.write(build_submission(sample, source_nb, release_nb, student_cell, kernel_cell),
-                       str(folder / release_path.name))
+        target = folder / (sample.filename or release_path.name)
+        if sample.missing:
+            continue
+        if sample.raw is not None:
+            target.write_text(sample.raw)
+            continue
+        nbformat.write(build_submission(sample, source_nb, release_nb, student_cell, kernel_cell), str(target))
     return list(samples)

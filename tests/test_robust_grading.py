@@ -1,0 +1,55 @@
+"""Submissions that crash, exit, loop, tamper or arrive broken: each gets a grade or a recorded
+reason, the rest of the class is graded normally, and a second run grades nothing twice."""
+import pytest
+
+from autograder.grading.pipeline import DONE_MARKER, grade, run_demo, summary
+from autograder.grading.samples import ADVERSARIAL
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory, repo_root):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("COURSE_CELL_TIMEOUT_S", "60")  # the endless cell is interrupted after a minute
+    course = tmp_path_factory.mktemp("adversarial") / "course"
+    names = {s.name for s in ADVERSARIAL["problem3"]} | {"correct"}
+    rows, expected = run_demo(repo_root, course, progress=False, adversarial=True, only=names)
+    yield course, {r.student: r for r in rows}, expected
+    mp.undo()
+
+
+@pytest.mark.parametrize("sample", ADVERSARIAL["problem3"], ids=lambda s: s.name)
+def test_each_misbehaving_submission_gets_exactly_its_outcome(graded, sample):
+    _, rows, _ = graded
+    row = rows[sample.name]
+    assert row.score == sample.expected_points, summary([row])
+    if sample.expected_points is None:
+        assert row.problem, "a submission without a grade must have a recorded reason"
+    if sample.expected_note:
+        assert any(sample.expected_note in text for text in row.notes + [row.problem]), summary([row])
+
+
+def test_the_well_behaved_neighbour_is_graded_normally(graded):
+    _, rows, _ = graded
+    assert rows["correct"].score == 10 and not rows["correct"].notes and not rows["correct"].problem
+
+
+def test_a_second_run_grades_nothing_twice_and_an_interrupted_one_resumes(graded):
+    course, rows, _ = graded
+    # An interrupted run: "correct" was autograded but never recorded as done.
+    (course / "autograded" / "correct" / "problem3" / DONE_MARKER).unlink()
+    again = {r.student: r for r in grade(course, "problem3", progress=False)}
+    assert {s: r.score for s, r in again.items()} == {s: r.score for s, r in rows.items()}
+    assert not any("already graded" in n for n in again["correct"].notes)
+    skipped = [s for s, r in again.items() if any("already graded" in n for n in r.notes)]
+    graded_before = [s for s in rows if (course / "autograded" / s / "problem3").is_dir() and s != "correct"]
+    assert sorted(skipped) == sorted(graded_before)
+
+
+def test_feedback_exists_for_every_submission_that_ran_to_the_end(graded):
+    """nbgrader writes no feedback for a notebook whose kernel died; the reason is in the report."""
+    course, rows, _ = graded
+    for student, row in rows.items():
+        html = course / "feedback" / student / "problem3" / "problem3.html"
+        assert html.exists() == (row.score is not None and not row.problem), student
