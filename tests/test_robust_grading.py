@@ -5,7 +5,7 @@ import pytest
 from autograder.grading.pipeline import DONE_MARKER, grade, run_demo, summary
 from autograder.grading.samples import ADVERSARIAL
 
-pytestmark = pytest.mark.slow
+
 
 
 @pytest.fixture(scope="module")
@@ -20,6 +20,7 @@ def graded(tmp_path_factory, repo_root):
 
 
 @pytest.mark.parametrize("sample", ADVERSARIAL["problem3"], ids=lambda s: s.name)
+@pytest.mark.slow
 def test_each_misbehaving_submission_gets_exactly_its_outcome(graded, sample):
     _, rows, _ = graded
     row = rows[sample.name]
@@ -30,11 +31,13 @@ def test_each_misbehaving_submission_gets_exactly_its_outcome(graded, sample):
         assert any(sample.expected_note in text for text in row.notes + [row.problem]), summary([row])
 
 
+@pytest.mark.slow
 def test_the_well_behaved_neighbour_is_graded_normally(graded):
     _, rows, _ = graded
     assert rows["correct"].score == 10 and not rows["correct"].notes and not rows["correct"].problem
 
 
+@pytest.mark.slow
 def test_a_second_run_grades_nothing_twice_and_an_interrupted_one_resumes(graded):
     course, rows, _ = graded
     # An interrupted run: "correct" was autograded but never recorded as done.
@@ -47,9 +50,35 @@ def test_a_second_run_grades_nothing_twice_and_an_interrupted_one_resumes(graded
     assert sorted(skipped) == sorted(graded_before)
 
 
+@pytest.mark.slow
 def test_feedback_exists_for_every_submission_that_ran_to_the_end(graded):
     """nbgrader writes no feedback for a notebook whose kernel died; the reason is in the report."""
     course, rows, _ = graded
     for student, row in rows.items():
         html = course / "feedback" / student / "problem3" / "problem3.html"
         assert html.exists() == (row.score is not None and not row.problem), student
+
+
+@pytest.mark.parametrize("source,ok", [
+    ("@triton.jit\ndef f(x):\n    return tl.max(x, axis=1)\n", True),
+    ('LN_2 = tl.constexpr(0.69)\nSCALE = -1.5\n"""notes"""\n', True),
+    ("import torch\n", False),
+    ("@triton.jit\ndef f(x):\n    return torch.softmax(x)\n", False),
+    ("def f(x):\n    return x\n", False),
+    ("print('hi')\n", False),
+    ("@triton.jit\ndef f(x):\n    return x.__class__\n", False),
+    ("@triton.jit\ndef f(x):\n    open('/etc/passwd')\n", False),
+    ("def broken(:\n", False),
+])
+def test_answer_cell_policy(source, ok):
+    from autograder.grading.verify import answer_cell_violations
+
+    assert (answer_cell_violations(source) == []) == ok, answer_cell_violations(source)
+
+
+def test_the_reference_answer_cell_passes_the_policy(repo_root):
+    from autograder.grading.verify import answer_cell_violations
+    from autograder.notebook_code import cell_by_id, read, strip_markers
+
+    nb = read(repo_root / "solutions" / "problem3" / "problem3.ipynb")
+    assert answer_cell_violations(strip_markers(cell_by_id(nb, "online_softmax").source)) == []

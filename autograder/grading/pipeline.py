@@ -14,6 +14,7 @@ from pathlib import Path
 from ..notebook_code import read
 from .intake import inspect_submission
 from .nbgrader_cli import must, run_nbgrader
+from .verify import apply_to_gradebook, verify
 from .report import SubmissionGrade, format_table, plot_grades, read_grades
 
 ASSIGNMENTS = {"problem3": "problem3"}  # assignment -> notebook name (without .ipynb)
@@ -75,11 +76,39 @@ def autograde_all(course_root: Path, assignment: str, students, progress=True, r
         problem = "" if result.ok else _last_error(result.output)
         if problem and "kernel died" not in problem.lower():
             problem = "nbgrader could not finish: " + problem
+        try:
+            notes += _verify_student(course_root, assignment, student)
+        except Exception as exc:  # verification must not cost the rest of the class its grades
+            notes.append(f"clean re-run could not be made ({type(exc).__name__}: {str(exc)[:120]}); "
+                         "the notebook's grade stands")
         outcome[student] = (notes, problem)
         marker = course_root / "autograded" / student / assignment
         if marker.is_dir():
             (marker / DONE_MARKER).write_text(problem or "ok")
     return outcome
+
+
+def _verify_student(course_root: Path, assignment: str, student: str) -> list[str]:
+    """Confirm the points nbgrader gave by re-running the tests cleanly (see verify.py)."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    from .. import problems
+
+    notebook = ASSIGNMENTS[assignment]
+    db = f"sqlite:///{course_root / 'build' / 'gradebook.db'}"
+    with Gradebook(db) as gb:
+        try:
+            if not gb.find_submission_notebook(notebook, assignment, student).score:
+                return []  # nothing was awarded, so nothing to confirm
+        except MissingEntry:
+            return []
+    module = problems.get(assignment)
+    outcome = verify(course_root / "submitted" / student / assignment / f"{notebook}.ipynb",
+                     course_root / "solutions" / assignment / module.NOTEBOOK,
+                     course_root / "notebooks" / assignment / module.NOTEBOOK,
+                     module.KERNEL_CELLS, module.STUDENT_CELL)
+    notes = ["answer cell rejected: " + "; ".join(outcome.violations[:2])] if outcome.violations else []
+    return notes + apply_to_gradebook(db, assignment, notebook, student, outcome)
 
 
 def _last_error(output: str) -> str:

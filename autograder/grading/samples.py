@@ -30,6 +30,7 @@ class Sample:
     raw: str | None = None            # hand in this text instead of a notebook
     missing: bool = False             # hand in an empty folder
     expected_note: str = ""           # text the grade report's notes or problem must contain
+    answer_suffix: str = ""           # code appended to the student's answer cell
 
 
 SDPA_CHEAT = '''
@@ -55,6 +56,18 @@ def flash_attention_forward(q, k, v):
     warnings.warn("this kernel has not been tuned yet", UserWarning)
     print("debug: launching kernel", file=sys.stderr)
     return _quiet_forward(q, k, v)
+'''
+
+PATCH_CHECKS = '''
+import autograder.checks as _checks
+
+_checks.assert_cases = lambda *args, **kwargs: print("All cases passed.")
+'''
+
+PATCH_ISCLOSE = '''
+import torch
+
+torch.isclose = lambda a, b, **kwargs: torch.ones_like(a, dtype=torch.bool)
 '''
 
 MASK_LINES = '''    if MASK_KEYS:
@@ -100,6 +113,12 @@ PROBLEM3_ADVERSARIAL = (
     Sample("invalid_json", "a truncated file that is not JSON", None,
            raw='{"cells": [', expected_note="not a readable notebook"),
     Sample("no_notebook", "an empty submission folder", None, missing=True, expected_note="no notebook submitted"),
+    Sample("patched_checks", "nothing implemented, but a cell makes assert_cases always pass", 0, untouched=True,
+           extra_cell=PATCH_CHECKS, expected_note="not in a clean re-run"),
+    Sample("patched_isclose", "the unmasked-tail bug, plus a cell that makes torch.isclose always true", 6,
+           edits=((MASK_LINES, ""),), extra_cell=PATCH_ISCLOSE, expected_note="not in a clean re-run"),
+    Sample("patch_in_answer_cell", "the answer cell itself patches the checks at import time", 0, untouched=True,
+           answer_suffix=PATCH_CHECKS, expected_note="answer cell rejected"),
 )
 
 SAMPLES = {"problem3": PROBLEM3_SAMPLES}
@@ -120,6 +139,8 @@ def build_submission(sample: Sample, source_nb, release_nb, student_cell: str, k
     if not sample.untouched:
         solution = strip_markers(cell_by_id(source_nb, student_cell).source)
         cell_by_id(nb, student_cell).source = apply_edits(solution, sample.edits)
+    if sample.answer_suffix:
+        cell_by_id(nb, student_cell).source += "\n" + sample.answer_suffix
     if sample.extra_cell:
         index = nb.cells.index(cell_by_id(nb, kernel_cell)) + 1
         extra = nbformat.v4.new_code_cell(sample.extra_cell.strip("\n"))
