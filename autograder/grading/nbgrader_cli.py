@@ -6,6 +6,7 @@ cannot take the caller down with it.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -31,12 +32,39 @@ def run_nbgrader(course_root: Path, *args: str, timeout_s: float | None = None) 
     # COURSE_GRADING tells notebook cells that only matter to a learner (benchmarks) to stand aside.
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
                COURSE_GRADING="1")
+    # A new process session, so that on a timeout the whole tree goes: nbgrader and the notebook
+    # kernel it started, which may be stuck in a GPU kernel that never ends.
+    proc = subprocess.Popen(cmd, cwd=course_root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env, start_new_session=True)
     try:
-        proc = subprocess.run(cmd, cwd=course_root, capture_output=True, text=True, timeout=timeout_s, env=env)
-        return StepResult(cmd, proc.returncode, proc.stdout + proc.stderr)
-    except subprocess.TimeoutExpired as exc:
-        out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        return StepResult(cmd, -1, out + f"\nnbgrader {args[0]} did not finish within {timeout_s:g} s")
+        out, _ = proc.communicate(timeout=timeout_s)
+        return StepResult(cmd, proc.returncode, out)
+    except subprocess.TimeoutExpired:
+        _kill_tree(proc)
+        out, _ = proc.communicate()
+        return StepResult(cmd, -1, (out or "") + f"\nnbgrader {args[0]} did not finish within {timeout_s:g} s; "
+                                                  "it and the notebook's kernel were stopped")
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """Kill nbgrader and every descendant. Jupyter starts kernels in sessions of their own,
+    so a process-group kill alone would leave the kernel (and its GPU context) behind."""
+    import psutil
+
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    for child in family:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(family, timeout=30)
 
 
 def must(result: StepResult) -> StepResult:

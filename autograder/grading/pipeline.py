@@ -8,6 +8,7 @@ costs only its own grade, and the reason is recorded.
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from .verify import apply_to_gradebook, verify
 from .report import SubmissionGrade, format_table, plot_grades, read_grades
 
 ASSIGNMENTS = {"problem3": "problem3"}  # assignment -> notebook name (without .ipynb)
-SUBMISSION_TIMEOUT_S = 3600
+SUBMISSION_TIMEOUT_S = float(os.environ.get("COURSE_SUBMISSION_TIMEOUT_S", 3600))
 
 
 def prepare_course(repo_root: Path, course_root: Path) -> None:
@@ -112,6 +113,8 @@ def _verify_student(course_root: Path, assignment: str, student: str) -> list[st
 
 
 def _last_error(output: str) -> str:
+    if "did not finish within" in output:
+        return output.strip().splitlines()[-1]
     lines = [l for l in output.strip().splitlines() if "ERROR" in l or "Error" in l]
     if any("DeadKernelError" in l or "Kernel died" in l for l in lines):
         return "the notebook's kernel died while running (e.g. os._exit or a crash): later cells did not run"
@@ -145,11 +148,11 @@ def export_rows(rows, path: Path) -> None:
 
 
 def run_demo(repo_root: Path, course_root: Path, assignments=("problem3",), progress=True, adversarial=False,
-             only=None):
+             only=None, gpu_faults=False):
     """Grade the bundled sample submissions end to end (with `adversarial`, also the misbehaving
     ones; `only`: just these samples). Returns (rows, expected {(student, assignment): points})."""
     from ..problems import problem3
-    from .samples import ADVERSARIAL, SAMPLES, write_samples
+    from .samples import ADVERSARIAL, GPU_FAULTS, SAMPLES, write_samples
 
     problem_modules = {"problem3": problem3}
     if course_root.exists():
@@ -159,7 +162,8 @@ def run_demo(repo_root: Path, course_root: Path, assignments=("problem3",), prog
     for assignment in assignments:
         module = problem_modules[assignment]
         release_path = release(course_root, assignment)
-        chosen = SAMPLES[assignment] + (ADVERSARIAL[assignment] if adversarial else ())
+        chosen = (SAMPLES[assignment] + (ADVERSARIAL[assignment] if adversarial else ())
+                  + (GPU_FAULTS[assignment] if gpu_faults else ()))
         chosen = tuple(s for s in chosen if only is None or s.name in only)
         samples = write_samples(assignment, course_root / "solutions" / assignment / module.NOTEBOOK,
                                 release_path, course_root / "submitted", module.STUDENT_CELL, "kernel", chosen)

@@ -174,3 +174,46 @@ def write_samples(assignment: str, source_path: Path, release_path: Path, submit
             continue
         nbformat.write(build_submission(sample, source_nb, release_nb, student_cell, kernel_cell), str(target))
     return list(samples)
+
+
+# Faults only a GPU can have. Graded by the GPU-marked tests on a GPU runner.
+ILLEGAL_ACCESS = '''
+@triton.jit
+def _scribble(ptr):
+    tl.store(ptr + (1 << 40), 1.0)  # far outside any allocation
+
+
+_scribble[(1,)](torch.empty(1, device="cuda"))
+torch.cuda.synchronize()
+'''
+
+HOG_MEMORY = '''
+_hog = []
+while True:  # take the GPU's memory and keep it
+    try:
+        _hog.append(torch.empty(1 << 30, dtype=torch.uint8, device="cuda"))
+    except torch.OutOfMemoryError:
+        break
+'''
+
+ENDLESS_KERNEL = '''
+@triton.jit
+def _spin(ptr, n):
+    i = 0
+    while i < n:  # n is huge: the kernel never ends in practice
+        i += tl.load(ptr) * 0 + 1
+
+
+_spin[(1,)](torch.zeros(1, device="cuda", dtype=torch.int32), 2 ** 62)
+torch.cuda.synchronize()
+'''
+
+PROBLEM3_GPU_FAULTS = (
+    Sample("illegal_memory_access", "launches a kernel that writes far out of bounds", 0,
+           extra_cell=ILLEGAL_ACCESS),
+    Sample("gpu_memory_hog", "takes all GPU memory and keeps it", 0, extra_cell=HOG_MEMORY),
+    Sample("endless_gpu_kernel", "launches a GPU kernel that never ends", 0, extra_cell=ENDLESS_KERNEL,
+           expected_note="did not finish within"),
+    Sample("z_correct_after_faults", "the reference solution, graded after the faults above", 10),
+)
+GPU_FAULTS = {"problem3": PROBLEM3_GPU_FAULTS}
