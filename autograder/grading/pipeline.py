@@ -19,7 +19,9 @@ from .verify import apply_to_gradebook, verify
 from .report import SubmissionGrade, format_table, plot_grades, read_grades
 
 ASSIGNMENTS = {"problem3": "problem3"}  # assignment -> notebook name (without .ipynb)
-SUBMISSION_TIMEOUT_S = float(os.environ.get("COURSE_SUBMISSION_TIMEOUT_S", 3600))
+def submission_timeout_s() -> float:
+    """Wall-clock limit for one submission's autograde (nbgrader and its kernel), in seconds."""
+    return float(os.environ.get("COURSE_SUBMISSION_TIMEOUT_S", 3600))
 
 
 def prepare_course(repo_root: Path, course_root: Path) -> None:
@@ -73,7 +75,7 @@ def autograde_all(course_root: Path, assignment: str, students, progress=True, r
             outcome[student] = (notes, notes[0])
             continue
         result = run_nbgrader(course_root, "autograde", assignment, f"--student={student}", "--force",
-                              timeout_s=SUBMISSION_TIMEOUT_S)
+                              timeout_s=submission_timeout_s())
         problem = "" if result.ok else _last_error(result.output)
         if problem and "kernel died" not in problem.lower():
             problem = "nbgrader could not finish: " + problem
