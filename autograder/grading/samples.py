@@ -203,7 +203,7 @@ def _spin(counter):
         pass
 
 
-_spin[(1,)](torch.zeros(1, device="cuda", dtype=torch.int32))
+_spin[(1,)](torch.zeros(1, device="cuda", dtype=torch.int64))  # 2**63 turns to wrap
 torch.cuda.synchronize()
 '''
 
