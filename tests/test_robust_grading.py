@@ -93,3 +93,18 @@ def test_a_submission_over_its_time_limit_is_stopped_with_its_kernel(tmp_path, r
     assert rows[0].score == 0 and "did not finish within 20 s" in rows[0].problem
     kernels = [p for p in psutil.Process().children(recursive=True) if "ipykernel" in " ".join(p.cmdline())]
     assert kernels == []
+
+
+@pytest.mark.parametrize("output,expect", [
+    ("x\n[AutogradeApp | ERROR] boom\n    nbclient.exceptions.CellTimeoutError: A cell timed out while it was being executed\n"
+     "[AutogradeApp | ERROR] Please see the the above traceback for details on the specific errors on the above failures.",
+     "CellTimeoutError: A cell timed out"),
+    ("... DeadKernelError: Kernel died\n", "kernel died"),
+    ("partial\nnbgrader autograde did not finish within 20 s; it and the notebook's kernel were stopped",
+     "did not finish within 20 s"),
+    ("[AutogradeApp | ERROR] No notebooks found", "No notebooks found"),
+])
+def test_the_reason_for_a_failed_nbgrader_run_is_the_telling_line(output, expect):
+    from autograder.grading.pipeline import _last_error
+
+    assert expect in _last_error(output)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -115,12 +116,19 @@ def _verify_student(course_root: Path, assignment: str, student: str) -> list[st
 
 
 def _last_error(output: str) -> str:
-    if "did not finish within" in output:
-        return output.strip().splitlines()[-1]
-    lines = [l for l in output.strip().splitlines() if "ERROR" in l or "Error" in l]
+    """The most telling line of a failed nbgrader run, for the grade report."""
+    lines = output.strip().splitlines()
+    if lines and "did not finish within" in lines[-1]:
+        return lines[-1]
     if any("DeadKernelError" in l or "Kernel died" in l for l in lines):
         return "the notebook's kernel died while running (e.g. os._exit or a crash): later cells did not run"
-    return (lines[-1] if lines else output.strip().splitlines()[-1] if output.strip() else "nbgrader failed")[:200]
+    # The exception that stopped nbgrader, not its generic "see the above traceback" lines.
+    raised = [l.strip() for l in lines if re.match(r"\s*[\w.]*(Error|Exception|Timeout)\w*: ", l)
+              and "[AutogradeApp" not in l]
+    if raised:
+        return raised[-1][:200]
+    errors = [l for l in lines if "ERROR" in l and "see the the above traceback" not in l]
+    return (errors[-1] if errors else lines[-1] if lines else "nbgrader failed")[:200]
 
 
 def grade(course_root: Path, assignment: str, progress=True, regrade=False) -> list[SubmissionGrade]:
