@@ -13,13 +13,17 @@ import re
 import shutil
 from pathlib import Path
 
+from .. import problems
 from ..notebook_code import read
 from .intake import inspect_submission
 from .nbgrader_cli import must, run_nbgrader
-from .verify import apply_to_gradebook, verify
 from .report import SubmissionGrade, format_table, plot_grades, read_grades
+from .verify import apply_to_gradebook, verify
 
-ASSIGNMENTS = {"problem3": "problem3"}  # assignment -> notebook name (without .ipynb)
+# assignment -> its notebook's name without .ipynb, from each problem's module
+ASSIGNMENTS = {a: Path(problems.get(a).NOTEBOOK).stem for a in problems.ASSIGNMENTS}
+
+
 def submission_timeout_s() -> float:
     """Wall-clock limit for one submission's autograde (nbgrader and its kernel), in seconds."""
     return float(os.environ.get("COURSE_SUBMISSION_TIMEOUT_S", 3600))
@@ -96,8 +100,6 @@ def _verify_student(course_root: Path, assignment: str, student: str) -> list[st
     """Confirm the points nbgrader gave by re-running the tests cleanly (see verify.py)."""
     from nbgrader.api import Gradebook, MissingEntry
 
-    from .. import problems
-
     notebook = ASSIGNMENTS[assignment]
     db = f"sqlite:///{course_root / 'build' / 'gradebook.db'}"
     with Gradebook(db) as gb:
@@ -161,16 +163,14 @@ def run_demo(repo_root: Path, course_root: Path, assignments=("problem3",), prog
              only=None, gpu_faults=False):
     """Grade the bundled sample submissions end to end (with `adversarial`, also the misbehaving
     ones; `only`: just these samples). Returns (rows, expected {(student, assignment): points})."""
-    from ..problems import problem3
     from .samples import ADVERSARIAL, GPU_FAULTS, SAMPLES, write_samples
 
-    problem_modules = {"problem3": problem3}
     if course_root.exists():
         shutil.rmtree(course_root)
     prepare_course(repo_root, course_root)
     all_rows, expected = [], {}
     for assignment in assignments:
-        module = problem_modules[assignment]
+        module = problems.get(assignment)
         release_path = release(course_root, assignment)
         chosen = (SAMPLES[assignment] + (ADVERSARIAL[assignment] if adversarial else ())
                   + (GPU_FAULTS[assignment] if gpu_faults else ()))
