@@ -135,9 +135,27 @@ def _unpack(result, q, check_lse):
     return o, lse, None
 
 
+def _returns_cached_output(fn, case: Case, runtime, first_o) -> str:
+    """Call again on different inputs of the same shape: a fresh answer must come back."""
+    from dataclasses import replace
+
+    q, k, v = make_qkv(replace(case, seed=case.seed + 7919), device=runtime.device)
+    try:
+        with time_limit(DEFAULT_TIMEOUT_S):
+            o2 = fn(q, k, v)[0]
+    except Exception as exc:  # the first call worked; say plainly that the second did not
+        return "a second call on other inputs failed: " + describe_exception(exc).message
+    if o2.data_ptr() == first_o.data_ptr() or torch.equal(o2, first_o):
+        return "it returned the same output for different inputs (a cached result)"
+    return ""
+
+
 def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
-             timeout_s: float = DEFAULT_TIMEOUT_S) -> CaseResult:
-    """Call fn(q, k, v) on fresh inputs for `case` and compare with the float64 reference."""
+             timeout_s: float = DEFAULT_TIMEOUT_S, fresh_call: bool = False) -> CaseResult:
+    """Call fn(q, k, v) on fresh inputs for `case` and compare with the float64 reference.
+
+    With `fresh_call`, also call it on other inputs of the same shape to catch a cached answer.
+    """
     runtime = runtime or device_mod.current()
     note = ""
     if case.torch_dtype not in runtime.dtypes:
@@ -174,6 +192,10 @@ def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
         return fail("wrong return value", [Finding("bad_return", problem)])
     if any(o.data_ptr() == t.data_ptr() for t in (q, k, v)):
         return fail("wrong return value", [Finding("bad_return", "it returned one of its inputs as the output")])
+    if fresh_call:
+        cached = _returns_cached_output(fn, case, runtime, o)
+        if cached:
+            return fail("wrong return value", [Finding("cached_output", cached)])
 
     ref_o, ref_lse = attention_reference(q, k, v)
     tol = TOLERANCES[q.dtype]
@@ -203,8 +225,9 @@ def run_cases(fn, cases, title="", **kwargs) -> list[CaseResult]:
     with stderr_to_stdout():
         if title:
             print(title)
-        for case in cases:
-            result = run_case(fn, case, runtime=runtime, **kwargs)
+        for i, case in enumerate(cases):
+            # The first case of each run is also called on other inputs, to catch a cached answer.
+            result = run_case(fn, case, runtime=runtime, fresh_call=(i == 0), **kwargs)
             print("\n".join(result.lines()), flush=True)
             results.append(result)
     return results
