@@ -213,7 +213,7 @@ PROBLEM3_GPU_FAULTS = (
     Sample("gpu_memory_hog", "takes GPU memory until allocation fails and keeps it; the tests still fit", 10,
            extra_cell=HOG_MEMORY),
     Sample("endless_gpu_kernel", "launches a GPU kernel that never ends: nbgrader gives up on the notebook", 0,
-           extra_cell=ENDLESS_KERNEL),
+           extra_cell=ENDLESS_KERNEL, expected_note="CellTimeoutError"),
     Sample("z_correct_after_faults", "the reference solution, graded after the faults above", 10),
 )
 GPU_FAULTS = {"problem3": PROBLEM3_GPU_FAULTS}
