@@ -36,6 +36,7 @@ class Tolerance:
 TOLERANCES = {
     torch.float16: Tolerance(atol=2e-3, rtol=2e-3),    # 4 * 2**-11
     torch.bfloat16: Tolerance(atol=1.6e-2, rtol=1.6e-2),  # 4 * 2**-8
+    torch.float32: Tolerance(atol=1e-4, rtol=1e-4),     # PyTorch exercises in float32: sums of L terms
 }
 LSE_TOLERANCE = Tolerance(atol=1e-3, rtol=1e-4)
 DEFAULT_TIMEOUT_S = float(os.environ.get("COURSE_CASE_TIMEOUT_S", 300))
@@ -142,7 +143,7 @@ def _returns_cached_output(fn, case: Case, runtime, first_o) -> str:
     q, k, v = make_qkv(replace(case, seed=case.seed + 7919), device=runtime.device)
     try:
         with time_limit(DEFAULT_TIMEOUT_S):
-            o2 = fn(q, k, v)[0]
+            o2 = fn(q, k, v, **case.call_kwargs)[0]
     except Exception as exc:  # the first call worked; say plainly that the second did not
         return "a second call on other inputs failed: " + describe_exception(exc).message
     if o2.data_ptr() == first_o.data_ptr() or torch.equal(o2, first_o):
@@ -151,10 +152,16 @@ def _returns_cached_output(fn, case: Case, runtime, first_o) -> str:
 
 
 def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
-             timeout_s: float = DEFAULT_TIMEOUT_S, fresh_call: bool = False) -> CaseResult:
-    """Call fn(q, k, v) on fresh inputs for `case` and compare with the float64 reference.
+             timeout_s: float = DEFAULT_TIMEOUT_S, fresh_call: bool = False, require_triton: bool = True,
+             extra_checks=(), diagnoses=()) -> CaseResult:
+    """Call fn(q, k, v, **case.call_kwargs) on fresh inputs for `case` and compare with the
+    float64 reference for the case's mask (causal, window, sink) and heads (GQA).
 
     With `fresh_call`, also call it on other inputs of the same shape to catch a cached answer.
+    `require_triton`: the answer must come from a Triton kernel, not from PyTorch ops.
+    `extra_checks`: callables (watch, q, k, v, case) -> Finding or None, run after the call
+    (e.g. "K/V were repeated in memory"). `diagnoses`: callables (o64, q, k, v, ref_o, case)
+    -> list of Findings for a wrong output, tried before the generic patterns.
     """
     runtime = runtime or device_mod.current()
     note = ""
@@ -169,17 +176,21 @@ def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
         return CaseResult(case, False, summary, list(findings), note)
 
     try:
-        with time_limit(timeout_s), watch_call() as watched:
-            result = fn(q, k, v)
+        with time_limit(timeout_s), watch_call((q, k, v)) as watched:
+            result = fn(q, k, v, **case.call_kwargs)
             if runtime.device == "cuda":
                 torch.cuda.synchronize()
     except Exception as exc:  # student code may raise anything; the verdict must not crash
         return fail("the call did not return", [describe_exception(exc)])
-    if watched.forbidden_ops:
+    if require_triton and watched.forbidden_ops:
         return fail("not computed by a Triton kernel", [Finding(
             "no_kernel", "it calls PyTorch's " + ", ".join(watched.forbidden_ops)
             + "; the exercise is to compute attention in your Triton kernel")])
-    if watched.triton_launches == 0:
+    if not require_triton and watched.attention_ops:
+        return fail("not computed by your code", [Finding(
+            "uses_builtin_attention", "it calls PyTorch's " + ", ".join(watched.attention_ops)
+            + "; the exercise is to write attention yourself")])
+    if require_triton and watched.triton_launches == 0:
         return fail("not computed by a Triton kernel", [Finding(
             "no_kernel", "no Triton kernel was launched; the exercise is to compute attention in your kernel")])
     changed = mutated(before, (q, k, v))
@@ -197,14 +208,25 @@ def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
         if cached:
             return fail("wrong return value", [Finding("cached_output", cached)])
 
-    ref_o, ref_lse = attention_reference(q, k, v)
+    for extra in extra_checks:
+        finding = extra(watched, q, k, v, case)
+        if finding:
+            return fail(finding.message.split(":")[0][:60], [finding])
+
+    ref_o, ref_lse = attention_reference(q, k, v, **case.mask_kwargs)
     tol = TOLERANCES[q.dtype]
     o64 = o.detach().double().to(ref_o.device)
     if check_output:
         bad = ~torch.isclose(o64, ref_o, atol=tol.atol, rtol=tol.rtol)
         if bad.any():
             err = (o64 - ref_o).abs().nan_to_num(float("inf")).max().item()
-            findings = diagnose_output(o64, q, k, v, ref_o, tol.atol, tol.rtol)
+            findings = []
+            for diagnose in diagnoses:
+                findings = diagnose(o64, q, k, v, ref_o, case)
+                if findings:
+                    break
+            if not findings:
+                findings = diagnose_output(o64, q, k, v, ref_o, tol.atol, tol.rtol, case)
             return fail(f"output: max|err| {err:.2g} > tol {tol.atol:g} ({locate(bad)})", findings)
     summary = f"max|err| {(o64 - ref_o).abs().max().item():.1e} (tol {tol.atol:g})" if check_output else ""
     if check_lse:
@@ -212,7 +234,7 @@ def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
         bad = ~torch.isclose(lse64, ref_lse, atol=LSE_TOLERANCE.atol, rtol=LSE_TOLERANCE.rtol)
         if bad.any():
             err = (lse64 - ref_lse).abs().nan_to_num(float("inf")).max().item()
-            findings = diagnose_lse(lse64, ref_lse, q, k, LSE_TOLERANCE.atol)
+            findings = diagnose_lse(lse64, ref_lse, q, k, LSE_TOLERANCE.atol, case)
             return fail(f"lse: max|err| {err:.2g} > tol {LSE_TOLERANCE.atol:g}", findings)
         summary = (summary + "; " if summary else "") + f"lse max|err| {(lse64 - ref_lse).abs().max().item():.1e}"
     return CaseResult(case, True, summary, [], note)

@@ -37,7 +37,8 @@ def cmd_release(args):
     from .grading.pipeline import ASSIGNMENTS, prepare_course, release
 
     repo = _repo(args)
-    work = repo / "build" / "release"
+    # One work folder per selection, so releasing different problems at once cannot collide.
+    work = repo / "build" / ("release-" + "-".join(args.assignments) if args.assignments else "release")
     if work.exists():
         shutil.rmtree(work)
     prepare_course(repo, work)

@@ -97,7 +97,7 @@ def _fault_matches(o, q, k, v, ref, atol, rtol):
     return []
 
 
-def _scale_match(o, q, k, v, ref, atol, rtol):
+def _scale_match(o, q, k, v, ref, atol, rtol, mask_kwargs):
     d = q.shape[-1]
     right = 1.0 / math.sqrt(d)
     candidates = {
@@ -108,7 +108,7 @@ def _scale_match(o, q, k, v, ref, atol, rtol):
         "log2(e)^2/sqrt(D), i.e. the scale was applied twice": right * LOG2_E ** 2,
     }
     for name, scale in candidates.items():
-        sim, _ = attention_reference(q, k, v, scale=scale)
+        sim, _ = attention_reference(q, k, v, scale=scale, **mask_kwargs)
         if _explains(o, sim, ref, atol, rtol):
             return Finding("wrong_scale", f"the scores are scaled by {name} instead of 1/sqrt(D) = {right:.4g}")
     return None
@@ -142,17 +142,23 @@ def _row_scaling(o, ref):
     return None
 
 
-def diagnose_output(o, q, k, v, ref_o, atol, rtol) -> list[Finding]:
-    """Likely causes for an output `o` that does not match `ref_o` (both compared in float64)."""
+def diagnose_output(o, q, k, v, ref_o, atol, rtol, case=None) -> list[Finding]:
+    """Likely causes for an output `o` that does not match `ref_o` (both compared in float64).
+
+    `case` (an inputs.Case) says which mask the reference used; the re-enacted online-softmax
+    faults are non-causal, so they are only tried for unmasked attention.
+    """
+    mask_kwargs = case.mask_kwargs if case is not None else {}
+    masked = bool(mask_kwargs.get("is_causal"))
     o = o.detach().double().cpu()
     q, k, v = (t.detach().cpu() for t in (q, k, v))
     ref = ref_o.detach().double().cpu()
     nf = non_finite(o)
     if nf:
         return [nf]
-    for probe in (lambda: _fault_matches(o, q, k, v, ref, atol, rtol),
+    for probe in (lambda: [] if masked else _fault_matches(o, q, k, v, ref, atol, rtol),
                   lambda: _swapped_slices(o, ref, atol, rtol),
-                  lambda: _scale_match(o, q, k, v, ref, atol, rtol),
+                  lambda: _scale_match(o, q, k, v, ref, atol, rtol, mask_kwargs),
                   lambda: _row_scaling(o, ref)):
         found = probe()
         if found:
@@ -160,14 +166,21 @@ def diagnose_output(o, q, k, v, ref_o, atol, rtol) -> list[Finding]:
     return []
 
 
-def diagnose_lse(lse, ref_lse, q, k, atol) -> list[Finding]:
+def diagnose_lse(lse, ref_lse, q, k, atol, case=None) -> list[Finding]:
     """Likely causes for a wrong log-sum-exp when the output itself is right."""
+    from .references import attention_mask, repeat_kv
+
     lse = lse.detach().double().cpu()
     ref = ref_lse.detach().double().cpu()
     if not bool(torch.isfinite(lse).all()):
         return [Finding("lse_nan", "the log-sum-exp has NaN/inf entries: is l_i 0 for some rows?")]
     scale = 1.0 / math.sqrt(q.shape[-1])
-    row_max = ((q.double().cpu() @ k.double().cpu().transpose(-1, -2)) * scale).amax(-1)
+    k = repeat_kv(k.double().cpu(), q.shape[1] // k.shape[1])
+    scores = (q.double().cpu() @ k.transpose(-1, -2)) * scale
+    mask = attention_mask(q.shape[2], **(case.mask_kwargs if case is not None else {"is_causal": False}))
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    row_max = scores.amax(-1)
     candidates = {
         "lse_base2": (ref * LOG2_E, "the log-sum-exp is in base 2: multiply by ln(2) to return natural log"),
         "lse_no_max": (ref - row_max, "the log-sum-exp misses the running max m_i: lse = (m_i + log2(l_i)) * ln(2)"),

@@ -26,12 +26,39 @@ class Case:
     H_kv: int | None = None   # None: same as H
     L_k: int | None = None    # None: same as L
     seed: int = 0
+    # Which attention the reference computes (the seed's create_mask_bool rules):
+    causal: bool = False          # key j visible to query i only if j <= i
+    window: int | None = None     # sliding window: i - (window - 1) <= j <= i (implies causal)
+    sink: int | None = None       # attention sinks: j < sink and j <= i (implies causal)
+    logit_scale: float = 1.0      # Q is multiplied by this: large logits break a naive exp
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.window is not None and self.window < 1:
+            raise ValueError(f"window must be >= 1, got {self.window}")
+        if self.sink is not None and self.sink < 0:
+            raise ValueError(f"sink must be >= 0, got {self.sink}")
+        if self.is_causal and self.len_k != self.L:
+            raise ValueError("causal, window and sink cases need as many keys as queries")
+
+    @property
+    def is_causal(self) -> bool:
+        return self.causal or self.window is not None or self.sink is not None
+
+    @property
+    def mask_kwargs(self) -> dict:
+        """What the reference needs: dict(is_causal=..., window_size=..., sink_size=...)."""
+        return {"is_causal": self.is_causal, "window_size": self.window, "sink_size": self.sink}
+
+    @property
+    def call_kwargs(self) -> dict:
+        """Extra keyword arguments for the function under test: window_size/sink_size when set."""
+        if self.window is None and self.sink is None:
+            return {}
+        return {"window_size": self.L if self.window is None else self.window, "sink_size": self.sink or 0}
 
     @property
     def heads_kv(self) -> int:
@@ -52,7 +79,13 @@ class Case:
         heads = f"H={self.H}" if self.H_kv is None else f"Hq={self.H} Hkv={self.H_kv}"
         lens = f"L={self.L}" if self.L_k is None else f"Lq={self.L} Lk={self.L_k}"
         layout = "" if self.layout == "contiguous" else f" {self.layout}"
-        return f"B={self.B} {heads} {lens} D={self.D} {self.dtype}{layout}"
+        mask = ""
+        if self.window is not None or self.sink is not None:
+            mask = f" W={self.window if self.window is not None else 'L'} S={self.sink or 0}"
+        elif self.causal:
+            mask = " causal"
+        scale = "" if self.logit_scale == 1.0 else f" logits x{self.logit_scale:g}"
+        return f"B={self.B} {heads} {lens} D={self.D} {self.dtype}{layout}{mask}{scale}"
 
 
 def _tensor(shape, dtype, layout, generator, device):
@@ -71,6 +104,8 @@ def make_qkv(case: Case, device="cpu"):
     """Fresh N(0, 1) Q, K, V for `case`, reproducible from its seed (drawn on the CPU)."""
     gen = torch.Generator().manual_seed(case.seed)
     q = _tensor((case.B, case.H, case.L, case.D), case.torch_dtype, case.layout, gen, device)
+    if case.logit_scale != 1.0:
+        q.mul_(case.logit_scale)
     k = _tensor((case.B, case.heads_kv, case.len_k, case.D), case.torch_dtype, case.layout, gen, device)
     v = _tensor((case.B, case.heads_kv, case.len_k, case.D), case.torch_dtype, case.layout, gen, device)
     return q, k, v

@@ -19,29 +19,62 @@ FORBIDDEN_OPS = re.compile(
 )
 
 
+ATTENTION_OPS = re.compile(r"attention")
+
+
+def _storage(t):
+    try:
+        return t.untyped_storage().data_ptr()
+    except Exception:  # tensors without storage (meta, sparse)
+        return None
+
+
 class _OpRecorder(TorchDispatchMode):
-    def __init__(self):
+    """Records each aten op's name, the largest tensor any op produced, and every op that
+    made a copy of a watched input bigger than the input itself (K/V repeated for GQA)."""
+
+    def __init__(self, inputs=()):
         super().__init__()
         self.ops: set[str] = set()
+        self.largest_numel = 0
+        self.inputs = [(i, _storage(t), t.numel()) for i, t in enumerate(inputs)]
+        self.enlarged_copies: list[tuple[str, int]] = []   # (op, index of the watched input)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.add(func.overloadpacket.__name__)
-        return func(*args, **(kwargs or {}))
+        name = func.overloadpacket.__name__
+        self.ops.add(name)
+        out = func(*args, **(kwargs or {}))
+        results = [t for t in (out if isinstance(out, (tuple, list)) else [out]) if isinstance(t, torch.Tensor)]
+        for t in results:
+            self.largest_numel = max(self.largest_numel, t.numel())
+        if self.inputs and results:
+            read = {_storage(a) for a in list(args) + list((kwargs or {}).values()) if isinstance(a, torch.Tensor)}
+            for index, storage, numel in self.inputs:
+                if storage in read and any(t.numel() > numel and _storage(t) != storage for t in results):
+                    self.enlarged_copies.append((name, index))
+        return out
 
 
 @dataclass
 class Watch:
     ops: set = field(default_factory=set)
     triton_launches: int = 0
+    largest_numel: int = 0             # elements of the largest tensor an aten op produced
+    enlarged_copies: list = field(default_factory=list)  # (op, input index): input copied into more memory
 
     @property
     def forbidden_ops(self) -> list[str]:
         return sorted(op for op in self.ops if FORBIDDEN_OPS.search(op))
 
+    @property
+    def attention_ops(self) -> list[str]:
+        return sorted(op for op in self.ops if ATTENTION_OPS.search(op))
+
 
 @contextmanager
-def watch_call():
-    """Record aten ops and Triton launches made inside the block."""
+def watch_call(inputs=()):
+    """Record aten ops and Triton launches made inside the block; `inputs` are the tensors
+    whose enlarged copies (e.g. K/V repeated per query head) should be noticed."""
     from triton.runtime.jit import KernelInterface
 
     record = Watch()
@@ -56,13 +89,15 @@ def watch_call():
         return launch
 
     KernelInterface.__getitem__ = counting_getitem
-    recorder = _OpRecorder()
+    recorder = _OpRecorder(inputs)
     try:
         with recorder:
             yield record
     finally:
         KernelInterface.__getitem__ = original
         record.ops = recorder.ops
+        record.largest_numel = recorder.largest_numel
+        record.enlarged_copies = recorder.enlarged_copies
 
 
 def snapshot(tensors):

@@ -77,3 +77,43 @@ def plot_online_softmax(seq_len=256, block_n=64, seed=0, ax=None):
     ax.legend(lines, [h.get_label() for h in lines], fontsize=8, loc="upper left")
     ax.set_title("Online softmax: one pass, block by block")
     return ax
+
+
+def plot_mask(seq_len=64, window=None, sink=0, causal=True, block_m=16, block_n=16, ax=None, title=None):
+    """The attention mask of a problem, drawn from the grader's own `create_mask_bool`, with
+    the block grid on top: blue cells are visible keys, hatched tiles are the key blocks a kernel
+    must visit (`block_visits.key_blocks`); every other tile can be skipped."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    from .block_visits import key_blocks
+    from .references import create_mask_bool
+
+    if causal:
+        mask = create_mask_bool(seq_len, window_size=seq_len if window is None else window, sink_size=sink or 0)
+    else:
+        mask = torch.ones(seq_len, seq_len, dtype=torch.bool)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 5.5))
+    ax.imshow(mask.numpy(), cmap="Blues", vmin=-0.3, vmax=1.3, interpolation="nearest",
+              extent=(0, seq_len, seq_len, 0))
+    visits = 0
+    for start in range(0, seq_len, block_m):
+        for j in key_blocks(start, start + block_m, seq_len, block_n, causal, window, sink):
+            visits += 1
+            ax.add_patch(Rectangle((j * block_n, start), min(block_n, seq_len - j * block_n),
+                                   min(block_m, seq_len - start), fill=False, hatch="//", edgecolor="#e6550d",
+                                   lw=1.2))
+    for x in range(0, seq_len + 1, block_n):
+        ax.axvline(x, color="#888", lw=0.5)
+    for y in range(0, seq_len + 1, block_m):
+        ax.axhline(y, color="#888", lw=0.5)
+    total = math.ceil(seq_len / block_m) * math.ceil(seq_len / block_n)
+    if title is None:
+        kind = "full" if not causal else ("causal" if window is None and not sink else
+                                           f"window {window if window is not None else 'L'}, sinks {sink}")
+        title = f"{kind} mask, L={seq_len}: {visits} of {total} tiles visited"
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("key j")
+    ax.set_ylabel("query i")
+    return ax

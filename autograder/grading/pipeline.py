@@ -112,7 +112,8 @@ def _verify_student(course_root: Path, assignment: str, student: str) -> list[st
     outcome = verify(course_root / "submitted" / student / assignment / f"{notebook}.ipynb",
                      course_root / "solutions" / assignment / module.NOTEBOOK,
                      course_root / "notebooks" / assignment / module.NOTEBOOK,
-                     module.KERNEL_CELLS, module.STUDENT_CELL)
+                     module.KERNEL_CELLS, module.STUDENT_CELL,
+                     policy=getattr(module, "ANSWER_POLICY", "triton"))
     notes = ["answer cell rejected: " + "; ".join(outcome.violations[:2])] if outcome.violations else []
     return notes + apply_to_gradebook(db, assignment, notebook, student, outcome)
 
@@ -159,8 +160,8 @@ def export_rows(rows, path: Path) -> None:
                         ";".join(r.failed_tests), ";".join(r.causes), r.problem, " | ".join(r.notes)])
 
 
-def run_demo(repo_root: Path, course_root: Path, assignments=("problem3",), progress=True, adversarial=False,
-             only=None, gpu_faults=False):
+def run_demo(repo_root: Path, course_root: Path, assignments=problems.ASSIGNMENTS, progress=True,
+             adversarial=False, only=None, gpu_faults=False):
     """Grade the bundled sample submissions end to end (with `adversarial`, also the misbehaving
     ones; `only`: just these samples). Returns (rows, expected {(student, assignment): points})."""
     from .samples import ADVERSARIAL, GPU_FAULTS, SAMPLES, write_samples
@@ -176,7 +177,8 @@ def run_demo(repo_root: Path, course_root: Path, assignments=("problem3",), prog
                   + (GPU_FAULTS[assignment] if gpu_faults else ()))
         chosen = tuple(s for s in chosen if only is None or s.name in only)
         samples = write_samples(assignment, course_root / "solutions" / assignment / module.NOTEBOOK,
-                                release_path, course_root / "submitted", module.STUDENT_CELL, "kernel", chosen)
+                                release_path, course_root / "submitted", module.STUDENT_CELL,
+                                module.KERNEL_CELLS[-1], chosen)
         expected.update({(s.name, assignment): s.expected_points for s in samples})
         all_rows += grade(course_root, assignment, progress)
     export_rows(all_rows, course_root / "grade_report.csv")

@@ -121,8 +121,22 @@ PROBLEM3_ADVERSARIAL = (
            answer_suffix=PATCH_CHECKS, expected_note="answer cell rejected"),
 )
 
-SAMPLES = {"problem3": PROBLEM3_SAMPLES}
-ADVERSARIAL = {"problem3": PROBLEM3_ADVERSARIAL}
+def _sample_sets(attribute: str, problem3) -> dict:
+    """{assignment: samples}: problem 3's are above, the others' in sample_sets/<assignment>.py."""
+    import importlib
+
+    from .. import problems
+
+    found = {"problem3": problem3}
+    for assignment in problems.ASSIGNMENTS:
+        if assignment != "problem3":
+            module = importlib.import_module(f"{__package__}.sample_sets.{assignment}")
+            found[assignment] = getattr(module, attribute, ())
+    return found
+
+
+SAMPLES = _sample_sets("SAMPLES", PROBLEM3_SAMPLES)
+ADVERSARIAL = _sample_sets("ADVERSARIAL", PROBLEM3_ADVERSARIAL)
 
 
 def apply_edits(code: str, edits) -> str:
@@ -216,4 +230,4 @@ PROBLEM3_GPU_FAULTS = (
            extra_cell=ENDLESS_KERNEL, expected_note="CellTimeoutError"),
     Sample("z_correct_after_faults", "the reference solution, graded after the faults above", 10),
 )
-GPU_FAULTS = {"problem3": PROBLEM3_GPU_FAULTS}
+GPU_FAULTS = _sample_sets("GPU_FAULTS", PROBLEM3_GPU_FAULTS)

@@ -52,15 +52,30 @@ def _is_constant(node) -> bool:
     return False
 
 
-def answer_cell_violations(source: str) -> list[str]:
-    """Why this answer cell cannot be graded as kernel code (empty when it is fine)."""
+# The PyTorch exercises (problems 1 and 2) write plain functions on tensors: torch and math
+# are allowed there, but still no imports, no other modules and no patching of attributes.
+TORCH_POLICY_ALLOWED = {"torch", "F", "math"}
+
+
+def answer_cell_violations(source: str, policy: str = "triton") -> list[str]:
+    """Why this answer cell cannot be graded (empty when it is fine).
+
+    policy "triton": only @triton.jit functions and constants (the kernel problems);
+    policy "torch": plain functions and constants that may use torch and math.
+    """
+    if policy not in ("triton", "torch"):
+        raise ValueError(f"unknown answer policy {policy!r}")
+    forbidden = FORBIDDEN_NAMES - TORCH_POLICY_ALLOWED if policy == "torch" else FORBIDDEN_NAMES
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:
         return [f"the answer cell is not valid Python: {exc.msg} (line {exc.lineno})"]
     problems = []
     for node in tree.body:
-        if isinstance(node, ast.FunctionDef):
+        if isinstance(node, ast.FunctionDef) and policy == "torch":
+            if node.decorator_list:
+                problems.append(f"line {node.lineno}: {node.name} must be a plain function (no decorators)")
+        elif isinstance(node, ast.FunctionDef):
             if not node.decorator_list or any(_dotted(d) not in ALLOWED_DECORATORS for d in node.decorator_list):
                 problems.append(f"line {node.lineno}: {node.name} must be a @triton.jit function")
         elif isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
@@ -72,8 +87,10 @@ def answer_cell_violations(source: str) -> list[str]:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom, ast.Global, ast.Nonlocal)):
             problems.append(f"line {node.lineno}: {type(node).__name__.lower()} statements are not allowed here")
-        elif isinstance(node, ast.Name) and node.id in FORBIDDEN_NAMES:
+        elif isinstance(node, ast.Name) and node.id in forbidden:
             problems.append(f"line {node.lineno}: uses {node.id!r}")
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            problems.append(f"line {node.lineno}: assigns to an attribute ({_dotted(node)})")
         elif isinstance(node, ast.Attribute) and node.attr.startswith("__"):
             problems.append(f"line {node.lineno}: uses {node.attr!r}")
     return list(dict.fromkeys(problems))
@@ -92,10 +109,10 @@ def graded_test_cells(source_nb) -> list[tuple[str, str]]:
 
 
 def verify(submission: Path, source_path: Path, release_path: Path, kernel_cells, student_cell: str,
-           timeout_s: float = 1800) -> Verification:
+           timeout_s: float = 1800, policy: str = "triton") -> Verification:
     """Run the graded tests of `source_path` on the answer cell of `submission`, in a fresh process."""
     answer = cell_by_id(read(submission), student_cell).source
-    outcome = Verification(violations=answer_cell_violations(answer))
+    outcome = Verification(violations=answer_cell_violations(answer, policy))
     if outcome.violations:
         return outcome
     release = read(release_path)

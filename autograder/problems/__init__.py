@@ -1,7 +1,18 @@
-"""One module per problem: its notebook, its kernel cells, its visible checks and sample submissions."""
-import importlib
+"""One module per problem: its notebook, its kernel cells, its visible checks and hints.
 
-ASSIGNMENTS = ("problem3",)
+A problem is registered by existing: every module here named problem<N> is an assignment.
+"""
+import importlib
+import pkgutil
+import re
+
+
+def _discover():
+    names = [m.name for m in pkgutil.iter_modules(__path__) if re.fullmatch(r"problem\d+", m.name)]
+    return tuple(sorted(names, key=lambda n: int(n[7:])))
+
+
+ASSIGNMENTS = _discover()
 
 
 def get(assignment: str):
