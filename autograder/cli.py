@@ -34,15 +34,23 @@ def cmd_env(args):
 
 
 def cmd_release(args):
+    from . import notebook_template
     from .grading.pipeline import ASSIGNMENTS, prepare_course, release
 
     repo = _repo(args)
+    chosen = args.assignments or list(ASSIGNMENTS)
+    # The shared badge and setup cells come from autograder/course_config.py: bring each source
+    # notebook in line first, so the student notebooks carry the course's current address.
+    for assignment in chosen:
+        source = repo / "solutions" / assignment / f"{ASSIGNMENTS[assignment]}.ipynb"
+        if notebook_template.apply_to_file(source, assignment):
+            print(f"updated the badge and setup cells of {source}")
     # One work folder per selection, so releasing different problems at once cannot collide.
     work = repo / "build" / ("release-" + "-".join(args.assignments) if args.assignments else "release")
     if work.exists():
         shutil.rmtree(work)
     prepare_course(repo, work)
-    for assignment in args.assignments or list(ASSIGNMENTS):
+    for assignment in chosen:
         generated = release(work, assignment)
         target = repo / "notebooks" / assignment
         target.mkdir(parents=True, exist_ok=True)
