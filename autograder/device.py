@@ -10,7 +10,12 @@ import os
 import sys
 from dataclasses import dataclass
 
-MIN_CAPABILITY = (8, 0)  # Triton's tensor-core code paths need Ampere or newer
+# Triton supports NVIDIA GPUs of compute capability 8.0 (Ampere) and newer. Since triton 3.3
+# (triton-lang/triton#5066) a tl.dot on anything older compiles to plain FMA code without tensor
+# cores, and bfloat16 does not compile there at all (ptxas: ".bf16 requires .target sm_80");
+# the maintainers say sm_75 "may work at times" but is not supported (triton-lang/triton#10918).
+# So a Turing T4 (7.5, Colab's free GPU) runs the course in the interpreter, like a laptop.
+MIN_CAPABILITY = (8, 0)
 
 
 @dataclass(frozen=True)
@@ -39,11 +44,20 @@ def _gpu_status():
     major, minor = torch.cuda.get_device_capability(0)
     name = torch.cuda.get_device_name(0)
     if (major, minor) < MIN_CAPABILITY:
-        return False, (
-            f"{name} has compute capability {major}.{minor}; Triton's kernels here need "
-            f"{MIN_CAPABILITY[0]}.{MIN_CAPABILITY[1]} or newer (a Colab T4 is 7.5)"
-        )
+        return False, unsupported_gpu_reason(name, (major, minor))
     return True, f"{name}, compute capability {major}.{minor}"
+
+
+def unsupported_gpu_reason(name: str, capability: tuple) -> str:
+    """Why a GPU older than MIN_CAPABILITY is left idle, and what to do instead."""
+    major, minor = capability
+    return (
+        f"{name} has compute capability {major}.{minor}, and current Triton supports 8.0 and newer "
+        f"only: on older GPUs its tl.dot has no tensor cores and bfloat16 does not compile, so the "
+        f"kernels run in the CPU interpreter instead (everything works, in float16, only slower, "
+        f"and without timings; for GPU timings use a GPU of compute capability 8.0 or newer, "
+        f"e.g. an A100 or L4 runtime in Colab)"
+    )
 
 
 def interpreter_incompatibility(triton_version: str, numpy_version: str) -> str | None:
