@@ -1,0 +1,459 @@
+"""Problem 5: grouped-query attention (GQA) in Triton.
+
+Hq query heads share Hkv K/V heads: query head h reads K/V head h // (Hq // Hkv). The kernel
+reads K and V in place; a solution that repeats them in memory before the kernel gets the
+right numbers for the wrong reason, and the checks here say so.
+"""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+
+from ..checks import TOLERANCES, CheckFailed, assert_cases, stderr_to_stdout
+from ..diagnose import Finding, describe_exception
+from ..inputs import Case
+from ..references import attention_reference
+
+ASSIGNMENT = "problem5"
+NOTEBOOK = "problem5.ipynb"
+KERNEL_CELLS = ("imports", "gqa_mapping", "kernel")
+STUDENT_CELL = "gqa_mapping"
+KERNEL_FUNCTION = "flash_attention_gqa"
+ANSWER_POLICY = "triton"
+
+HINTS = (
+    "Start with kv_head: write the group size G = Hq / Hkv for a small case (Hq = 8, Hkv = 2) and list, "
+    "for query heads 0 to 7, which K/V head each must read. The heads of one group are neighbours "
+    "(0-3, then 4-7), not every Hkv-th head: a remainder spreads them out, a quotient keeps them together.",
+    "For program_coordinates, think of the program id as a number written in mixed radix: the last "
+    "digit (the fastest) counts the query heads within a group (base G), the next counts query blocks "
+    "(base n_m_blocks), then K/V heads (base Hkv), and what is left is the batch. Peel the digits off from "
+    "the fastest with a remainder and a quotient each; the query head is then rebuilt from its K/V head "
+    "and its place in the group.",
+    "kv_head: G = Hq // Hkv, answer = query head // G. program_coordinates: G as above; the position "
+    "in the group is pid mod G; divide pid by G, take the query block as that mod n_m_blocks; divide by "
+    "n_m_blocks, take the K/V head as that mod Hkv; what remains divided by Hkv is the batch; the query "
+    "head is K/V head * G + position in the group.",
+)
+
+SELF_CHECK_CASES = [Case(1, 4, 128, 64, H_kv=2), Case(1, 4, 128, 32, H_kv=1, seed=1),
+                    Case(1, 8, 200, 64, H_kv=2, seed=2)]
+SELF_CHECK_SCHEDULES = [(2, 4, 2, 3)]
+
+
+# ---------------------------------------------------------------------------------------------
+# K/V must be read in place: catch a wrapper that repeats them before launching the kernel.
+
+def _storage(t):
+    try:
+        return t.untyped_storage().data_ptr()
+    except Exception:  # tensors without storage
+        return None
+
+
+def _tensors(values):
+    for x in values:
+        if isinstance(x, torch.Tensor):
+            yield x
+        elif isinstance(x, (list, tuple)):
+            yield from _tensors(x)
+
+
+@contextlib.contextmanager
+def _launched_tensors():
+    """Record every tensor handed to a Triton kernel launch inside the block."""
+    from triton.runtime.jit import KernelInterface
+
+    seen = []
+    previous = KernelInterface.__getitem__   # may already be the grader's counting wrapper
+
+    def recording_getitem(self, grid):
+        launcher = previous(self, grid)
+
+        def launch(*args, **kwargs):
+            seen.extend(_tensors(list(args) + list(kwargs.values())))
+            return launcher(*args, **kwargs)
+        return launch
+
+    KernelInterface.__getitem__ = recording_getitem
+    try:
+        yield seen
+    finally:
+        KernelInterface.__getitem__ = previous
+
+
+class _KVWatch:
+    """Wraps the function under test and keeps, per call, the tensors its kernels received."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.calls = {}
+
+    def __call__(self, q, k, v, **kwargs):
+        with _launched_tensors() as seen:
+            result = self.fn(q, k, v, **kwargs)
+        outputs = list(_tensors(result if isinstance(result, (tuple, list)) else [result]))
+        self.calls[id(k)] = (seen, outputs)
+        return result
+
+    def check(self, watch, q, k, v, case):
+        """extra_checks hook: a Finding when K or V reached the kernel as a larger copy."""
+        seen, outputs = self.calls.pop(id(k), ([], []))
+        self.calls.clear()  # the cached-answer probe's call, if any: its tensors need not live on
+        return kv_copy_finding(watch, q, k, v, seen, outputs)
+
+
+def _is_repeat_of(t, k, v) -> bool:
+    """Does `t` hold K or V with each head repeated (interleaved, as repeat_interleave does, or
+    tiled, as repeat does)? A bigger tensor with other contents (a contiguous copy of q) is not."""
+    b, hkv, n, d = k.shape
+    if t.dim() != 4 or t.shape[0] != b or t.shape[2:] != k.shape[2:] or t.shape[1] % hkv or t.dtype != k.dtype:
+        return False
+    group = t.shape[1] // hkv
+    for x in (k, v):
+        for repeated in (x.repeat_interleave(group, dim=1), x.repeat(1, group, 1, 1)):
+            if torch.equal(t.to(repeated.device), repeated):
+                return True
+    return False
+
+
+def kv_copy_finding(watch, q, k, v, launched=(), outputs=()):
+    """Finding("kv_repeated") when K or V were copied into more memory before the kernel ran.
+
+    Two independent witnesses: the aten ops that copied k or v into a bigger tensor
+    (repeat_interleave, expand+reshape, repeat, index_select, indexing: `watch.enlarged_copies`),
+    and the tensors the Triton kernel was launched with: any argument that is neither an input nor
+    a returned output and holds K or V with its heads repeated (this also catches torch.cat / stack
+    and a buffer filled head by head, which aten sees only as writes into a fresh tensor).
+    """
+    names = {1: "k", 2: "v"}
+    copies = sorted({f"{op} ({names[i]})" for op, i in getattr(watch, "enlarged_copies", []) if i in names})
+    allowed = {_storage(t) for t in list((q, k, v)) + list(outputs)}
+    kv_numel = max(k.numel(), v.numel())
+    foreign = [t for t in launched if t.numel() > kv_numel and _storage(t) not in allowed
+               and _is_repeat_of(t, k, v)]
+    if not copies and not foreign:
+        return None
+    evidence = []
+    if copies:
+        evidence.append("aten " + ", ".join(copies) + " made a larger copy")
+    if foreign:
+        shapes = sorted({str(tuple(t.shape)) for t in foreign})
+        evidence.append(f"the kernel was launched on a {', '.join(shapes)} tensor that is not an input, "
+                        f"where K/V are {tuple(k.shape)}")
+    group = q.shape[1] // k.shape[1]
+    return Finding("kv_repeated", "K/V repeated in memory before the kernel: " + "; ".join(evidence)
+                   + f". That costs {group}x the K/V memory and traffic GQA exists to save: launch the kernel on "
+                   "k and v as given and let each query head read K/V head h // (Hq // Hkv) in place.")
+
+
+# ---------------------------------------------------------------------------------------------
+# Which K/V head did each query head read? Re-enact the usual mapping mistakes.
+
+def _observed_kv_heads(o64, q, k, v, case):
+    """For each query head, the K/V head whose attention the output equals (None: none does)."""
+    tol = TOLERANCES.get(q.dtype, TOLERANCES[torch.float16])
+    hq, hkv = q.shape[1], k.shape[1]
+    o = o64.detach().double().cpu()
+    q, k, v = (t.detach().cpu() for t in (q, k, v))
+    mask = case.mask_kwargs if case is not None else {}
+    observed = []
+    for h in range(hq):
+        match = None
+        for j in range(hkv):
+            sim, _ = attention_reference(q[:, h:h + 1], k[:, j:j + 1], v[:, j:j + 1], **mask)
+            if bool(torch.isclose(o[:, h:h + 1], sim, atol=tol.atol, rtol=tol.rtol).all()):
+                match = j
+                break
+        observed.append(match)
+    return observed
+
+
+def _mapping_str(mapping, limit=8):
+    shown = ", ".join(f"{h}->{'?' if j is None else j}" for h, j in enumerate(mapping[:limit]))
+    return shown + (", ..." if len(mapping) > limit else "")
+
+
+def diagnose_kv_heads(o64, q, k, v, ref_o, case):
+    """Name a wrong query-head -> K/V-head mapping when the output is attention with another K/V head."""
+    hq, hkv = q.shape[1], k.shape[1]
+    group = hq // hkv
+    observed = _observed_kv_heads(o64, q, k, v, case)
+    right = [h // group for h in range(hq)]
+    if observed == right or all(j is None for j in observed):
+        return []   # the heads are right (the error is elsewhere), or nothing matches any head
+
+    def same(pattern):
+        return all((p if p < hkv else None) == o for p, o in zip(pattern, observed))
+
+    seen = f"query head -> K/V head read: {_mapping_str(observed)}; right: {_mapping_str(right)}"
+    if same([h % hkv for h in range(hq)]):
+        return [Finding("kv_head_modulo", f"query head h reads K/V head h % Hkv instead of h // (Hq // Hkv) "
+                                          f"({seen}): the {group} query heads of a group are neighbours, so divide "
+                                          "by the group size rather than taking a remainder")]
+    if same([0] * hq):
+        return [Finding("kv_head_zero", f"every query head reads K/V head 0 ({seen}): the divisor is too large "
+                                        "(dividing by Hq instead of the group size Hq // Hkv) or the group size "
+                                        "came out as 0 (Hkv // Hq instead of Hq // Hkv)")]
+    for wrong in range(1, hq + 1):
+        if wrong != group and same([h // wrong for h in range(hq)]):
+            return [Finding("kv_group_size", f"query heads are grouped in runs of {wrong} instead of "
+                                             f"Hq // Hkv = {group} ({seen}): check how the group size is computed")]
+    if any(j is not None and j != r for j, r in zip(observed, right)):
+        return [Finding("wrong_kv_head", f"some query heads read the wrong K/V head ({seen}): query head h "
+                                         f"must read K/V head h // {group}")]
+    return []
+
+
+def assert_gqa_cases(fn, cases, title="", **kwargs):
+    """assert_cases with this problem's K/V-copy check and head-mapping diagnosis."""
+    watched = _KVWatch(fn)
+    assert_cases(watched, cases, title=title, extra_checks=(watched.check,), diagnoses=(diagnose_kv_heads,),
+                 **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# The launch order.
+
+def expected_schedule(batch, n_q_heads, n_kv_heads, n_m_blocks):
+    """(batch, query head, query block) per program id: batch, K/V head, block, head in group."""
+    group = n_q_heads // n_kv_heads
+    rows = []
+    for b in range(batch):
+        for hkv in range(n_kv_heads):
+            for m in range(n_m_blocks):
+                for g in range(group):
+                    rows.append((b, hkv * group + g, m))
+    return rows
+
+
+def _natural_schedule(batch, n_q_heads, n_m_blocks):
+    return [(b, h, m) for b in range(batch) for h in range(n_q_heads) for m in range(n_m_blocks)]
+
+
+def schedule_findings(got, batch, n_q_heads, n_kv_heads, n_m_blocks) -> list[Finding]:
+    """What is wrong with the schedule `got` (a list of (b, hq, m) per program id), or []."""
+    want = expected_schedule(batch, n_q_heads, n_kv_heads, n_m_blocks)
+    if got == want:
+        return []
+    valid = {w: i for i, w in enumerate(want)}
+    first_at = {}
+    for pid, item in enumerate(got):
+        if item not in valid:
+            return [Finding("schedule_out_of_range", f"program {pid} computes (batch, query head, block) = {item}, "
+                                                     f"which does not exist for B={batch}, Hq={n_q_heads} and "
+                                                     f"{n_m_blocks} query blocks")]
+        if item in first_at:
+            missing = next(w for w in want if w not in set(got))
+            return [Finding("schedule_not_bijective", f"programs {first_at[item]} and {pid} both compute "
+                                                      f"(batch, query head, block) = {item}, and {missing} is "
+                                                      "computed by no program: each must come from exactly one "
+                                                      "program id")]
+        first_at[item] = pid
+    pid = next(i for i, (a, b) in enumerate(zip(got, want)) if a != b)
+    where = f"program {pid} computes (batch, query head, block) = {got[pid]}, the order asks for {want[pid]}"
+    if got == _natural_schedule(batch, n_q_heads, n_m_blocks):
+        return [Finding("schedule_not_grouped", f"{where}: this is the plain order (query block fastest, then "
+                                                "head); the query heads of a group should be the fastest index, "
+                                                "so that neighbouring programs read the same K/V tiles")]
+    return [Finding("schedule_order", f"{where}: from slowest to fastest the order is batch, K/V head, "
+                                      "query block, query head within its group")]
+
+
+def assert_schedule(launch_schedule, configs, title=""):
+    """Check the program order for each (B, Hq, Hkv, n_m_blocks); one line each, CheckFailed if any fails."""
+    failures = []
+    with stderr_to_stdout():
+        if title:
+            print(title)
+        for batch, n_q_heads, n_kv_heads, n_m_blocks in configs:
+            label = f"B={batch} Hq={n_q_heads} Hkv={n_kv_heads} query blocks={n_m_blocks}"
+            try:
+                table = launch_schedule(batch, n_q_heads, n_kv_heads, n_m_blocks)
+                got = [tuple(int(x) for x in row) for row in table.tolist()]
+                findings = schedule_findings(got, batch, n_q_heads, n_kv_heads, n_m_blocks)
+                summary = "wrong order" if findings else f"{len(got)} programs, each block once, in group order"
+            except Exception as exc:  # student code may raise anything; the verdict must not crash
+                findings, summary = [describe_exception(exc)], "the schedule probe did not run"
+            print(f"{'FAIL' if findings else 'PASS'}  {label:<42} {summary}")
+            for f in findings:
+                print(f"      likely cause ({f.code}): {f.message}")
+            if findings:
+                failures.append((label, findings[0].message))
+    if failures:
+        label, reason = failures[0]
+        raise CheckFailed(f"{len(failures)} of {len(configs)} schedules wrong; first: {label}: {reason}")
+    print(f"All {len(configs)} schedules in the right order.")
+
+
+def check(fn, launch_schedule=None):
+    """Self-check with the visible shapes; raises CheckFailed with a likely cause when wrong."""
+    assert_gqa_cases(fn, SELF_CHECK_CASES, title="Problem 5 self-check (output and log-sum-exp):")
+    if launch_schedule is not None:
+        assert_schedule(launch_schedule, SELF_CHECK_SCHEDULES, title="Problem 5 self-check (launch order):")
+
+
+def reference_module(repo_root):
+    """Import the reference kernel from the source notebook (instructor side only)."""
+    from ..notebook_code import import_source, module_source, read
+
+    nb = read(Path(repo_root) / "solutions" / ASSIGNMENT / NOTEBOOK)
+    return import_source(module_source(nb, KERNEL_CELLS), "problem5_reference")
+
+
+# ---------------------------------------------------------------------------------------------
+# The picture.
+
+def plot_head_groups(n_q_heads=8, n_kv_heads=2, n_m_blocks=3, n_programs=12, ax=None):
+    """Left: which K/V head each query head reads (right mapping); middle: the h % Hkv mistake;
+    right: the first program ids of the launch order, coloured by the K/V head they read."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyArrowPatch, Rectangle
+
+    group = n_q_heads // n_kv_heads
+    colors = plt.get_cmap("tab10")
+    if ax is None:
+        fig, ax = plt.subplots(1, 3, figsize=(14, 3.6), gridspec_kw={"width_ratios": [1, 1, 1.3]})
+    else:
+        fig = ax[0].figure
+
+    def heads(a, mapping, title):
+        a.set_xlim(-0.7, n_q_heads - 0.3)
+        a.set_ylim(-0.6, 2.0)
+        a.axis("off")
+        a.set_title(title, fontsize=10)
+        kv_x = [(j + 0.5) * n_q_heads / n_kv_heads - 0.5 for j in range(n_kv_heads)]
+        for j, x in enumerate(kv_x):
+            a.add_patch(Rectangle((x - 0.45, -0.3), 0.9, 0.5, color=colors(j), alpha=0.85))
+            a.text(x, -0.05, f"K/V {j}", ha="center", va="center", fontsize=8, color="white")
+        for h in range(n_q_heads):
+            j = mapping(h)
+            a.add_patch(Rectangle((h - 0.4, 1.3), 0.8, 0.45, color=colors(h // group), alpha=0.85))
+            a.text(h, 1.52, f"q{h}", ha="center", va="center", fontsize=8, color="white")
+            a.add_patch(FancyArrowPatch((h, 1.28), (kv_x[j], 0.22), arrowstyle="-|>", mutation_scale=8,
+                                        color=colors(j), lw=1.2))
+
+    heads(ax[0], lambda h: h // group, f"right: head h reads K/V h // {group}")
+    heads(ax[1], lambda h: h % n_kv_heads, f"the usual bug: h % {n_kv_heads}")
+    order = expected_schedule(1, n_q_heads, n_kv_heads, n_m_blocks)[:n_programs]
+    a = ax[2]
+    a.set_xlim(-0.5, n_programs - 0.5)
+    a.set_ylim(-0.2, 1.6)
+    a.axis("off")
+    a.set_title("launch order: program ids 0, 1, 2, ... (batch 0)", fontsize=10)
+    for pid, (_, h, m) in enumerate(order):
+        a.add_patch(Rectangle((pid - 0.45, 0.2), 0.9, 1.0, color=colors(h // group), alpha=0.85))
+        a.text(pid, 0.85, f"q{h}", ha="center", va="center", fontsize=8, color="white")
+        a.text(pid, 0.5, f"blk {m}", ha="center", va="center", fontsize=7, color="white")
+        a.text(pid, 0.05, str(pid), ha="center", va="center", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# The benchmark.
+
+def _gqa_inputs(batch, n_q_heads, n_kv_heads, seq_len, head_dim, dtype):
+    torch.manual_seed(0)
+    q = torch.randn(batch, n_q_heads, seq_len, head_dim, device="cuda", dtype=dtype)
+    k = torch.randn(batch, n_kv_heads, seq_len, head_dim, device="cuda", dtype=dtype)
+    v = torch.randn_like(k)
+    return q, k, v
+
+
+def _sdpa_gqa(backend_name):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backend = getattr(SDPBackend, backend_name)
+
+    def run(q, k, v):
+        with sdpa_kernel(backend):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    return run
+
+
+def gqa_peers(fn) -> dict:
+    """The student's kernel, SDPA with enable_gqa (two backends pinned), and the kernel on repeated K/V."""
+    def repeated(q, k, v):
+        group = q.shape[1] // k.shape[1]
+        return fn(q, k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1))[0]
+
+    return {
+        "your kernel": lambda q, k, v: fn(q, k, v)[0],
+        "SDPA FLASH_ATTENTION": _sdpa_gqa("FLASH_ATTENTION"),
+        "SDPA CUDNN_ATTENTION": _sdpa_gqa("CUDNN_ATTENTION"),
+        "repeat K/V + your kernel": repeated,
+    }
+
+
+def run_gqa_benchmark(impls: dict, shapes, dtype) -> list[dict]:
+    """Time every implementation on every (B, Hq, Hkv, L, D); a refusal becomes a row with its reason."""
+    from .. import benchmark as bench
+
+    rows = []
+    for batch, n_q_heads, n_kv_heads, seq_len, head_dim in shapes:
+        q, k, v = _gqa_inputs(batch, n_q_heads, n_kv_heads, seq_len, head_dim, dtype)
+        for name, impl in impls.items():
+            row = {"impl": name, "B": batch, "H": n_q_heads, "H_kv": n_kv_heads, "L": seq_len, "D": head_dim,
+                   "dtype": str(dtype).replace("torch.", "")}
+            try:
+                m = bench.measure(impl, q, k, v)
+                flops = bench.attention_flops(batch, n_q_heads, seq_len, seq_len, head_dim)
+                rows.append({**row, **m, "tflops": flops / (m["ms"] * 1e-3) / 1e12})
+            except Exception as exc:  # a backend that refuses GQA (or this GPU) is a result, not a crash
+                rows.append({**row, "skipped": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:120]}"
+                             if str(exc).strip() else type(exc).__name__})
+        del q, k, v
+        torch.cuda.empty_cache()
+    return rows
+
+
+def sharing_cost(fn, dtype, batch=4, n_q_heads=32, n_kv_heads=8, seq_len=4096, head_dim=128) -> dict:
+    """Time the kernel with Hq query heads on Hkv K/V heads and on Hq K/V heads (the same query work)."""
+    from .. import benchmark as bench
+
+    times = {}
+    for heads_kv in (n_kv_heads, n_q_heads):
+        q, k, v = _gqa_inputs(batch, n_q_heads, heads_kv, seq_len, head_dim, dtype)
+        times[heads_kv] = bench.measure(lambda a, b, c: fn(a, b, c)[0], q, k, v)["ms"]
+        del q, k, v
+        torch.cuda.empty_cache()
+    return {"gqa_ms": times[n_kv_heads], "mha_ms": times[n_q_heads], "ratio": times[n_kv_heads] / times[n_q_heads]}
+
+
+def benchmark(fn, lengths=(1024, 2048, 4096, 8192), head_dim=128, batch=4, n_q_heads=32, n_kv_heads=8,
+              plot_path=None):
+    """Time `fn` against SDPA with enable_gqa (FLASH_ATTENTION and CUDNN_ATTENTION pinned) and against
+    repeating K/V first, then show that sharing K/V heads costs the kernel nothing.
+
+    Under the CPU interpreter or while grading this only says why it does nothing.
+    """
+    import os
+
+    from .. import benchmark as bench
+
+    if os.environ.get("COURSE_GRADING") == "1":
+        print("Benchmark skipped while grading: timings are not part of this problem's grade.")
+        return None
+    if not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
+        print("No GPU here: under Triton's CPU interpreter a kernel runs as NumPy code, so its speed says "
+              "nothing about the GPU. Run this cell on a GPU to compare your kernel with PyTorch.")
+        return None
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    shapes = [(batch, n_q_heads, n_kv_heads, n, head_dim) for n in lengths]
+    rows = run_gqa_benchmark(gqa_peers(fn), shapes, dtype)
+    print(f"Hq={n_q_heads} query heads on Hkv={n_kv_heads} K/V heads (H below is Hq):")
+    print(bench.format_table(rows))
+    print(bench.speedup_table(rows, "your kernel"))
+    refused = {r["impl"]: r["skipped"] for r in rows if "skipped" in r}
+    for name, why in refused.items():
+        print(f"note: {name} did not run with enable_gqa=True here: {why}")
+    cost = sharing_cost(fn, dtype, batch=batch, n_q_heads=n_q_heads, n_kv_heads=n_kv_heads,
+                        seq_len=max(lengths) // 2, head_dim=head_dim)
+    print(f"\nSharing K/V heads: Hq={n_q_heads}, Hkv={n_kv_heads} takes {cost['gqa_ms']:.3f} ms, "
+          f"Hq=Hkv={n_q_heads} takes {cost['mha_ms']:.3f} ms (the same query work): ratio {cost['ratio']:.2f}.")
+    bench.plot(rows, plot_path, title=f"GQA B={batch} Hq={n_q_heads} Hkv={n_kv_heads} D={head_dim} "
+                                      f"{str(dtype)[6:]} on {torch.cuda.get_device_name(0)}")
+    return {"rows": rows, "sharing": cost}
