@@ -478,7 +478,8 @@ def plot_overflow_and_memory(seq_lens=(1024, 4096, 16384, 65536), block_n=64, he
     left.semilogy(xs[torch.isfinite(ys)], ys[torch.isfinite(ys)], label="exp(x) in float32")
     left.axvline(limit, color="#d62728", ls="--", label=f"overflow: x > {limit:.1f}")
     left.axvspan(limit, 100, color="#d62728", alpha=0.08)
-    left.text(limit + 1, 1e3, "exp(x) = inf\nsoftmax = inf/inf = NaN", color="#d62728", fontsize=8)
+    left.text(limit - 2, 1e5, "beyond the line:\nexp(x) = inf,\nsoftmax = inf/inf = NaN", color="#d62728",
+              fontsize=8, ha="right")
     left.set_xlabel("logit x")
     left.set_ylabel("exp(x)")
     left.set_title("A naive exp overflows")
@@ -488,7 +489,7 @@ def plot_overflow_and_memory(seq_lens=(1024, 4096, 16384, 65536), block_n=64, he
     block = heads * ls * block_n * 4 / 2 ** 30
     right.loglog(ls, full, "o-", label="whole score matrix (H x L x L)")
     right.loglog(ls, block, "s-", label=f"one block of scores (H x L x {block_n})")
-    right.axhline(80, color="#999", ls=":", label="an 80 GB GPU")
+    right.axhline(80, color="#999", ls=":", label="80 GB: a whole H100")
     right.set_xlabel("sequence length L")
     right.set_ylabel("GiB (float32, one layer, B=1)")
     right.set_title(f"Memory for the scores, H={heads}")
