@@ -29,6 +29,15 @@ def _storage(t):
         return None
 
 
+def _tensors_in(values):
+    """The tensors among op arguments, including those inside lists (torch.cat, torch.stack)."""
+    for a in values:
+        if isinstance(a, torch.Tensor):
+            yield a
+        elif isinstance(a, (list, tuple)):
+            yield from (t for t in a if isinstance(t, torch.Tensor))
+
+
 class _OpRecorder(TorchDispatchMode):
     """Records each aten op's name, the largest tensor any op produced, and every op that
     made a copy of a watched input bigger than the input itself (K/V repeated for GQA)."""
@@ -48,7 +57,7 @@ class _OpRecorder(TorchDispatchMode):
         for t in results:
             self.largest_numel = max(self.largest_numel, t.numel())
         if self.inputs and results:
-            read = {_storage(a) for a in list(args) + list((kwargs or {}).values()) if isinstance(a, torch.Tensor)}
+            read = {_storage(a) for a in _tensors_in(list(args) + list((kwargs or {}).values()))}
             for index, storage, numel in self.inputs:
                 if storage in read and any(t.numel() > numel and _storage(t) != storage for t in results):
                     self.enlarged_copies.append((name, index))
