@@ -36,7 +36,8 @@ HINTS = (
     "Start with `visible` and write the two rules of section 2 for one query i and one key j before "
     "thinking in blocks: the window holds W keys counting i itself, so its first key is i - (W - 1); "
     "a sink is a key with j < S, and it is still subject to causality. Then broadcast: q_idx as a column, "
-    "k_idx as a row. Check it against the picture for W = 3, S = 2 by hand.",
+    "k_idx as a row. Check it by hand on a 6 x 6 grid with W = 3, S = 2: row 1 sees keys 0 and 1, "
+    "row 5 sees keys 0, 1, 3, 4 and 5.",
     "For `key_block_ranges`, reason about the whole query block [q_start, q_end) with q_end = "
     "min(q_start + BLOCK_M, seq_len): the earliest key any of its queries sees in a window is "
     "q_start - (W - 1) (never below 0), the latest is q_end - 1. Round the window's start down to a "
@@ -442,7 +443,7 @@ def benchmark(fn, lengths=(4096, 16384, 65536), window=1024, sink=4, head_dim=12
     gqa = kv_heads != heads
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     try:
-        import torch.nn.attention.flex_attention  # noqa: F401
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention  # noqa: F401
         has_flex = True
     except ImportError:
         has_flex = False
