@@ -6,6 +6,7 @@ reference solution, after one small, typical edit (or with a cell added after th
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,22 +122,41 @@ PROBLEM3_ADVERSARIAL = (
            answer_suffix=PATCH_CHECKS, expected_note="answer cell rejected"),
 )
 
-def _sample_sets(attribute: str, problem3) -> dict:
-    """{assignment: samples}: problem 3's are above, the others' in sample_sets/<assignment>.py."""
-    import importlib
+class _SampleSets(Mapping):
+    """{assignment: samples}: problem 3's are in this module, the others' in sample_sets/<assignment>.py.
 
-    from .. import problems
+    Loaded on first use, so a sample-set module may import this one without a circular import.
+    """
 
-    found = {"problem3": problem3}
-    for assignment in problems.ASSIGNMENTS:
-        if assignment != "problem3":
-            module = importlib.import_module(f"{__package__}.sample_sets.{assignment}")
-            found[assignment] = getattr(module, attribute, ())
-    return found
+    def __init__(self, attribute: str, problem3):
+        self._attribute, self._problem3, self._loaded = attribute, problem3, None
+
+    def _load(self) -> dict:
+        if self._loaded is None:
+            import importlib
+
+            from .. import problems
+
+            found = {"problem3": self._problem3}
+            for assignment in problems.ASSIGNMENTS:
+                if assignment != "problem3":
+                    module = importlib.import_module(f"{__package__}.sample_sets.{assignment}")
+                    found[assignment] = tuple(getattr(module, self._attribute, ()))
+            self._loaded = found
+        return self._loaded
+
+    def __getitem__(self, assignment):
+        return self._load()[assignment]
+
+    def __iter__(self):
+        return iter(self._load())
+
+    def __len__(self):
+        return len(self._load())
 
 
-SAMPLES = _sample_sets("SAMPLES", PROBLEM3_SAMPLES)
-ADVERSARIAL = _sample_sets("ADVERSARIAL", PROBLEM3_ADVERSARIAL)
+SAMPLES = _SampleSets("SAMPLES", PROBLEM3_SAMPLES)
+ADVERSARIAL = _SampleSets("ADVERSARIAL", PROBLEM3_ADVERSARIAL)
 
 
 def apply_edits(code: str, edits) -> str:
@@ -230,4 +250,4 @@ PROBLEM3_GPU_FAULTS = (
            extra_cell=ENDLESS_KERNEL, expected_note="CellTimeoutError"),
     Sample("z_correct_after_faults", "the reference solution, graded after the faults above", 10),
 )
-GPU_FAULTS = _sample_sets("GPU_FAULTS", PROBLEM3_GPU_FAULTS)
+GPU_FAULTS = _SampleSets("GPU_FAULTS", PROBLEM3_GPU_FAULTS)
