@@ -2,8 +2,10 @@
 
     autograder env                         where kernels run here, and the versions
     autograder release                     regenerate notebooks/ from solutions/ (nbgrader)
-    autograder demo                        grade the bundled sample submissions end to end
-    autograder grade COURSE --assignment A autograde a real course folder's submissions
+    autograder demo [--ray]                grade the bundled sample submissions end to end
+    autograder grade COURSE [--assignment A ...] [--ray [--address ADDR]]
+                                           autograde a real course folder's submissions
+                                           (--ray: one task per submission on a Ray cluster)
     autograder bench                       time the reference kernel against PyTorch (GPU)
 """
 from __future__ import annotations
@@ -59,16 +61,53 @@ def cmd_release(args):
     return 0
 
 
+def _ray_options(args) -> dict:
+    """Options for grading on Ray, after making sure Ray is installed."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        sys.exit("--ray needs Ray: pip install -e '.[scale]' (on every machine of the cluster)")
+    return {"address": args.address, "num_cpus": args.num_cpus, "gpus_per_task": args.gpus_per_task,
+            "trace_dir": args.trace_dir}
+
+
+def _add_ray_arguments(p):
+    g = p.add_argument_group("grading on Ray (pip install -e '.[scale]')")
+    g.add_argument("--ray", action="store_true",
+                   help="one Ray task per (student, assignment), on this machine or a Ray cluster")
+    g.add_argument("--address", default=None,
+                   help="an existing Ray cluster ('auto', 'HOST:6379', 'ray://HOST:10001'); default: start one here")
+    g.add_argument("--num-cpus", type=int, default=None, help="CPUs of the Ray instance started here")
+    g.add_argument("--gpus-per-task", type=float, default=None,
+                   help="GPU share of one task (default 1 where there are GPUs, so each task times "
+                        "kernels on a GPU of its own; 0.5 lets two tasks share one)")
+    g.add_argument("--trace-dir", default=None, help="write where each task ran (host, PID, attempt) here")
+
+
 def cmd_demo(args):
     from . import device
-    from .grading.pipeline import run_demo, summary
+    from .grading.pipeline import export_rows, run_demo, stage_demo, summary
+    from .grading.report import plot_grades
 
+    options = _ray_options(args) if args.ray else {}
     runtime = device.configure()  # the graded kernels inherit TRITON_INTERPRET from here
     repo = _repo(args)
     course = Path(args.workdir).resolve()
-    rows, expected = run_demo(repo, course, adversarial=args.adversarial)
+    if args.ray:
+        from .grading.ray_grading import format_run, grade_class
+
+        expected = stage_demo(repo, course, adversarial=args.adversarial, class_size=args.class_size)
+        run = grade_class(course, **options)
+        rows = run.rows
+        export_rows(rows, course / "grade_report.csv")
+        plot_grades(rows, course / "grades.png")
+    else:
+        rows, expected = run_demo(repo, course, adversarial=args.adversarial, class_size=args.class_size)
     print()
     print(summary(rows, expected))
+    if args.ray:
+        print()
+        print(format_run(run))
     print(f"\nnbgrader export: {course / 'grades.csv'}   report: {course / 'grade_report.csv'}")
     print(f"feedback: {course / 'feedback'}   plot: {course / 'grades.png'}")
     if runtime.interpreter:
@@ -79,15 +118,31 @@ def cmd_demo(args):
 
 def cmd_grade(args):
     from . import device
-    from .grading.pipeline import export_rows, grade, summary
+    from .grading.pipeline import export_rows, grade, submitted_students, summary
     from .grading.report import plot_grades
+    from .problems import ASSIGNMENTS
 
+    options = _ray_options(args) if args.ray else {}
     device.configure()
     course = Path(args.course).resolve()
-    rows = grade(course, args.assignment, regrade=args.regrade)
+    assignments = args.assignment or [a for a in ASSIGNMENTS if submitted_students(course, a)]
+    if not assignments:
+        sys.exit(f"no submissions under {course / 'submitted'}/<student>/<assignment>/")
+    if args.ray:
+        from .grading.ray_grading import format_run, grade_class
+
+        run = grade_class(course, assignments, regrade=args.regrade, **options)
+        rows = run.rows
+    else:
+        rows = []
+        for assignment in assignments:
+            rows += grade(course, assignment, regrade=args.regrade)
     export_rows(rows, course / "grade_report.csv")
     plot_grades(rows, course / "grades.png")
     print(summary(rows))
+    if args.ray:
+        print()
+        print(format_run(run))
     return 0
 
 
@@ -131,11 +186,16 @@ def main(argv=None):
     p.add_argument("--workdir", default=str(REPO_ROOT / "build" / "demo-course"))
     p.add_argument("--adversarial", action="store_true",
                    help="also grade submissions that crash, loop, tamper or arrive broken")
+    p.add_argument("--class-size", type=int, default=0,
+                   help="hand the samples in again under other names until there are this many submissions")
+    _add_ray_arguments(p)
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("grade", help="autograde the submissions of a course folder")
     p.add_argument("course")
-    p.add_argument("--assignment", default="problem3")
+    p.add_argument("--assignment", nargs="+", default=None,
+                   help="the assignments to grade (default: every one with submissions)")
     p.add_argument("--regrade", action="store_true", help="grade again what an earlier run already graded")
+    _add_ray_arguments(p)
     p.set_defaults(func=cmd_grade)
     p = sub.add_parser("bench", help="benchmark the reference kernel against PyTorch (GPU only)")
     p.add_argument("--dims", type=int, nargs="+", default=[16, 64, 128])

@@ -36,3 +36,15 @@ def reference_kernel():
     from autograder.problems import problem3
 
     return problem3.reference_module(REPO_ROOT)
+
+
+@pytest.fixture(scope="session")
+def sequential_demo(tmp_path_factory):
+    """The bundled samples of every assignment graded once, one after another, through nbgrader
+    (pipeline.run_demo): (course folder, {(student, assignment): SubmissionGrade}, expected points).
+    Tests that compare another way of grading with the sequential one share this run."""
+    from autograder.grading.pipeline import run_demo
+
+    course = tmp_path_factory.mktemp("sequential-demo") / "course"
+    rows, expected = run_demo(REPO_ROOT, course, progress=False)
+    return course, {(r.student, r.assignment): r for r in rows}, expected

@@ -58,6 +58,48 @@ def is_graded(course_root: Path, assignment: str, student: str) -> bool:
     return (course_root / "autograded" / student / assignment / DONE_MARKER).exists()
 
 
+def mark_graded(course_root: Path, assignment: str, student: str, problem: str) -> None:
+    """Record that this submission's grade is in the gradebook (written last, after the grade)."""
+    (course_root / "autograded" / student / assignment / DONE_MARKER).write_text(problem or "ok")
+
+
+def triage(course_root: Path, assignment: str, student: str, release_nb, regrade=False) -> tuple[list[str], str, bool]:
+    """Intake of one submission before any grading: (notes, problem, needs_grading).
+
+    Already-graded submissions are kept unless `regrade`; one that cannot be graded gets its
+    reason as `problem`. Both the sequential and the class-wide (Ray) path start here, so they
+    write the same notes.
+    """
+    notes, gradable = inspect_submission(course_root / "submitted" / student / assignment,
+                                         ASSIGNMENTS[assignment], release_nb)
+    if not regrade and is_graded(course_root, assignment, student):
+        return notes + ["already graded; kept (use --regrade to grade again)"], "", False
+    if not gradable:
+        return notes, notes[0], False
+    return notes, "", True
+
+
+def autograde_submission(course_root: Path, assignment: str, student: str) -> tuple[list[str], str, bool]:
+    """Everything that grading one submission costs: `nbgrader autograde` in its own process
+    (killed with its notebook kernel at the time limit), then the clean re-run of the awarded
+    tests. `course_root` may be the course itself or a scratch copy holding this one submission.
+
+    Returns (notes, problem, autograded): notes from the re-run, why nbgrader did not finish
+    (empty when it did), and whether nbgrader left an autograded/<student>/<assignment>/ folder.
+    """
+    result = run_nbgrader(course_root, "autograde", assignment, f"--student={student}", "--force",
+                          timeout_s=submission_timeout_s())
+    problem = "" if result.ok else _last_error(result.output)
+    if problem and "kernel died" not in problem.lower():
+        problem = "nbgrader could not finish: " + problem
+    try:
+        notes = _verify_student(course_root, assignment, student)
+    except Exception as exc:  # verification must not cost the rest of the class its grades
+        notes = [f"clean re-run could not be made ({type(exc).__name__}: {str(exc)[:120]}); "
+                 "the notebook's grade stands"]
+    return notes, problem, (course_root / "autograded" / student / assignment).is_dir()
+
+
 def autograde_all(course_root: Path, assignment: str, students, progress=True, regrade=False) -> dict:
     """Autograde each student in its own nbgrader process.
 
@@ -71,28 +113,13 @@ def autograde_all(course_root: Path, assignment: str, students, progress=True, r
     bar = tqdm(students, desc=f"autograde {assignment}", unit="submission", disable=not progress)
     for student in bar:
         bar.set_postfix_str(student)
-        notes, gradable = inspect_submission(course_root / "submitted" / student / assignment,
-                                             ASSIGNMENTS[assignment], release_nb)
-        if not regrade and is_graded(course_root, assignment, student):
-            outcome[student] = (notes + ["already graded; kept (use --regrade to grade again)"], "")
-            continue
-        if not gradable:
-            outcome[student] = (notes, notes[0])
-            continue
-        result = run_nbgrader(course_root, "autograde", assignment, f"--student={student}", "--force",
-                              timeout_s=submission_timeout_s())
-        problem = "" if result.ok else _last_error(result.output)
-        if problem and "kernel died" not in problem.lower():
-            problem = "nbgrader could not finish: " + problem
-        try:
-            notes += _verify_student(course_root, assignment, student)
-        except Exception as exc:  # verification must not cost the rest of the class its grades
-            notes.append(f"clean re-run could not be made ({type(exc).__name__}: {str(exc)[:120]}); "
-                         "the notebook's grade stands")
+        notes, problem, needs_grading = triage(course_root, assignment, student, release_nb, regrade)
+        if needs_grading:
+            more, problem, autograded = autograde_submission(course_root, assignment, student)
+            notes += more
+            if autograded:
+                mark_graded(course_root, assignment, student, problem)
         outcome[student] = (notes, problem)
-        marker = course_root / "autograded" / student / assignment
-        if marker.is_dir():
-            (marker / DONE_MARKER).write_text(problem or "ok")
     return outcome
 
 
@@ -134,13 +161,12 @@ def _last_error(output: str) -> str:
     return (errors[-1] if errors else lines[-1] if lines else "nbgrader failed")[:200]
 
 
-def grade(course_root: Path, assignment: str, progress=True, regrade=False) -> list[SubmissionGrade]:
-    """Autograde every submission, write feedback and grades.csv, and return the grades."""
-    students = submitted_students(course_root, assignment)
-    if not students:
-        raise FileNotFoundError(f"no submissions under {course_root / 'submitted'}/<student>/{assignment}/")
-    outcome = autograde_all(course_root, assignment, students, progress, regrade)
-    must(run_nbgrader(course_root, "generate_feedback", assignment, "--force"))
+def finish(course_root: Path, assignment: str, students, outcome: dict, feedback=True) -> list[SubmissionGrade]:
+    """Feedback (unless `feedback` is false: nothing new to say) and nbgrader's CSV export from
+    the gradebook, then the grade rows with the notes and problems of `outcome`
+    ({student: (notes, problem)})."""
+    if feedback:
+        must(run_nbgrader(course_root, "generate_feedback", assignment, "--force"))
     must(run_nbgrader(course_root, "export", f"--to={course_root / 'grades.csv'}"))
     rows = read_grades(course_root, assignment, ASSIGNMENTS[assignment], students)
     for row in rows:
@@ -148,6 +174,15 @@ def grade(course_root: Path, assignment: str, progress=True, regrade=False) -> l
         row.notes = notes
         row.problem = problem or row.problem
     return rows
+
+
+def grade(course_root: Path, assignment: str, progress=True, regrade=False) -> list[SubmissionGrade]:
+    """Autograde every submission, write feedback and grades.csv, and return the grades."""
+    students = submitted_students(course_root, assignment)
+    if not students:
+        raise FileNotFoundError(f"no submissions under {course_root / 'submitted'}/<student>/{assignment}/")
+    outcome = autograde_all(course_root, assignment, students, progress, regrade)
+    return finish(course_root, assignment, students, outcome)
 
 
 def export_rows(rows, path: Path) -> None:
@@ -160,16 +195,21 @@ def export_rows(rows, path: Path) -> None:
                         ";".join(r.failed_tests), ";".join(r.causes), r.problem, " | ".join(r.notes)])
 
 
-def run_demo(repo_root: Path, course_root: Path, assignments=problems.ASSIGNMENTS, progress=True,
-             adversarial=False, only=None, gpu_faults=False):
-    """Grade the bundled sample submissions end to end (with `adversarial`, also the misbehaving
-    ones; `only`: just these samples). Returns (rows, expected {(student, assignment): points})."""
+def stage_demo(repo_root: Path, course_root: Path, assignments=problems.ASSIGNMENTS, adversarial=False,
+               only=None, gpu_faults=False, class_size=0) -> dict:
+    """A fresh course folder with every chosen assignment released and its sample submissions
+    handed in. Returns the points each submission deserves, {(student, assignment): points}.
+
+    With `class_size`, exactly that many submissions: samples taken in turn from each assignment
+    (every problem's first sample, then every problem's second, ...), handed in again under
+    other student names (`<sample>-2`, `<sample>-3`, ...) when there are too few.
+    """
     from .samples import ADVERSARIAL, GPU_FAULTS, SAMPLES, write_samples
 
     if course_root.exists():
         shutil.rmtree(course_root)
     prepare_course(repo_root, course_root)
-    all_rows, expected = [], {}
+    expected, by_assignment = {}, {}
     for assignment in assignments:
         module = problems.get(assignment)
         release_path = release(course_root, assignment)
@@ -180,7 +220,39 @@ def run_demo(repo_root: Path, course_root: Path, assignments=problems.ASSIGNMENT
                                 release_path, course_root / "submitted", module.STUDENT_CELL,
                                 module.KERNEL_CELLS[-1], chosen)
         expected.update({(s.name, assignment): s.expected_points for s in samples})
-        all_rows += grade(course_root, assignment, progress)
+        by_assignment[assignment] = [(s.name, assignment) for s in samples]
+    if not class_size or not expected:
+        return expected
+    in_turn = [queue[i] for i in range(max(map(len, by_assignment.values())))
+               for queue in by_assignment.values() if i < len(queue)]
+    for student, assignment in in_turn[class_size:]:
+        shutil.rmtree(course_root / "submitted" / student / assignment)
+    kept = {key: expected[key] for key in in_turn[:class_size]}
+    originals = list(kept)
+    for n in range(len(originals), class_size):
+        student, assignment = originals[n % len(originals)]
+        twin = f"{student}-{n // len(originals) + 1}"
+        shutil.copytree(course_root / "submitted" / student / assignment,
+                        course_root / "submitted" / twin / assignment)
+        kept[(twin, assignment)] = kept[(student, assignment)]
+    return kept
+
+
+def run_demo(repo_root: Path, course_root: Path, assignments=problems.ASSIGNMENTS, progress=True,
+             adversarial=False, only=None, gpu_faults=False, class_size=0, ray=None):
+    """Grade the bundled sample submissions end to end (with `adversarial`, also the misbehaving
+    ones; `only`: just these samples; `class_size`: see stage_demo). With `ray` (a dict of
+    options for ray_grading.grade_class, possibly empty), grade them on Ray instead of one
+    after another. Returns (rows, expected {(student, assignment): points})."""
+    expected = stage_demo(repo_root, course_root, assignments, adversarial, only, gpu_faults, class_size)
+    if ray is not None:
+        from .ray_grading import grade_class
+
+        all_rows = grade_class(course_root, list(assignments), progress=progress, **ray).rows
+    else:
+        all_rows = []
+        for assignment in assignments:
+            all_rows += grade(course_root, assignment, progress)
     export_rows(all_rows, course_root / "grade_report.csv")
     plot_grades(all_rows, course_root / "grades.png")
     return all_rows, expected

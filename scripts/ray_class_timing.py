@@ -1,0 +1,131 @@
+"""Grade the same class of bundled submissions one after another and on Ray; time both, compare.
+
+    python scripts/ray_class_timing.py OUTDIR [--class-size 20] [--modes sequential ray ray-shared]
+                                              [--share 4] [--num-cpus N]
+
+Modes (each grades its own copy of the same class, staged by pipeline.stage_demo):
+  sequential  pipeline.grade, one submission after another (the path without Ray)
+  ray         one Ray task per submission; on a GPU machine each task has a GPU to itself
+  ray-shared  on a GPU machine, `--share` tasks share each GPU (throughput; timings inside a
+              task are then disturbed by its neighbours); on a CPU machine the same as `ray`
+
+Writes OUTDIR/<mode>/course/ (grades.csv, grade_report.csv, feedback/), OUTDIR/<mode>.json
+(wall times, scores, the run's summary) and OUTDIR/summary.txt, and exits non-zero when a mode's
+grades or CSV files differ from the sequential mode's (or from what the samples deserve).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def grade_mode(mode: str, out: Path, args) -> dict:
+    from autograder.grading import pipeline
+    from autograder.grading.report import plot_grades
+
+    course = out / mode / "course"
+    expected = pipeline.stage_demo(REPO, course, class_size=args.class_size)
+    record = {"mode": mode, "submissions": len(expected)}
+    if mode == "sequential":
+        start = time.monotonic()
+        rows = []
+        for assignment in [a for a in pipeline.ASSIGNMENTS if pipeline.submitted_students(course, a)]:
+            rows += pipeline.grade(course, assignment, progress=True)
+        record["wall_s"] = time.monotonic() - start
+        record["summary"] = ""
+    else:
+        import ray
+
+        from autograder.grading.ray_grading import format_run, grade_class, start_local_ray
+
+        start = time.monotonic()
+        start_local_ray(args.num_cpus)
+        record["ray_start_s"] = time.monotonic() - start
+        gpus = ray.cluster_resources().get("GPU", 0)
+        share = 1.0 / args.share if (mode == "ray-shared" and gpus) else None
+        start = time.monotonic()
+        run = grade_class(course, progress=True, gpus_per_task=share)
+        record["wall_s"] = time.monotonic() - start
+        record["summary"] = format_run(run)
+        record["gpus_per_task"] = run.gpus_per_task
+        record["slots"] = run.slots
+        record["task_seconds"] = run.task_seconds
+        rows = run.rows
+        ray.shutdown()
+    pipeline.export_rows(rows, course / "grade_report.csv")
+    plot_grades(rows, course / "grades.png")
+    record["scores"] = {f"{r.student}/{r.assignment}": r.score for r in rows}
+    record["wrong"] = [f"{r.student}/{r.assignment}: {r.score} (deserves {expected[(r.student, r.assignment)]})"
+                       for r in rows if r.score != expected[(r.student, r.assignment)]]
+    print(pipeline.summary(rows, expected))
+    if record["summary"]:
+        print(record["summary"])
+    print(f"{mode}: {len(rows)} submissions graded in {record['wall_s']:.1f} s", flush=True)
+    (out / f"{mode}.json").write_text(json.dumps(record, indent=1))
+    return record
+
+
+def compare(out: Path) -> list[str]:
+    """Lines of the final table, and the differences from the sequential mode (if it ran)."""
+    from autograder import device
+
+    runtime = device.current()
+    lines = [f"device: {runtime.describe()}", "",
+             f"{'mode':<11} {'submissions':>11} {'wall s':>8} {'per sub s':>9} {'GPU/task':>8} "
+             f"{'at once':>7}  grades / CSV vs sequential"]
+    base = out / "sequential" / "course"
+    problems_found = []
+    for mode in ("sequential", "ray", "ray-shared"):
+        path = out / f"{mode}.json"
+        if not path.exists():
+            continue
+        rec = json.loads(path.read_text())
+        verdict = "-"
+        if mode != "sequential" and base.exists():
+            same = [(base / name).read_text() == (out / mode / "course" / name).read_text()
+                    for name in ("grades.csv", "grade_report.csv")]
+            verdict = "identical" if all(same) else "DIFFERENT"
+            if not all(same):
+                problems_found.append(f"{mode}: grades.csv {'same' if same[0] else 'differs'}, "
+                                      f"grade_report.csv {'same' if same[1] else 'differs'}")
+        if rec["wrong"]:
+            problems_found.append(f"{mode}: unexpected grades {rec['wrong']}")
+            verdict += " (unexpected grades)"
+        lines.append(f"{mode:<11} {rec['submissions']:>11} {rec['wall_s']:>8.1f} "
+                     f"{rec['wall_s'] / rec['submissions']:>9.1f} {rec.get('gpus_per_task', '-')!s:>8} "
+                     f"{rec.get('slots', 1)!s:>7}  {verdict}")
+    return lines + [""] + problems_found
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out")
+    parser.add_argument("--class-size", type=int, default=20)
+    parser.add_argument("--modes", nargs="+", default=["sequential", "ray", "ray-shared"],
+                        choices=["sequential", "ray", "ray-shared"])
+    parser.add_argument("--share", type=int, default=4, help="tasks per GPU in the ray-shared mode")
+    parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")
+    args = parser.parse_args()
+
+    from autograder import device
+
+    device.configure()  # before anything defines a kernel; the graded notebooks inherit it
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for mode in args.modes:
+        grade_mode(mode, out, args)
+    lines = compare(out)
+    text = "\n".join(lines)
+    print("\n" + text)
+    (out / "summary.txt").write_text(text + "\n")
+    return 1 if lines[-1] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
