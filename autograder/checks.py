@@ -87,7 +87,7 @@ def stderr_to_stdout():
         saved_fd = None
     try:
         with contextlib.redirect_stderr(sys.stdout), warnings.catch_warnings():
-            warnings.simplefilter("always")
+            warnings.simplefilter("default")  # each warning once per place, not once per block
             warnings.showwarning = lambda msg, cat, fn, ln, file=None, line=None: print(
                 f"warning: {cat.__name__}: {msg}", file=sys.stdout)
             yield
