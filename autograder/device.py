@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 # Triton supports NVIDIA GPUs of compute capability 8.0 (Ampere) and newer. Since triton 3.3
 # (triton-lang/triton#5066) a tl.dot on anything older compiles to plain FMA code without tensor
-# cores, and bfloat16 does not compile there at all (ptxas: ".bf16 requires .target sm_80");
+# cores, and bfloat16 needs sm_80 (T4 users report ptxas: ".bf16 requires .target sm_80");
 # the maintainers say sm_75 "may work at times" but is not supported (triton-lang/triton#10918).
 # So a Turing T4 (7.5, Colab's free GPU) runs the course in the interpreter, like a laptop.
 MIN_CAPABILITY = (8, 0)
@@ -53,7 +53,7 @@ def unsupported_gpu_reason(name: str, capability: tuple) -> str:
     major, minor = capability
     return (
         f"{name} has compute capability {major}.{minor}, and current Triton supports 8.0 and newer "
-        f"only: on older GPUs its tl.dot has no tensor cores and bfloat16 does not compile, so the "
+        f"only: on older GPUs its tl.dot has no tensor cores and bfloat16 is not supported, so the "
         f"kernels run in the CPU interpreter instead (everything works, in float16, only slower, "
         f"and without timings; for GPU timings use a GPU of compute capability 8.0 or newer, "
         f"e.g. an A100 or L4 runtime in Colab)"

@@ -227,6 +227,21 @@ def kernel_module(assignment: str, edits=()):
     return import_source("\n\n".join(parts) + "\n", f"selfstudy_{assignment}")
 
 
+def self_check_arguments(module, kernels):
+    """How a notebook calls `check`: a parameter named like one of the notebook's functions gets
+    that function (check(online_softmax=..., tiled_attention=...), check(fn, launch_schedule=...)),
+    a required one that names none gets the problem's kernel function."""
+    import inspect
+
+    args, kwargs = [], {}
+    for name, parameter in inspect.signature(module.check).parameters.items():
+        if hasattr(kernels, name):
+            kwargs[name] = getattr(kernels, name)
+        elif parameter.default is inspect.Parameter.empty:
+            args.append(getattr(kernels, module.KERNEL_FUNCTION))
+    return tuple(args), kwargs
+
+
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_self_check_names_the_graders_cause_for_a_typical_mistake(assignment):
     """The self-check is the grader's check on the visible shapes: a bundled mistake that those
@@ -239,11 +254,11 @@ def test_self_check_names_the_graders_cause_for_a_typical_mistake(assignment):
     mistakes = [s for s in SAMPLES[assignment] if s.edits and s.expected_cause and not s.extra_cell]
     assert mistakes, f"{assignment} bundles no kernel mistake to diagnose"
     for sample in mistakes:  # some mistakes only show on hidden shapes; the first visible one counts
-        fn = getattr(kernel_module(assignment, sample.edits), module.KERNEL_FUNCTION)
+        args, kwargs = self_check_arguments(module, kernel_module(assignment, sample.edits))
         out = io.StringIO()
         try:
             with redirect_stdout(out):
-                module.check(fn)
+                module.check(*args, **kwargs)
         except CheckFailed as failed:
             assert f"likely cause ({sample.expected_cause})" in out.getvalue(), \
                 f"{sample.name}: the self-check said\n{out.getvalue()}"
