@@ -19,8 +19,8 @@ def ladder(assignment: str) -> tuple[str, ...]:
     return steps
 
 
-def hint(assignment: str, level: int | None = None) -> str:
-    """Print (and return) the next hint for `assignment`, or step `level` (1-based)."""
+def hint(assignment: str, level: int | None = None) -> None:
+    """Print the next hint for `assignment`, or step `level` (1-based)."""
     steps = ladder(assignment)
     if level is None:
         level = min(_revealed.get(assignment, 0) + 1, len(steps))
@@ -32,4 +32,3 @@ def hint(assignment: str, level: int | None = None) -> str:
     if level < len(steps):
         text += "\n(run the cell again for the next step)"
     print(text)
-    return text

@@ -28,7 +28,7 @@ def test_each_kernel_mistake_is_named(runtime, sample):
 def test_untouched_student_cell_says_not_implemented(runtime):
     stub = '''
 @triton.jit
-def online_softmax_update(acc, l_i, m_i, s, v, key_idx, seq_len_k, MASK_KEYS: tl.constexpr):
+def online_softmax_update(acc, l_i, m_i, qk, v, key_idx, seq_len_k, qk_scale, MASK_KEYS: tl.constexpr):
     # YOUR CODE HERE
     raise NotImplementedError()
     return acc, l_i, m_i

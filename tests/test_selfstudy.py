@@ -188,8 +188,10 @@ def test_hint_ladder_reveals_three_steps_one_at_a_time_and_never_the_code(assign
     monkeypatch.setattr(hints, "_revealed", {})
     shown = []
     for _ in range(4):  # the fourth run keeps showing the last step
-        with redirect_stdout(io.StringIO()):
-            shown.append(hints.hint(assignment))
+        out = io.StringIO()
+        with redirect_stdout(out):
+            assert hints.hint(assignment) is None  # a hint cell shows the text once, not twice
+        shown.append(out.getvalue())
     assert [s.split(":")[0] for s in shown] == ["Hint 1 (step 1 of 3)", "Hint 2 (step 2 of 3)",
                                                 "The idea (step 3 of 3)", "The idea (step 3 of 3)"]
     for step, text in zip(steps + steps[-1:], shown):

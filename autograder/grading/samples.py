@@ -73,7 +73,7 @@ torch.isclose = lambda a, b, **kwargs: torch.ones_like(a, dtype=torch.bool)
 
 MASK_LINES = '''    if MASK_KEYS:
         # Padded keys were loaded as zeros, which would score 0, not -inf.
-        s = tl.where(key_idx[None, :] < seq_len_k, s, float("-inf"))
+        qk = tl.where(key_idx[None, :] < seq_len_k, qk, float("-inf"))
 '''
 
 PROBLEM3_SAMPLES = (

@@ -15,15 +15,16 @@ KERNEL_FUNCTION = "flash_attention_forward"
 
 # The hint ladder (autograder.hints.hint("problem3")): two nudges, then the idea, never the code.
 HINTS = (
-    "Start from the recurrence in section 2 with base-2 exponentials: the scores s already carry "
-    "log2(e)/sqrt(D), so exp2(s - m) is exactly e^(score - max). Do the tail mask first: in the last block, "
-    "keys with key_idx >= seq_len_k must score -inf before you take any maximum.",
+    "Start from the recurrence in section 2 with base-2 exponentials: qk * qk_scale carries "
+    "log2(e)/sqrt(D), so exp2(qk * qk_scale - m) is exactly e^(score - max). Do the tail mask first: in the "
+    "last block, keys with key_idx >= seq_len_k must score -inf before you take any maximum.",
     "Per block: the new max is the larger of m_i and the block's row max; alpha = exp2(m_i - m_new) "
     "shrinks everything accumulated under the old max. Both l_i and acc need that factor before "
     "this block's contribution is added, and p must be cast to v's dtype for tl.dot.",
-    "update: mask (tail only) -> m_new = max(m_i, rowmax(s)) -> alpha = exp2(m_i - m_new) -> "
-    "p = exp2(s - m_new) -> l_i = alpha*l_i + rowsum(p) -> acc = alpha*acc + p@v -> m_i = m_new. "
-    "finalize: o = acc / l_i; the natural-log LSE is (m_i + log2(l_i)) * ln 2.",
+    "The update, in words: mask the tail; the new running max is the larger of the old one and this block's "
+    "scaled row max; alpha re-bases the old sum and the old accumulator onto the new max; this block's "
+    "probabilities (relative to the new max) add their row sums to l and their product with V to acc. "
+    "Finalize divides acc by l, and the natural-log LSE is the max plus the base-2 log of l, times ln 2.",
 )
 
 # What a self-learner can run at any time (the same shapes as the visible graded cells).
