@@ -55,8 +55,8 @@ SELF_CHECK_CASES = [
 ]
 SELF_CHECK_VISITS = [Case(1, 1, 300, 16, window=16, sink=64), Case(1, 1, 256, 16, window=128, sink=4)]
 
-# Tile shapes a kernel is likely to use, most likely first (the course's kernel uses 128 x 64).
-BLOCK_SHAPES = ((128, 64), (64, 64), (128, 128), (64, 32), (128, 32), (32, 32), (16, 16))
+# Tile shapes a kernel is likely to use, most likely first (the course's kernel uses 64 x 64).
+BLOCK_SHAPES = ((64, 64), (128, 64), (128, 128), (64, 32), (128, 32), (32, 32), (16, 16))
 
 
 # ---------------------------------------------------------------------------------------------
