@@ -248,11 +248,13 @@ def run_demo(repo_root: Path, course_root: Path, assignments=problems.ASSIGNMENT
     if ray is not None:
         from .ray_grading import grade_class
 
-        all_rows = grade_class(course_root, list(assignments), progress=progress, **ray).rows
+        chosen = [a for a in assignments if submitted_students(course_root, a)]
+        all_rows = grade_class(course_root, chosen, progress=progress, **ray).rows
     else:
         all_rows = []
         for assignment in assignments:
-            all_rows += grade(course_root, assignment, progress)
+            if submitted_students(course_root, assignment):  # `only` may leave a problem without any
+                all_rows += grade(course_root, assignment, progress)
     export_rows(all_rows, course_root / "grade_report.csv")
     plot_grades(all_rows, course_root / "grades.png")
     return all_rows, expected

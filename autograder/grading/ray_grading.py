@@ -45,7 +45,6 @@ from pathlib import Path
 from .. import problems
 from ..notebook_code import read
 from . import pipeline
-from .report import SubmissionGrade
 
 # Settings of the grading itself that must reach every worker, wherever it runs.
 FORWARDED_ENV = ("COURSE_SUBMISSION_TIMEOUT_S", "COURSE_CELL_TIMEOUT_S", "COURSE_CASE_TIMEOUT_S")
@@ -522,8 +521,11 @@ def format_run(run: ClassRun) -> str:
     where = ", ".join(f"{h}: {n}" for h, n in run.hosts.most_common())
     share = f"{run.gpus_per_task:g} GPU per task" if run.gpus_per_task else "CPU tasks (Triton interpreter)"
     lines.append("")
-    lines.append(f"wall time {run.wall_s:.1f} s; {run.slots} task(s) at a time, {share}"
-                 + (f"; graded on {where}" if where else ""))
+    if run.slots:
+        lines.append(f"wall time {run.wall_s:.1f} s; {run.slots} task(s) at a time, {share}"
+                     + (f"; graded on {where}" if where else ""))
+    else:
+        lines.append(f"wall time {run.wall_s:.1f} s; nothing left to grade, so no Ray task was started")
     if run.task_seconds:
         secs = sorted(run.task_seconds)
         lines.append(f"per task: median {secs[len(secs) // 2]:.1f} s, longest {secs[-1]:.1f} s, "
