@@ -295,7 +295,7 @@ def visit_findings(counts, seq_len, block_m, block_n, window, sink) -> list[Find
         return [Finding("visits_shape", f"{len(got)} query blocks reported visits, expected {len(want)}")]
     m = next(i for i, (a, b) in enumerate(zip(got, want)) if a != b)
     where = (f"the program for {_rows(block_m, seq_len, m)} visited {got[m]} key blocks of {block_n}, "
-             f"and {want[m]} hold keys it may see ({key_blocks(m * block_m, (m + 1) * block_m, seq_len, block_n, True, window, sink)})")
+             f"and {want[m]} {'holds' if want[m] == 1 else 'hold'} keys it may see ({key_blocks(m * block_m, (m + 1) * block_m, seq_len, block_n, True, window, sink)})")
     if any(a < b for a, b in zip(got, want)):
         m = next(i for i, (a, b) in enumerate(zip(got, want)) if a < b)
         return [Finding("too_few_visits", f"the program for {_rows(block_m, seq_len, m)} visited {got[m]} key "
