@@ -3,39 +3,54 @@ import csv
 
 import pytest
 
-from autograder.grading.pipeline import run_demo, summary
+from autograder.grading.pipeline import summary
 from autograder.grading.samples import SAMPLES
+from autograder.problems import ASSIGNMENTS
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory, repo_root):
-    course = tmp_path_factory.mktemp("demo") / "course"
-    rows, expected = run_demo(repo_root, course, progress=False)
-    return course, {r.student: r for r in rows}, expected
+def demo(sequential_demo):
+    course, rows, expected = sequential_demo
+    return course, rows, expected
+
+
+def _sample(student, assignment):
+    """The bundled sample a demo submission was made from (copies are named '<sample>-2', ...)."""
+    by_name = {s.name: s for s in SAMPLES[assignment]}
+    return by_name.get(student) or by_name[student.rsplit("-", 1)[0]]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sample", SAMPLES["problem3"], ids=lambda s: s.name)
-def test_each_sample_gets_the_score_it_deserves_and_its_cause(demo, sample):
+def test_the_demo_class_covers_every_problem_with_right_and_wrong_submissions(demo):
     _, rows, _ = demo
-    row = rows[sample.name]
-    assert row.score == sample.expected_points, summary([row])
-    assert row.max_score == 10
-    if sample.expected_cause:
-        assert sample.expected_cause in row.causes, summary([row])
-    else:
-        assert not row.causes and not row.failed_tests
+    for assignment in ASSIGNMENTS:
+        graded = {_sample(s, a).name for s, a in rows if a == assignment}
+        assert {"correct", "untouched"} <= graded, assignment
+        assert any(_sample(s, a).expected_cause not in ("", "not_implemented") for s, a in rows if a == assignment)
+
+
+@pytest.mark.slow
+def test_each_submission_gets_the_score_it_deserves_and_its_cause(demo):
+    _, rows, _ = demo
+    for (student, assignment), row in rows.items():
+        sample = _sample(student, assignment)
+        assert row.score == sample.expected_points, summary([row])
+        assert row.max_score == 10
+        if sample.expected_cause:
+            assert sample.expected_cause in row.causes, summary([row])
+        else:
+            assert not row.causes and not row.failed_tests, summary([row])
 
 
 @pytest.mark.slow
 def test_outputs_of_the_pipeline_exist_and_agree(demo):
     course, rows, _ = demo
     with open(course / "grades.csv") as f:
-        exported = {r["student_id"]: float(r["score"]) for r in csv.DictReader(f)}
-    assert exported == {name: row.score for name, row in rows.items()}
+        exported = {(r["student_id"], r["assignment"]): float(r["score"]) for r in csv.DictReader(f)}
+    assert {key: exported[key] for key in rows} == {key: row.score for key, row in rows.items()}
     assert (course / "grades.png").stat().st_size > 10_000
     feedback = list((course / "feedback").glob("*/problem3/problem3.html"))
-    assert len(feedback) == len(rows)
+    assert len(feedback) == sum(a == "problem3" for _, a in rows)
     untouched = (course / "feedback" / "untouched" / "problem3" / "problem3.html").read_text()
     assert "not implemented yet" in untouched
 
