@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 # aten ops that compute attention (or its pieces) outside a Triton kernel.
@@ -64,20 +65,38 @@ class _OpRecorder(TorchDispatchMode):
         return out
 
 
+class _FunctionRecorder(TorchFunctionMode):
+    """Records the torch functions called, before they decompose: whether a composite such as
+    scaled_dot_product_attention reaches the dispatcher as one op depends on the torch version."""
+
+    def __init__(self):
+        super().__init__()
+        self.functions: set[str] = set()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.functions.add(getattr(func, "__name__", str(func)))
+        return func(*args, **(kwargs or {}))
+
+
+FORBIDDEN_FUNCTIONS = re.compile(r"attention|softmax|logsumexp")
+
+
 @dataclass
 class Watch:
     ops: set = field(default_factory=set)
     triton_launches: int = 0
     largest_numel: int = 0             # elements of the largest tensor an aten op produced
     enlarged_copies: list = field(default_factory=list)  # (op, input index): input copied into more memory
+    functions: set = field(default_factory=set)           # torch functions called (before decomposition)
 
     @property
     def forbidden_ops(self) -> list[str]:
-        return sorted(op for op in self.ops if FORBIDDEN_OPS.search(op))
+        return sorted({op for op in self.ops if FORBIDDEN_OPS.search(op)}
+                      | {f for f in self.functions if FORBIDDEN_FUNCTIONS.search(f)})
 
     @property
     def attention_ops(self) -> list[str]:
-        return sorted(op for op in self.ops if ATTENTION_OPS.search(op))
+        return sorted({op for op in self.ops | self.functions if ATTENTION_OPS.search(op)})
 
 
 @contextmanager
@@ -99,12 +118,14 @@ def watch_call(inputs=()):
 
     KernelInterface.__getitem__ = counting_getitem
     recorder = _OpRecorder(inputs)
+    functions = _FunctionRecorder()
     try:
-        with recorder:
+        with functions, recorder:
             yield record
     finally:
         KernelInterface.__getitem__ = original
         record.ops = recorder.ops
+        record.functions = functions.functions
         record.largest_numel = recorder.largest_numel
         record.enlarged_copies = recorder.enlarged_copies
 

@@ -240,8 +240,8 @@ def test_each_reenacted_mistake_is_named(reference, ranges, mask, code):
     assert code in [f.code for f in found], found
 
 
-def test_bad_inputs_raise_value_errors(reference):
-    q, k, v = make_qkv(Case(1, 1, 64, 16))
+def test_bad_inputs_raise_value_errors(reference, runtime):
+    q, k, v = make_qkv(Case(1, 1, 64, 16), device=runtime.device)
     with pytest.raises(ValueError, match="as many keys as queries"):
         reference.flash_attention_causal(q, k[:, :, :32], v[:, :, :32])
     with pytest.raises(ValueError, match="dtype"):

@@ -84,7 +84,7 @@ def test_reference_answer_cell_is_accepted_by_the_clean_rerun(source_nb):
 
 def _all_codes(module, runtime):
     result = run_case(module.flash_attention_window, CASE, runtime, diagnoses=problem6.DIAGNOSES)
-    q, k, v = make_qkv(CASE)
+    q, k, v = make_qkv(CASE, device=runtime.device)
     record = {}
     module.flash_attention_window(q, k, v, **CASE.call_kwargs, _visits=record)
     counts = record["counts"].reshape(CASE.B * CASE.H, -1).tolist()
@@ -221,8 +221,8 @@ def test_re_enacted_mistakes_are_named(reference, runtime, code, case, make):
     assert not result.passed and codes(result.findings) == [code], "\n".join(result.lines())
 
 
-def test_wrapper_rejects_impossible_arguments(reference):
-    q, k, v = make_qkv(Case(1, 1, 32, 16))
+def test_wrapper_rejects_impossible_arguments(reference, runtime):
+    q, k, v = make_qkv(Case(1, 1, 32, 16), device=runtime.device)
     with pytest.raises(ValueError, match="window_size >= 1"):
         reference.flash_attention_window(q, k, v, window_size=0, sink_size=0)
     with pytest.raises(ValueError, match="Lq == Lk"):
