@@ -11,9 +11,11 @@ from autograder.grading.samples import ADVERSARIAL
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory, repo_root):
     mp = pytest.MonkeyPatch()
-    mp.setenv("COURSE_CELL_TIMEOUT_S", "60")  # the endless cell is interrupted after a minute
+    mp.setenv("COURSE_CELL_TIMEOUT_S", "30")  # the endless cell is interrupted after 30 s
     course = tmp_path_factory.mktemp("adversarial") / "course"
-    names = {s.name for s in ADVERSARIAL["problem3"]} | {"correct"}
+    # The correct neighbour, and a correct kernel that writes to stderr (nbgrader would zero a
+    # test cell for that if the checks did not send stderr to stdout).
+    names = {s.name for s in ADVERSARIAL["problem3"]} | {"correct", "correct_noisy"}
     rows, expected = run_demo(repo_root, course, progress=False, adversarial=True, only=names)
     yield course, {r.student: r for r in rows}, expected
     mp.undo()
@@ -35,6 +37,13 @@ def test_each_misbehaving_submission_gets_exactly_its_outcome(graded, sample):
 def test_the_well_behaved_neighbour_is_graded_normally(graded):
     _, rows, _ = graded
     assert rows["correct"].score == 10 and not rows["correct"].notes and not rows["correct"].problem
+
+
+@pytest.mark.slow
+def test_warnings_and_stderr_cost_no_points(graded):
+    _, rows, _ = graded
+    noisy = rows["correct_noisy"]
+    assert noisy.score == 10 and not noisy.failed_tests and not noisy.problem, summary([noisy])
 
 
 @pytest.mark.slow

@@ -136,6 +136,8 @@ def _verify_student(course_root: Path, assignment: str, student: str) -> list[st
         except MissingEntry:
             return []
     module = problems.get(assignment)
+    if _ran_only_released_cells(course_root, assignment, student, module):
+        return []  # the notebook run already was the clean run: nothing else could reach the tests
     outcome = verify(course_root / "submitted" / student / assignment / f"{notebook}.ipynb",
                      course_root / "solutions" / assignment / module.NOTEBOOK,
                      course_root / "notebooks" / assignment / module.NOTEBOOK,
@@ -143,6 +145,32 @@ def _verify_student(course_root: Path, assignment: str, student: str) -> list[st
                      policy=getattr(module, "ANSWER_POLICY", "triton"))
     notes = ["answer cell rejected: " + "; ".join(outcome.violations[:2])] if outcome.violations else []
     return notes + apply_to_gradebook(db, assignment, notebook, student, outcome)
+
+
+def _ran_only_released_cells(course_root: Path, assignment: str, student: str, module) -> bool:
+    """True when the submission holds exactly the released code cells, unchanged but for the
+    answer cell, and the answer cell passes the answer policy. Then the notebook ran what the
+    clean re-run would run (nbgrader restores the locked and test cells from the source), so the
+    re-run, a second full execution of every test, would only repeat it."""
+    from .verify import answer_cell_violations
+
+    notebook = ASSIGNMENTS[assignment]
+    try:
+        submitted = read(course_root / "submitted" / student / assignment / f"{notebook}.ipynb")
+        released = read(course_root / "notebooks" / assignment / module.NOTEBOOK)
+    except Exception:  # unreadable: let the full verification say why
+        return False
+
+    def code_cells(nb):
+        return {c.get("id"): c.source for c in nb.cells if c.cell_type == "code"}
+    mine, theirs = code_cells(submitted), code_cells(released)
+    answer = next((c for c in submitted.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+                   == module.STUDENT_CELL), None)
+    if answer is None or mine.keys() != theirs.keys() or None in mine:
+        return False
+    if any(source != theirs[cid] for cid, source in mine.items() if cid != answer.get("id")):
+        return False
+    return not answer_cell_violations(answer.source, getattr(module, "ANSWER_POLICY", "triton"))
 
 
 def _last_error(output: str) -> str:

@@ -78,12 +78,12 @@ MASK_LINES = '''    if MASK_KEYS:
 
 PROBLEM3_SAMPLES = (
     Sample("correct", "the reference solution", 10),
-    Sample("correct_noisy", "correct, but warns and prints to stderr while running", 10,
-           extra_cell=NOISY_WRAPPER),
     Sample("untouched", "the released notebook, nothing filled in", 0, untouched=True,
            expected_cause="not_implemented"),
     Sample("unmasked_tail", "keys past the end are not masked (the seed's bug)", 6,
            edits=((MASK_LINES, ""),), expected_cause="unmasked_tail"),
+    Sample("correct_noisy", "correct, but warns and prints to stderr while running", 10,
+           extra_cell=NOISY_WRAPPER),
     Sample("no_alpha_rescale", "acc is not rescaled by alpha", 1,
            edits=(("    acc = acc * alpha[:, None]\n", ""),), expected_cause="no_acc_rescale"),
     Sample("no_normalisation", "acc is never divided by l_i", 1,
