@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 
 import torch
@@ -24,6 +25,28 @@ def _sdpa(backend_name):
         with sdpa_kernel(backend):
             return torch.nn.functional.scaled_dot_product_attention(q, k, v)
     return run
+
+
+GRADING_SKIP = "Benchmark skipped while grading: timings are not part of this problem's grade."
+
+
+def kernel_skip_reason(goal: str = "compare your kernel with PyTorch") -> str | None:
+    """Why a notebook's kernel benchmark cannot time anything here (None when it can).
+
+    While grading, timings are not part of the grade; under Triton's CPU interpreter, on a
+    machine without a GPU or with one older than Triton supports (a T4), a kernel runs as NumPy
+    code and its speed says nothing about a GPU.
+    """
+    if os.environ.get("COURSE_GRADING") == "1":
+        return GRADING_SKIP
+    if not torch.cuda.is_available():
+        return ("No GPU here: under Triton's CPU interpreter a kernel runs as NumPy code, so its speed says "
+                f"nothing about the GPU. Run this cell on a GPU to {goal}.")
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return (f"The kernels run in Triton's CPU interpreter here ({torch.cuda.get_device_name(0)} is older "
+                "than the compute capability 8.0 Triton needs), so there is nothing meaningful to time. "
+                f"Run this cell on an A100, L4, H100 or newer to {goal}.")
+    return None
 
 
 def peers() -> dict:

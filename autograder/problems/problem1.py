@@ -538,7 +538,7 @@ def benchmark(fn, lengths=(1024, 2048, 4096, 8192), head_dim=64, batch=1, heads=
     from .. import benchmark as bench
 
     if os.environ.get("COURSE_GRADING") == "1":
-        print("Benchmark skipped while grading: timings are not part of this problem's grade.")
+        print(bench.GRADING_SKIP)
         return None
     if not torch.cuda.is_available():
         print("No GPU here: a CPU timing of a matrix multiply says nothing about how attention behaves on a "

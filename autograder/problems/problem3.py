@@ -49,18 +49,13 @@ def benchmark(fn, lengths=(1024, 2048, 4096), head_dim=64, batch=4, heads=16, pl
 
     Under the CPU interpreter this only explains why there is nothing meaningful to time.
     """
-    import os
-
     import torch
 
     from .. import benchmark as bench
 
-    if os.environ.get("COURSE_GRADING") == "1":
-        print("Benchmark skipped while grading: timings are not part of this problem's grade.")
-        return None
-    if not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
-        print("No GPU here: under Triton's CPU interpreter a kernel runs as NumPy code, so its speed says "
-              "nothing about the GPU. Run this cell on a GPU to compare your kernel with PyTorch.")
+    reason = bench.kernel_skip_reason("compare your kernel with PyTorch")
+    if reason:
+        print(reason)
         return None
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     impls = {"your kernel": lambda q, k, v: fn(q, k, v)[0], **bench.peers()}

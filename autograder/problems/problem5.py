@@ -430,16 +430,11 @@ def benchmark(fn, lengths=(1024, 2048, 4096, 8192), head_dim=128, batch=4, n_q_h
 
     Under the CPU interpreter or while grading this only says why it does nothing.
     """
-    import os
-
     from .. import benchmark as bench
 
-    if os.environ.get("COURSE_GRADING") == "1":
-        print("Benchmark skipped while grading: timings are not part of this problem's grade.")
-        return None
-    if not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
-        print("No GPU here: under Triton's CPU interpreter a kernel runs as NumPy code, so its speed says "
-              "nothing about the GPU. Run this cell on a GPU to compare your kernel with PyTorch.")
+    reason = bench.kernel_skip_reason("compare your kernel with PyTorch")
+    if reason:
+        print(reason)
         return None
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     shapes = [(batch, n_q_heads, n_kv_heads, n, head_dim) for n in lengths]

@@ -428,16 +428,11 @@ def benchmark(fn, lengths=(4096, 16384, 65536), window=1024, sink=4, head_dim=12
 
     Under the CPU interpreter, or while grading, this only says why it does nothing.
     """
-    import os
-
     from .. import benchmark as bench
 
-    if os.environ.get("COURSE_GRADING") == "1":
-        print("Benchmark skipped while grading: timings are not part of this problem's grade.")
-        return None
-    if not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1":
-        print("No GPU here: under Triton's CPU interpreter a kernel runs as NumPy code, so its speed says "
-              "nothing about the GPU. Run this cell on a GPU to see the time grow linearly with L.")
+    reason = bench.kernel_skip_reason("see the time grow linearly with L")
+    if reason:
+        print(reason)
         return None
     kv_heads = heads if kv_heads is None else kv_heads
     gqa = kv_heads != heads
