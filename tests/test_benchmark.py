@@ -31,3 +31,17 @@ def test_a_supported_gpu_is_timed(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert benchmark.kernel_skip_reason() is None
+
+
+def test_the_reference_kernel_is_at_hand_in_the_course_repository(runtime):
+    """Benchmarks time the learner's kernel next to the reference when solutions/ is there."""
+    from autograder.checks import run_case
+    from autograder.inputs import Case
+    from autograder.problems import ASSIGNMENTS, reference_function
+
+    for assignment, case in (("problem3", Case(1, 2, 70, 32)), ("problem4", Case(1, 2, 70, 32, causal=True)),
+                             ("problem5", Case(1, 4, 70, 32, H_kv=2)),
+                             ("problem6", Case(1, 2, 70, 32, window=20, sink=4))):
+        assert assignment in ASSIGNMENTS
+        result = run_case(reference_function(assignment), case, runtime)
+        assert result.passed, "\n".join(result.lines())

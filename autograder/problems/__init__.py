@@ -5,6 +5,7 @@ A problem is registered by existing: every module here named problem<N> is an as
 import importlib
 import pkgutil
 import re
+from pathlib import Path
 
 
 def _discover():
@@ -20,3 +21,14 @@ def get(assignment: str):
     if assignment not in ASSIGNMENTS:
         raise KeyError(f"unknown assignment {assignment!r}; known: {', '.join(ASSIGNMENTS)}")
     return importlib.import_module(f"{__name__}.{assignment}")
+
+
+def reference_function(assignment: str):
+    """The reference solution's graded function, or None where the course's sources are not at
+    hand (a student's Colab install ships without solutions/): benchmarks put the learner's kernel
+    next to it when they can."""
+    module = get(assignment)
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "solutions" / assignment / module.NOTEBOOK).exists():
+        return None
+    return getattr(module.reference_module(root), module.KERNEL_FUNCTION)

@@ -21,6 +21,7 @@ from ..block_visits import minimal_visits
 from ..checks import TOLERANCES, CheckFailed, assert_cases, run_case, stderr_to_stdout
 from ..diagnose import Finding, describe_exception
 from ..inputs import Case
+from . import reference_function
 
 ASSIGNMENT = "problem4"
 NOTEBOOK = "problem4.ipynb"
@@ -395,6 +396,9 @@ def benchmark(fn, lengths=(1024, 2048, 4096, 8192, 16384), head_dim=64, batch=4,
         "SDPA CUDNN causal": (_sdpa("CUDNN_ATTENTION"), True),
         noncausal_name: ((lambda q, k, v: noncausal(q, k, v)[0]), False),
     }
+    reference = reference_function(ASSIGNMENT)
+    if reference is not None:  # the course's own causal kernel, where its sources are at hand
+        impls["reference kernel"] = (lambda q, k, v: reference(q, k, v)[0], True)
     rows = []
     for n in lengths:
         torch.manual_seed(0)

@@ -15,6 +15,7 @@ from ..checks import TOLERANCES, CheckFailed, assert_cases, stderr_to_stdout
 from ..diagnose import Finding, describe_exception
 from ..inputs import Case
 from ..references import attention_reference
+from . import reference_function
 
 ASSIGNMENT = "problem5"
 NOTEBOOK = "problem5.ipynb"
@@ -438,7 +439,11 @@ def benchmark(fn, lengths=(1024, 2048, 4096, 8192), head_dim=128, batch=4, n_q_h
         return None
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     shapes = [(batch, n_q_heads, n_kv_heads, n, head_dim) for n in lengths]
-    rows = run_gqa_benchmark(gqa_peers(fn), shapes, dtype)
+    impls = gqa_peers(fn)
+    reference = reference_function(ASSIGNMENT)
+    if reference is not None:  # the course's own kernel, where its sources are at hand
+        impls["reference kernel"] = lambda q, k, v: reference(q, k, v)[0]
+    rows = run_gqa_benchmark(impls, shapes, dtype)
     print(f"Hq={n_q_heads} query heads on Hkv={n_kv_heads} K/V heads (H below is Hq):")
     print(bench.format_table(rows))
     print(bench.speedup_table(rows, "your kernel"))

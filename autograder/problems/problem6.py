@@ -22,6 +22,7 @@ from ..checks import DEFAULT_TIMEOUT_S, TOLERANCES, CheckFailed, assert_cases, s
 from ..diagnose import Finding, _explains, describe_exception
 from ..inputs import Case, make_qkv
 from ..references import attention_reference, repeat_kv
+from . import reference_function
 
 ASSIGNMENT = "problem6"
 NOTEBOOK = "problem6.ipynb"
@@ -443,6 +444,7 @@ def benchmark(fn, lengths=(4096, 16384, 65536), window=1024, sink=4, head_dim=12
     except ImportError:
         has_flex = False
         print(f"FlexAttention is not in torch {torch.__version__} (it needs torch >= 2.5): timing without it.")
+    reference = reference_function(ASSIGNMENT)
     rows = []
     for n in lengths:
         gen = torch.Generator(device="cuda").manual_seed(0)
@@ -451,6 +453,8 @@ def benchmark(fn, lengths=(4096, 16384, 65536), window=1024, sink=4, head_dim=12
                 for _ in range(2))
         flops = 4.0 * batch * heads * head_dim * visible_pairs(n, window, sink)
         impls = {"your kernel": lambda q, k, v: fn(q, k, v, window_size=window, sink_size=sink)[0]}
+        if reference is not None:  # the course's own kernel, where its sources are at hand
+            impls["reference kernel"] = lambda q, k, v: reference(q, k, v, window_size=window, sink_size=sink)[0]
         if has_flex:
             impls["FlexAttention"] = ("flex", _flex_peer, n)
         dense_bytes = n * n * (1 + 2 * q.element_size())  # the bool mask and the bias SDPA makes of it
