@@ -8,22 +8,31 @@ import pytest
 from autograder.grading.pipeline import prepare_course, release
 from autograder.grading.samples import SAMPLES, apply_edits
 from autograder.notebook_code import cell_by_id, grade_id, strip_markers
-from autograder.problems import problem3
+from autograder import problems
+from autograder.problems import ASSIGNMENTS, problem3
 
 SOURCE = "solutions/problem3/problem3.ipynb"
 RELEASED = "notebooks/problem3/problem3.ipynb"
 
 
 @pytest.fixture(scope="module")
-def fresh_release(tmp_path_factory, repo_root):
+def fresh_releases(tmp_path_factory, repo_root):
+    """Every assignment released once by nbgrader into a fresh course: {assignment: notebook path}."""
     course = tmp_path_factory.mktemp("course")
     prepare_course(repo_root, course)
-    return release(course, "problem3")
+    return {assignment: release(course, assignment) for assignment in ASSIGNMENTS}
 
 
-def test_committed_student_notebook_equals_a_fresh_generation(repo_root, fresh_release):
-    committed = (repo_root / RELEASED).read_text()
-    assert committed == fresh_release.read_text(), "run `autograder release` and commit notebooks/"
+def _paths(assignment):
+    name = problems.get(assignment).NOTEBOOK
+    return f"solutions/{assignment}/{name}", f"notebooks/{assignment}/{name}"
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_committed_student_notebook_equals_a_fresh_generation(repo_root, fresh_releases, assignment):
+    committed = (repo_root / _paths(assignment)[1]).read_text()
+    assert committed == fresh_releases[assignment].read_text(), \
+        f"run `python -m autograder release {assignment}` and commit notebooks/"
 
 
 def solution_and_hidden_lines(source_nb):
@@ -44,9 +53,11 @@ def solution_and_hidden_lines(source_nb):
     return [line for line in lines if line not in public]
 
 
-def test_no_solution_or_hidden_test_line_leaks(repo_root):
-    source = nbformat.read(str(repo_root / SOURCE), as_version=4)
-    student_text = "\n".join(c.source for c in nbformat.read(str(repo_root / RELEASED), as_version=4).cells)
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_no_solution_or_hidden_test_line_leaks(repo_root, assignment):
+    source_path, released_path = _paths(assignment)
+    source = nbformat.read(str(repo_root / source_path), as_version=4)
+    student_text = "\n".join(c.source for c in nbformat.read(str(repo_root / released_path), as_version=4).cells)
     secret = solution_and_hidden_lines(source)
     assert len(secret) > 20  # the solution and hidden tests are really there to leak
     leaked = [line for line in secret if line in student_text]

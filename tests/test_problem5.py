@@ -9,9 +9,7 @@ import nbformat
 import pytest
 import torch
 
-import tests.test_notebooks as notebook_tests  # its helpers, not its tests
 from autograder.checks import CheckFailed, run_case
-from autograder.grading.pipeline import prepare_course, release
 from autograder.grading.sample_sets.problem5 import SAMPLES
 from autograder.grading.samples import apply_edits
 from autograder.grading.verify import answer_cell_violations, graded_test_cells
@@ -244,26 +242,6 @@ def test_benchmark_explains_why_it_skips(reference, monkeypatch, capsys):
 
 
 # ---- the student notebook ----
-
-@pytest.fixture(scope="module")
-def fresh_release(tmp_path_factory, repo_root):
-    course = tmp_path_factory.mktemp("course")
-    prepare_course(repo_root, course)
-    return release(course, "problem5")
-
-
-def test_committed_student_notebook_equals_a_fresh_generation(repo_root, fresh_release):
-    assert (repo_root / RELEASED).read_text() == fresh_release.read_text(), \
-        "run `python -m autograder release problem5` and commit notebooks/"
-
-
-def test_no_solution_or_hidden_test_line_leaks(repo_root):
-    source = nbformat.read(str(repo_root / SOURCE), as_version=4)
-    student_text = "\n".join(c.source for c in nbformat.read(str(repo_root / RELEASED), as_version=4).cells)
-    secret = notebook_tests.solution_and_hidden_lines(source)
-    assert len(secret) > 20
-    assert not [line for line in secret if line in student_text]
-    assert "BEGIN SOLUTION" not in student_text and "HIDDEN TESTS" not in student_text
 
 
 def test_student_notebook_has_no_outputs_ten_points_and_two_stubs(repo_root):

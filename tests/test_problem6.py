@@ -12,14 +12,12 @@ import torch
 from autograder.block_visits import minimal_visits
 from autograder.checks import CheckFailed, run_case
 from autograder.grading import samples as sample_module  # first: it imports the sample sets itself
-from autograder.grading.pipeline import prepare_course, release
 from autograder.grading.samples import apply_edits
 from autograder.grading.verify import answer_cell_violations, graded_test_cells
 from autograder.inputs import Case, make_qkv
 from autograder.notebook_code import cell_by_id, grade_id, import_source, read, strip_markers
 from autograder.problems import problem6
 from autograder.references import attention_reference, create_mask_bool
-from tests.test_notebooks import solution_and_hidden_lines
 
 SAMPLES = sample_module.SAMPLES["problem6"]
 SOURCE = "solutions/problem6/problem6.ipynb"
@@ -246,25 +244,6 @@ def test_benchmark_explains_why_it_does_not_run_here(reference, capsys, monkeypa
 
 # ---------------------------------------------------------------------------------------------
 # The student notebook: fresh nbgrader output, nothing leaked, the grading metadata intact.
-
-@pytest.fixture(scope="module")
-def fresh_release(tmp_path_factory, repo_root):
-    course = tmp_path_factory.mktemp("course6")
-    prepare_course(repo_root, course)
-    return release(course, "problem6")
-
-
-def test_committed_student_notebook_equals_a_fresh_generation(repo_root, fresh_release):
-    assert (repo_root / RELEASED).read_text() == fresh_release.read_text(), \
-        "run `python -m autograder release problem6` and commit notebooks/"
-
-
-def test_no_solution_or_hidden_test_line_leaks(repo_root, source_nb):
-    student_text = "\n".join(c.source for c in read(repo_root / RELEASED).cells)
-    secret = solution_and_hidden_lines(source_nb)
-    assert len(secret) > 20
-    assert not [line for line in secret if line in student_text]
-    assert "BEGIN SOLUTION" not in student_text and "HIDDEN TESTS" not in student_text
 
 
 def test_notebook_structure(repo_root, source_nb):
