@@ -1,7 +1,7 @@
 """Grade the same class of bundled submissions one after another and on Ray; time both, compare.
 
     python scripts/ray_class_timing.py OUTDIR [--class-size 20] [--modes sequential ray ray-shared]
-                                              [--share 4] [--num-cpus N]
+                                              [--share 4] [--num-cpus N] [--num-gpus N] [--label NAME]
 
 Modes (each grades its own copy of the same class, staged by pipeline.stage_demo):
   sequential  pipeline.grade, one submission after another (the path without Ray)
@@ -9,9 +9,11 @@ Modes (each grades its own copy of the same class, staged by pipeline.stage_demo
   ray-shared  on a GPU machine, `--share` tasks share each GPU (throughput; timings inside a
               task are then disturbed by its neighbours); on a CPU machine the same as `ray`
 
-Writes OUTDIR/<mode>/course/ (grades.csv, grade_report.csv, feedback/), OUTDIR/<mode>.json
-(wall times, scores, the run's summary) and OUTDIR/summary.txt, and exits non-zero when a mode's
-grades or CSV files differ from the sequential mode's (or from what the samples deserve).
+Writes OUTDIR/<run>/course/ (grades.csv, grade_report.csv, feedback/), OUTDIR/<run>.json
+(wall times, per-task seconds, scores, the run's summary) and OUTDIR/summary.txt, and exits
+non-zero when a run's grades or CSV files differ from the first run's in OUTDIR (or from what the
+samples deserve). A run is named after its mode, or `--label` (one mode only): e.g. grade the
+same class on 1, 2 and 4 GPUs of one machine with `--num-gpus N --label ray-Ngpu`.
 """
 from __future__ import annotations
 
@@ -29,9 +31,10 @@ def grade_mode(mode: str, out: Path, args) -> dict:
     from autograder.grading import pipeline
     from autograder.grading.report import plot_grades
 
-    course = out / mode / "course"
+    name = args.label or mode
+    course = out / name / "course"
     expected = pipeline.stage_demo(REPO, course, class_size=args.class_size)
-    record = {"mode": mode, "submissions": len(expected)}
+    record = {"mode": mode, "run": name, "submissions": len(expected), "started": time.time()}
     if mode == "sequential":
         start = time.monotonic()
         rows = []
@@ -45,7 +48,7 @@ def grade_mode(mode: str, out: Path, args) -> dict:
         from autograder.grading.ray_grading import format_run, grade_class, start_local_ray
 
         start = time.monotonic()
-        start_local_ray(args.num_cpus)
+        start_local_ray(args.num_cpus, args.num_gpus)
         record["ray_start_s"] = time.monotonic() - start
         gpus = ray.cluster_resources().get("GPU", 0)
         share = 1.0 / args.share if (mode == "ray-shared" and gpus) else None
@@ -56,6 +59,7 @@ def grade_mode(mode: str, out: Path, args) -> dict:
         record["gpus_per_task"] = run.gpus_per_task
         record["slots"] = run.slots
         record["task_seconds"] = run.task_seconds
+        record["gpus"] = gpus
         rows = run.rows
         ray.shutdown()
     pipeline.export_rows(rows, course / "grade_report.csv")
@@ -66,28 +70,29 @@ def grade_mode(mode: str, out: Path, args) -> dict:
     print(pipeline.summary(rows, expected))
     if record["summary"]:
         print(record["summary"])
-    print(f"{mode}: {len(rows)} submissions graded in {record['wall_s']:.1f} s", flush=True)
-    (out / f"{mode}.json").write_text(json.dumps(record, indent=1))
+    print(f"{name}: {len(rows)} submissions graded in {record['wall_s']:.1f} s", flush=True)
+    (out / f"{name}.json").write_text(json.dumps(record, indent=1))
     return record
 
 
 def compare(out: Path) -> list[str]:
-    """Lines of the final table, and the differences from the sequential mode (if it ran)."""
+    """Lines of the final table, and the differences from the first run in `out` (the
+    sequential one when it ran)."""
     from autograder import device
 
     runtime = device.current()
+    records = sorted((json.loads(p.read_text()) for p in out.glob("*.json")),
+                     key=lambda r: (r["mode"] != "sequential", r.get("started", 0)))
+    first = records[0]["run"] if records else ""
     lines = [f"device: {runtime.describe()}", "",
-             f"{'mode':<11} {'submissions':>11} {'wall s':>8} {'per sub s':>9} {'GPU/task':>8} "
-             f"{'at once':>7}  grades / CSV vs sequential"]
-    base = out / "sequential" / "course"
+             f"{'run':<14} {'submissions':>11} {'wall s':>8} {'per sub s':>9} {'GPUs':>4} {'GPU/task':>8} "
+             f"{'at once':>7}  grades / CSV vs {first}"]
+    base = out / first / "course"
     problems_found = []
-    for mode in ("sequential", "ray", "ray-shared"):
-        path = out / f"{mode}.json"
-        if not path.exists():
-            continue
-        rec = json.loads(path.read_text())
+    for rec in records:
+        mode = rec["run"]
         verdict = "-"
-        if mode != "sequential" and base.exists():
+        if mode != first and base.exists():
             same = [(base / name).read_text() == (out / mode / "course" / name).read_text()
                     for name in ("grades.csv", "grade_report.csv")]
             verdict = "identical" if all(same) else "DIFFERENT"
@@ -97,8 +102,9 @@ def compare(out: Path) -> list[str]:
         if rec["wrong"]:
             problems_found.append(f"{mode}: unexpected grades {rec['wrong']}")
             verdict += " (unexpected grades)"
-        lines.append(f"{mode:<11} {rec['submissions']:>11} {rec['wall_s']:>8.1f} "
-                     f"{rec['wall_s'] / rec['submissions']:>9.1f} {rec.get('gpus_per_task', '-')!s:>8} "
+        lines.append(f"{mode:<14} {rec['submissions']:>11} {rec['wall_s']:>8.1f} "
+                     f"{rec['wall_s'] / rec['submissions']:>9.1f} {rec.get('gpus', '-')!s:>4} "
+                     f"{rec.get('gpus_per_task', '-')!s:>8} "
                      f"{rec.get('slots', 1)!s:>7}  {verdict}")
     return lines + [""] + problems_found
 
@@ -111,7 +117,11 @@ def main():
                         choices=["sequential", "ray", "ray-shared"])
     parser.add_argument("--share", type=int, default=4, help="tasks per GPU in the ray-shared mode")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")
+    parser.add_argument("--num-gpus", type=int, default=None, help="GPUs of the local Ray instance (default: all)")
+    parser.add_argument("--label", default=None, help="name of this run (one mode only); default: the mode")
     args = parser.parse_args()
+    if args.label and len(args.modes) != 1:
+        parser.error("--label names one run: give exactly one mode")
 
     from autograder import device
 

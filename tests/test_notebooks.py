@@ -71,7 +71,7 @@ def test_student_notebook_has_no_outputs_and_keeps_the_grading_metadata(repo_roo
     assert all(c["outputs"] == [] and c["execution_count"] is None for c in code)
     graded = {c["metadata"]["nbgrader"]["grade_id"]: c["metadata"]["nbgrader"]["points"]
               for c in code if c["metadata"].get("nbgrader", {}).get("grade")}
-    assert sum(graded.values()) == 10 and len(graded) == 6
+    assert sum(graded.values()) == 12 and len(graded) == 7 and graded["test_performance"] == 2
     stub = cell_by_id(nbformat.reads(json.dumps(nb), as_version=4), problem3.STUDENT_CELL).source
     assert stub.count("raise NotImplementedError()") == 2
 

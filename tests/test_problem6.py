@@ -252,7 +252,7 @@ def test_notebook_structure(repo_root, source_nb):
     assert len(ids) == len(set(ids))
     graded = {grade_id(c): c.metadata.nbgrader["points"] for c in source_nb.cells
               if c.metadata.get("nbgrader", {}).get("grade")}
-    assert sum(graded.values()) == 10 and len(graded) == 7
+    assert sum(graded.values()) == 12 and len(graded) == 8 and graded["test_performance"] == 2
     assert all(not c.get("outputs") for c in source_nb.cells if c.cell_type == "code")
     released = read(repo_root / RELEASED)
     code = [c.source for c in released.cells if c.cell_type == "code"]

@@ -232,7 +232,7 @@ def stage_demo(repo_root: Path, course_root: Path, assignments=problems.ASSIGNME
     (every problem's first sample, then every problem's second, ...), handed in again under
     other student names (`<sample>-2`, `<sample>-3`, ...) when there are too few.
     """
-    from .samples import ADVERSARIAL, GPU_FAULTS, SAMPLES, write_samples
+    from .samples import ADVERSARIAL, GPU_FAULTS, SAMPLES, expected_score, write_samples
 
     if course_root.exists():
         shutil.rmtree(course_root)
@@ -247,7 +247,7 @@ def stage_demo(repo_root: Path, course_root: Path, assignments=problems.ASSIGNME
         samples = write_samples(assignment, course_root / "solutions" / assignment / module.NOTEBOOK,
                                 release_path, course_root / "submitted", module.STUDENT_CELL,
                                 module.KERNEL_CELLS[-1], chosen)
-        expected.update({(s.name, assignment): s.expected_points for s in samples})
+        expected.update({(s.name, assignment): expected_score(s, assignment) for s in samples})
         by_assignment[assignment] = [(s.name, assignment) for s in samples]
     if not class_size or not expected:
         return expected

@@ -32,6 +32,21 @@ class Sample:
     missing: bool = False             # hand in an empty folder
     expected_note: str = ""           # text the grade report's notes or problem must contain
     answer_suffix: str = ""           # code appended to the student's answer cell
+    # Performance points it deserves; None: all of them when expected_points is the full
+    # correctness score (the kernel is right, as fast as the reference), else none.
+    expected_performance: float | None = None
+
+
+def expected_score(sample: Sample, assignment: str) -> float | None:
+    """What the sample deserves out of its problem's total (correctness plus performance)."""
+    from ..problems import CORRECTNESS_POINTS, performance_points
+
+    if sample.expected_points is None:
+        return None
+    if sample.expected_performance is not None:
+        return sample.expected_points + sample.expected_performance
+    full = sample.expected_points == CORRECTNESS_POINTS
+    return sample.expected_points + (performance_points(assignment) if full else 0)
 
 
 SDPA_CHEAT = '''

@@ -100,6 +100,7 @@ def answer_cell_violations(source: str, policy: str = "triton") -> list[str]:
 class Verification:
     violations: list = field(default_factory=list)
     results: dict = field(default_factory=dict)   # test grade_id -> (passed, message)
+    scores: dict = field(default_factory=dict)    # test grade_id -> the value a partial-credit cell gave
     error: str = ""
 
 
@@ -132,6 +133,8 @@ def verify(submission: Path, source_path: Path, release_path: Path, kernel_cells
         if line.startswith("VERIFY "):
             item = json.loads(line[len("VERIFY "):])
             outcome.results[item["test"]] = (item["passed"], item["message"])
+            if item.get("score") is not None:
+                outcome.scores[item["test"]] = item["score"]
     if proc.returncode != 0 and not outcome.results:
         outcome.error = (proc.stderr.strip().splitlines() or ["verification crashed"])[-1][:200]
     return outcome
@@ -157,8 +160,13 @@ def apply_to_gradebook(db_url: str, assignment: str, notebook: str, student: str
                 grade.manual_score = 0  # nbgrader's override: export and feedback use it
                 overturned.append(grade.name)
                 first = first or message
+            elif outcome.scores.get(grade.name, grade.auto_score) < grade.auto_score:
+                # A partial-credit cell (performance points) confirms only what the clean run gave.
+                grade.manual_score = outcome.scores[grade.name]
+                overturned.append(grade.name)
+                first = first or f"{grade.name} gave {outcome.scores[grade.name]:g} of {grade.max_score:g} points"
         gb.db.commit()
     if not overturned:
         return []
-    return [f"passed in the notebook but not in a clean re-run, set to 0: {', '.join(overturned)} "
+    return [f"passed in the notebook but not in a clean re-run, lowered: {', '.join(overturned)} "
             f"(first: {first[:160]})"]

@@ -14,6 +14,9 @@ def _discover():
 
 
 ASSIGNMENTS = _discover()
+# Every problem's tests of correctness are worth 10 points; the Triton problems add
+# PERFORMANCE_POINTS for speed against the reference kernel (autograder.performance).
+CORRECTNESS_POINTS = 10
 
 
 def get(assignment: str):
@@ -32,3 +35,12 @@ def reference_function(assignment: str):
     if not (root / "solutions" / assignment / module.NOTEBOOK).exists():
         return None
     return getattr(module.reference_module(root), module.KERNEL_FUNCTION)
+
+
+def performance_points(assignment: str) -> float:
+    """The points `assignment` gives for speed (0 for the PyTorch problems)."""
+    return getattr(get(assignment), "PERFORMANCE_POINTS", 0)
+
+
+def total_points(assignment: str) -> float:
+    return CORRECTNESS_POINTS + performance_points(assignment)

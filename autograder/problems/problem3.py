@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import performance
+from ..performance import TimingPlan
 from ..checks import assert_cases
 from ..inputs import Case
 from . import reference_function
@@ -35,6 +37,18 @@ SELF_CHECK_CASES = [Case(1, 2, 128, 64), Case(2, 2, 256, 32, seed=1), Case(1, 2,
 def check(fn):
     """Self-check with the visible shapes; raises CheckFailed with a likely cause when wrong."""
     assert_cases(fn, SELF_CHECK_CASES, title="Problem 3 self-check (output and log-sum-exp):")
+
+
+# Performance points (autograder.performance): the kernel's time over the reference kernel's.
+PERFORMANCE_POINTS = 2
+TIMING = TimingPlan(gpu_case=Case(4, 16, 4096, 64), cpu_case=Case(1, 2, 512, 64))
+
+
+def performance_points(fn):
+    """The performance points fn earns against the reference kernel (printed, and returned for
+    nbgrader's partial credit); a kernel that fails the self-check earns none."""
+    return performance.award(fn, reference_function(ASSIGNMENT), TIMING, PERFORMANCE_POINTS,
+                             gate=lambda: check(fn))
 
 
 def reference_module(repo_root):

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from .. import performance
+from ..performance import TimingPlan
 from ..block_visits import minimal_visits
 from ..checks import TOLERANCES, CheckFailed, assert_cases, run_case, stderr_to_stdout
 from ..diagnose import Finding, describe_exception
@@ -313,6 +315,18 @@ def check(fn):
     assert_cases(fn, SELF_CHECK_CASES, title="Problem 4 self-check (output and log-sum-exp):",
                  diagnoses=causal_diagnoses(fn))
     assert_block_visits(fn, SELF_CHECK_VISITS, title="Problem 4 self-check (blocks above the diagonal skipped):")
+
+
+# Performance points (autograder.performance): the kernel's time over the reference kernel's.
+PERFORMANCE_POINTS = 2
+TIMING = TimingPlan(gpu_case=Case(4, 16, 4096, 64, causal=True), cpu_case=Case(1, 2, 512, 64, causal=True))
+
+
+def performance_points(fn):
+    """The performance points fn earns against the reference kernel (printed, and returned for
+    nbgrader's partial credit); a kernel that fails the self-check earns none."""
+    return performance.award(fn, reference_function(ASSIGNMENT), TIMING, PERFORMANCE_POINTS,
+                             gate=lambda: check(fn))
 
 
 def reference_module(repo_root):

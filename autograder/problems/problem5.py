@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from .. import performance
+from ..performance import TimingPlan
 from ..checks import TOLERANCES, CheckFailed, assert_cases, stderr_to_stdout
 from ..diagnose import Finding, describe_exception
 from ..inputs import Case
@@ -294,6 +296,18 @@ def check(fn, launch_schedule=None):
     assert_gqa_cases(fn, SELF_CHECK_CASES, title="Problem 5 self-check (output and log-sum-exp):")
     if launch_schedule is not None:
         assert_schedule(launch_schedule, SELF_CHECK_SCHEDULES, title="Problem 5 self-check (launch order):")
+
+
+# Performance points (autograder.performance): the kernel's time over the reference kernel's.
+PERFORMANCE_POINTS = 2
+TIMING = TimingPlan(gpu_case=Case(4, 32, 4096, 64, H_kv=8), cpu_case=Case(1, 8, 256, 32, H_kv=2))
+
+
+def performance_points(fn):
+    """The performance points fn earns against the reference kernel (printed, and returned for
+    nbgrader's partial credit); a kernel that fails the self-check earns none."""
+    return performance.award(fn, reference_function(ASSIGNMENT), TIMING, PERFORMANCE_POINTS,
+                             gate=lambda: check(fn))
 
 
 def reference_module(repo_root):

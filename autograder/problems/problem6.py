@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from .. import performance
+from ..performance import TimingPlan
 from ..block_visits import key_blocks, minimal_visits
 from ..checks import DEFAULT_TIMEOUT_S, TOLERANCES, CheckFailed, assert_cases, stderr_to_stdout, time_limit
 from ..diagnose import Finding, _explains, describe_exception
@@ -361,6 +363,19 @@ def check(fn):
     """Self-check with the visible inputs: values, then block visits."""
     assert_window_cases(fn, SELF_CHECK_CASES, title="Problem 6 self-check (output and log-sum-exp):")
     check_visits(fn, SELF_CHECK_VISITS, title="Problem 6 self-check (key blocks visited):")
+
+
+# Performance points (autograder.performance): the kernel's time over the reference kernel's.
+PERFORMANCE_POINTS = 2
+TIMING = TimingPlan(gpu_case=Case(1, 16, 16384, 64, H_kv=4, window=1024, sink=4),
+                    cpu_case=Case(1, 2, 512, 32, window=64, sink=4))
+
+
+def performance_points(fn):
+    """The performance points fn earns against the reference kernel (printed, and returned for
+    nbgrader's partial credit); a kernel that fails the self-check earns none."""
+    return performance.award(fn, reference_function(ASSIGNMENT), TIMING, PERFORMANCE_POINTS,
+                             gate=lambda: check(fn))
 
 
 def reference_module(repo_root):

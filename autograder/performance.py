@@ -1,0 +1,213 @@
+"""Performance points: the student's kernel timed against the reference kernel, as a ratio.
+
+Both kernels run on the same device, in the same process, on the same inputs, taking turns, so
+what a grade says does not depend on which GPU graded it (a T4, an A100 or an H100) or on what
+else that GPU was doing: only on how the student's kernel compares with the course's.
+
+    ratio = median over rounds of (student time / reference time)
+
+Each round times the student's kernel, then the reference (the order alternates between
+rounds), each over several input sets of the same shape, so a kernel cannot look fast because
+its inputs stayed in L2 (triton.testing.do_bench also clears L2 before every call on a GPU).
+A median of per-round ratios ignores a round that another process disturbed. Tasks that share
+a GPU (or, under the interpreter, a machine) take a lock around their timing, so two
+submissions are never timed at once on the same device.
+
+Bands (`BANDS`): ratio <= 1.3 earns all the points, <= 1.6 half, slower none. The edges sit far
+from where kernels land: a kernel that does what the reference does measures 0.95-1.1, one that
+does twice the work (no block skipping, K/V read once per query head) 1.9 or more.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, replace
+
+import torch
+
+from . import device as device_mod
+from .checks import CheckFailed, stderr_to_stdout
+from .inputs import Case, make_qkv
+from .integrity import watch_call
+
+# (largest ratio, share of the points), tried in order; slower than the last edge earns nothing.
+BANDS = ((1.3, 1.0), (1.6, 0.5))
+# Student and reference outputs must agree within twice the dtype's tolerance (each is within
+# one tolerance of the float64 truth: autograder.checks.TOLERANCES).
+OUTPUT_ATOL = {torch.float16: 4e-3, torch.bfloat16: 3.2e-2, torch.float32: 2e-4}
+
+
+@dataclass(frozen=True)
+class TimingPlan:
+    """What to time: one shape on a GPU, a small one under the interpreter (where a call of the
+    GPU shape would take minutes), both in float16 (which every GPU Triton supports has)."""
+    gpu_case: Case
+    cpu_case: Case
+    gpu_rounds: int = 5
+    cpu_rounds: int = 5
+    input_sets: int = 3
+
+    def case(self, runtime) -> Case:
+        return self.cpu_case if runtime.interpreter else self.gpu_case
+
+    def rounds(self, runtime) -> int:
+        return self.cpu_rounds if runtime.interpreter else self.gpu_rounds
+
+
+@dataclass(frozen=True)
+class Timing:
+    ratio: float            # student time / reference time (median over rounds)
+    student_ms: float       # median over rounds
+    reference_ms: float
+    round_ratios: tuple
+    case: Case
+    device: str
+    interpreter: bool
+
+    def lines(self) -> list[str]:
+        return [f"Timed on {self.device}, {self.case.label()}:",
+                f"  your kernel {self.student_ms:9.3f} ms   reference kernel {self.reference_ms:9.3f} ms   "
+                f"ratio {self.ratio:.2f} (rounds: {', '.join(f'{r:.2f}' for r in self.round_ratios)})"]
+
+
+def band_share(ratio: float) -> float:
+    """The share of the performance points a time ratio earns (see BANDS)."""
+    for edge, share in BANDS:
+        if ratio <= edge:
+            return share
+    return 0.0
+
+
+def describe_bands() -> str:
+    edges = [f"ratio <= {edge:g}: {share:.0%}" for edge, share in BANDS]
+    return "; ".join(edges) + "; slower: 0%"
+
+
+@contextlib.contextmanager
+def exclusive_timing(runtime):
+    """Hold the lock of this device while timing: tasks sharing a GPU take turns to be timed."""
+    from filelock import FileLock  # a dependency of torch
+
+    if runtime.interpreter:
+        name = "cpu"
+    else:
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        name = str(getattr(props, "uuid", torch.cuda.current_device()))
+    path = os.path.join(tempfile.gettempdir(), f"autograder-timing-{name}.lock")
+    with FileLock(path):
+        yield
+
+
+def _timer(runtime):
+    """Milliseconds per call of a no-argument function: do_bench's median on a GPU, the
+    fastest of a few calls' CPU time under the interpreter (where a call takes 50-200 ms)."""
+    if not runtime.interpreter:
+        import triton
+
+        return lambda call: triton.testing.do_bench(call, warmup=25, rep=100, return_mode="median")
+
+    def best_of(call, repeats=2):
+        # CPU time of this process, not wall time: on a machine busy with other grading tasks it
+        # still counts the work the kernel makes the interpreter do, not the waiting.
+        times = []
+        for _ in range(repeats):
+            start = time.process_time()
+            call()
+            times.append((time.process_time() - start) * 1e3)
+        return min(times)
+    return best_of
+
+
+def _cycling(fn, input_sets):
+    """A no-argument call that gives fn the next input set each time."""
+    state = {"i": 0}
+
+    def call():
+        args, kwargs = input_sets[state["i"] % len(input_sets)]
+        state["i"] += 1
+        return fn(*args, **kwargs)
+    return call
+
+
+def _first_output(result):
+    return result[0] if isinstance(result, (tuple, list)) else result
+
+
+def check_timed_outputs(fn, reference, input_sets, runtime) -> None:
+    """The student's kernel must compute the timed inputs with a Triton kernel and agree with the
+    reference there: speed earns nothing for a wrong or borrowed answer."""
+    args, kwargs = input_sets[0]
+    with watch_call(args) as watched:
+        got = _first_output(fn(*args, **kwargs))
+        if runtime.device == "cuda":
+            torch.cuda.synchronize()
+    if watched.forbidden_ops or watched.triton_launches == 0:
+        raise CheckFailed("no performance points: at the timed shape the result does not come from a Triton "
+                          "kernel" + (f" (it calls {', '.join(watched.forbidden_ops)})" if watched.forbidden_ops else ""))
+    want = _first_output(reference(*args, **kwargs))
+    if not isinstance(got, torch.Tensor) or got.shape != want.shape:
+        raise CheckFailed("no performance points: at the timed shape the output has the wrong type or shape")
+    atol = OUTPUT_ATOL[want.dtype]
+    err = (got.float() - want.float()).abs().nan_to_num(float("inf")).max().item()
+    if err > atol:
+        raise CheckFailed(f"no performance points: at the timed shape the output differs from the reference "
+                          f"kernel's by {err:.2g} (> {atol:g})")
+
+
+def time_against_reference(fn, reference, plan: TimingPlan, runtime=None) -> Timing:
+    """Time fn and the reference in alternating rounds on the plan's inputs (see module doc)."""
+    runtime = runtime or device_mod.current()
+    case = plan.case(runtime)
+    input_sets = []
+    for i in range(plan.input_sets):
+        q, k, v = make_qkv(replace(case, seed=case.seed + i), device=runtime.device)
+        input_sets.append(((q, k, v), case.call_kwargs))
+    check_timed_outputs(fn, reference, input_sets, runtime)
+    timer = _timer(runtime)
+    student, ref = _cycling(fn, input_sets), _cycling(reference, input_sets)
+    student(), ref()  # compile both, outside the clock
+    pairs = []
+    with exclusive_timing(runtime):
+        for r in range(plan.rounds(runtime)):
+            if r % 2 == 0:
+                s, t = timer(student), timer(ref)
+            else:
+                t, s = timer(ref), timer(student)
+            pairs.append((s, t))
+    ratios = tuple(s / t for s, t in pairs)
+    where = "the Triton interpreter (CPU)" if runtime.interpreter else torch.cuda.get_device_name(0)
+    return Timing(statistics.median(ratios), statistics.median(s for s, _ in pairs),
+                  statistics.median(t for _, t in pairs), ratios, case, where,
+                  runtime.interpreter)
+
+
+def award(fn, reference, plan: TimingPlan, points: float, gate=None) -> float | None:
+    """Performance points for fn: `gate()` (the problem's own correctness check) first, then the
+    timing against the reference kernel. Returns the points, for nbgrader's partial credit.
+
+    Where the reference kernel is not at hand (a learner's install without solutions/), says so
+    and returns None, unless grading, where a missing reference is the course's fault and raises.
+    """
+    if reference is None:
+        if os.environ.get("COURSE_GRADING") == "1":
+            raise RuntimeError("the reference kernel is not available to the grader: performance points "
+                               "cannot be measured (is the course's solutions/ folder in place?)")
+        print("The reference kernel is not available here: performance points are measured when your "
+              "notebook is graded.")
+        return None
+    with stderr_to_stdout():
+        if gate is not None:
+            try:
+                gate()
+            except CheckFailed as exc:
+                raise CheckFailed(f"no performance points until the self-check passes: {exc.message}") from None
+        timing = time_against_reference(fn, reference, plan)
+        share = band_share(timing.ratio)
+        print("\n".join(timing.lines()))
+        print(f"Bands: {describe_bands()}. Your kernel earns {share:.0%} of {points:g} points.")
+        if timing.interpreter:
+            print("(Under the interpreter the ratio measures how much work your kernel does, not GPU speed.)")
+    return points * share

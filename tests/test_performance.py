@@ -1,0 +1,95 @@
+"""Performance points: bands, the timing against the reference, and what earns nothing."""
+import pytest
+
+from autograder import performance
+from autograder.checks import CheckFailed
+from autograder.inputs import Case
+from autograder.performance import TimingPlan, award, band_share, time_against_reference
+from autograder.problems import problem3
+
+# Small enough for the interpreter: a call of the problem 3 kernel takes about 40 ms here.
+@pytest.fixture(scope="module")
+def reference(reference_kernel):
+    return reference_kernel.flash_attention_forward
+
+
+PLAN = TimingPlan(gpu_case=Case(2, 4, 512, 64), cpu_case=Case(1, 2, 256, 32), gpu_rounds=3, cpu_rounds=3)
+
+
+@pytest.mark.parametrize("ratio, share", [(0.5, 1.0), (1.0, 1.0), (1.3, 1.0), (1.31, 0.5), (1.6, 0.5),
+                                          (1.61, 0.0), (2.0, 0.0), (float("inf"), 0.0)])
+def test_bands(ratio, share):
+    assert band_share(ratio) == share
+
+
+def test_band_edges_are_increasing_and_shares_decreasing():
+    edges = [e for e, _ in performance.BANDS]
+    shares = [s for _, s in performance.BANDS]
+    assert edges == sorted(edges) and shares == sorted(shares, reverse=True) and shares[0] == 1.0
+
+
+def test_the_reference_against_itself_earns_everything(reference):
+    timing = time_against_reference(reference, reference, PLAN)
+    assert 0.8 < timing.ratio < 1.25, timing.lines()
+    assert len(timing.round_ratios) == PLAN.cpu_rounds or not timing.interpreter
+
+
+def test_a_kernel_doing_twice_the_work_earns_nothing(reference):
+    def twice(q, k, v):
+        reference(q, k, v)
+        return reference(q, k, v)
+    timing = time_against_reference(twice, reference, PLAN)
+    assert 1.7 < timing.ratio < 2.5, timing.lines()
+    assert band_share(timing.ratio) == 0.0
+
+
+def test_a_wrong_kernel_earns_nothing_however_fast(reference):
+    def wrong(q, k, v):
+        o, lse = reference(q, k, v)
+        return o * 1.01, lse
+    with pytest.raises(CheckFailed, match="differs from the reference kernel"):
+        time_against_reference(wrong, reference, PLAN)
+
+
+def test_pytorch_at_the_timed_shape_earns_nothing(reference):
+    import torch
+
+    def borrowed(q, k, v):
+        if q.shape[2] >= 256:  # a shape switch: Triton for small tests, PyTorch for the timing
+            o = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+            return o, torch.zeros(q.shape[:3])
+        return reference(q, k, v)
+    with pytest.raises(CheckFailed, match="does not come from a Triton kernel"):
+        time_against_reference(borrowed, reference, PLAN)
+
+
+def test_award_needs_the_gate_and_returns_points(reference, capsys):
+    assert award(reference, reference, PLAN, points=2) == 2
+    out = capsys.readouterr().out
+    assert "ratio" in out and "earns 100% of 2 points" in out
+
+    def failing_gate():
+        raise CheckFailed("1 of 3 cases failed")
+    with pytest.raises(CheckFailed, match="until the self-check passes: 1 of 3 cases failed"):
+        award(reference, reference, PLAN, points=2, gate=failing_gate)
+
+
+def test_without_the_reference_a_learner_is_told_and_the_grader_refuses(reference, capsys, monkeypatch):
+    monkeypatch.delenv("COURSE_GRADING", raising=False)
+    assert award(reference, None, PLAN, points=2) is None
+    assert "measured when your notebook is graded" in capsys.readouterr().out
+    monkeypatch.setenv("COURSE_GRADING", "1")
+    with pytest.raises(RuntimeError, match="reference kernel is not available"):
+        award(reference, None, PLAN, points=2)
+
+
+def test_every_triton_problem_times_a_case_its_kernel_accepts():
+    from autograder.problems import ASSIGNMENTS, get, performance_points
+
+    timed = [a for a in ASSIGNMENTS if performance_points(a)]
+    assert timed == ["problem3", "problem4", "problem5", "problem6"]
+    for assignment in timed:
+        plan = get(assignment).TIMING
+        assert plan.gpu_case.dtype == plan.cpu_case.dtype == "float16"  # every GPU Triton supports has it
+        assert plan.gpu_case.L >= 4096 and plan.cpu_case.L <= 1024
+    assert problem3.TIMING.gpu_case.D in (64, 128)
