@@ -12,7 +12,8 @@ Modes (each grades its own copy of the same class, staged by pipeline.stage_demo
 Writes OUTDIR/<run>/course/ (grades.csv, grade_report.csv, feedback/), OUTDIR/<run>.json
 (wall times, per-task seconds, scores, the run's summary) and OUTDIR/summary.txt, and exits
 non-zero when a run's grades or CSV files differ from the first run's in OUTDIR (or from what the
-samples deserve). A run is named after its mode, or `--label` (one mode only): e.g. grade the
+samples deserve). A sequential run cut off by a time limit goes on with `--resume`; its wall
+time is the sum of its parts, each counted up to its last graded submission. A run is named after its mode, or `--label` (one mode only): e.g. grade the
 same class on 1, 2 and 4 GPUs of one machine with `--num-gpus N --label ray-Ngpu`.
 """
 from __future__ import annotations
@@ -33,14 +34,32 @@ def grade_mode(mode: str, out: Path, args) -> dict:
 
     name = args.label or mode
     course = out / name / "course"
-    expected = pipeline.stage_demo(REPO, course, class_size=args.class_size)
+    segments_path = out / f"{name}.segments.json"
+    if args.resume and segments_path.exists():
+        # Go on with a sequential run that an earlier process left unfinished (e.g. cut off by
+        # a time limit): what it graded is kept, and its time counts up to its last graded
+        # submission (the one in flight when it stopped is graded again here).
+        saved = json.loads(segments_path.read_text())
+        expected = {tuple(key.split("/")): points for key, points in saved["expected"].items()}
+        segments = saved["segments"]
+        last_done = max((p.stat().st_mtime for p in course.glob(f"autograded/*/*/{pipeline.DONE_MARKER}")), default=0)
+        for seg in segments:
+            seg.setdefault("seconds", max(0.0, last_done - seg["start"]))
+    else:
+        expected = pipeline.stage_demo(REPO, course, class_size=args.class_size)
+        segments = []
     record = {"mode": mode, "run": name, "submissions": len(expected), "started": time.time()}
     if mode == "sequential":
+        segments.append({"start": time.time()})
+        segments_path.write_text(json.dumps({"expected": {"/".join(k): v for k, v in expected.items()},
+                                             "segments": segments}))
         start = time.monotonic()
         rows = []
         for assignment in [a for a in pipeline.ASSIGNMENTS if pipeline.submitted_students(course, a)]:
             rows += pipeline.grade(course, assignment, progress=True)
-        record["wall_s"] = time.monotonic() - start
+        segments[-1]["seconds"] = time.monotonic() - start
+        record["wall_s"] = sum(seg["seconds"] for seg in segments)
+        record["segments_s"] = [round(seg["seconds"], 1) for seg in segments]
         record["summary"] = ""
     else:
         import ray
@@ -81,7 +100,7 @@ def compare(out: Path) -> list[str]:
     from autograder import device
 
     runtime = device.current()
-    records = sorted((json.loads(p.read_text()) for p in out.glob("*.json")),
+    records = sorted((json.loads(p.read_text()) for p in out.glob("*.json") if not p.name.endswith(".segments.json")),
                      key=lambda r: (r["mode"] != "sequential", r.get("started", 0)))
     first = records[0]["run"] if records else ""
     lines = [f"device: {runtime.describe()}", "",
@@ -118,6 +137,8 @@ def main():
     parser.add_argument("--share", type=int, default=4, help="tasks per GPU in the ray-shared mode")
     parser.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")
     parser.add_argument("--num-gpus", type=int, default=None, help="GPUs of the local Ray instance (default: all)")
+    parser.add_argument("--resume", action="store_true",
+                        help="sequential mode: go on with the unfinished run in OUTDIR instead of starting afresh")
     parser.add_argument("--label", default=None, help="name of this run (one mode only); default: the mode")
     args = parser.parse_args()
     if args.label and len(args.modes) != 1:

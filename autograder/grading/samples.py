@@ -121,7 +121,8 @@ PROBLEM3_ADVERSARIAL = (
     Sample("edited_test", "a locked test cell replaced by `pass`: nbgrader restores it", 10,
            locked_edits=(("test_tail_block", "pass"),), expected_note="locked cells edited"),
     Sample("deleted_test", "a locked test cell deleted: that test scores 0", 9,
-           locked_edits=(("test_tail_block", None),), expected_note="locked cells deleted"),
+           locked_edits=(("test_tail_block", None),), expected_note="locked cells deleted",
+           expected_performance=2),  # the kernel is right, so it keeps the performance points
     Sample("other_kernelspec", "asks for a Julia kernel: graded with Python", 10,
            kernelspec="julia-1.10", expected_note="kernel 'julia-1.10'"),
     Sample("renamed_notebook", "handed in as my_problem3.ipynb", 10,
@@ -266,3 +267,28 @@ PROBLEM3_GPU_FAULTS = (
     Sample("z_correct_after_faults", "the reference solution, graded after the faults above", 10),
 )
 GPU_FAULTS = _SampleSets("GPU_FAULTS", PROBLEM3_GPU_FAULTS)
+
+
+def sample_kernel_function(assignment: str, sample: Sample, repo_root: Path | None = None):
+    """The graded function of a sample whose mistake is in its code (edits, an untouched answer
+    cell, an extra cell), imported in this process: for in-process checks and timings."""
+    from ..notebook_code import import_source
+    from ..problems import get
+
+    module = get(assignment)
+    root = Path(repo_root) if repo_root else Path(__file__).resolve().parents[2]
+    source = read(root / "solutions" / assignment / module.NOTEBOOK)
+    release = read(root / "notebooks" / assignment / module.NOTEBOOK)
+    parts = []
+    for gid in module.KERNEL_CELLS:
+        if gid == module.STUDENT_CELL and sample.untouched:
+            parts.append(cell_by_id(release, gid).source)
+        elif gid == module.STUDENT_CELL:
+            parts.append(apply_edits(strip_markers(cell_by_id(source, gid).source), sample.edits)
+                         + sample.answer_suffix)
+        else:
+            parts.append(strip_markers(cell_by_id(source, gid).source))
+    if sample.extra_cell:
+        parts.append(sample.extra_cell)
+    namespace = import_source("\n\n".join(parts) + "\n", f"{assignment}_sample_{sample.name}")
+    return getattr(namespace, module.KERNEL_FUNCTION)
