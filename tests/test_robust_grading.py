@@ -4,6 +4,7 @@ import pytest
 
 from autograder.grading.pipeline import DONE_MARKER, grade, run_demo, summary
 from autograder.grading.samples import ADVERSARIAL, expected_score
+from autograder.problems import total_points
 
 
 
@@ -36,14 +37,14 @@ def test_each_misbehaving_submission_gets_exactly_its_outcome(graded, sample):
 @pytest.mark.slow
 def test_the_well_behaved_neighbour_is_graded_normally(graded):
     _, rows, _ = graded
-    assert rows["correct"].score == 10 and not rows["correct"].notes and not rows["correct"].problem
+    assert rows["correct"].score == total_points("problem3") and not rows["correct"].notes and not rows["correct"].problem
 
 
 @pytest.mark.slow
 def test_warnings_and_stderr_cost_no_points(graded):
     _, rows, _ = graded
     noisy = rows["correct_noisy"]
-    assert noisy.score == 10 and not noisy.failed_tests and not noisy.problem, summary([noisy])
+    assert noisy.score == total_points("problem3") and not noisy.failed_tests and not noisy.problem, summary([noisy])
 
 
 @pytest.mark.slow
