@@ -6,7 +6,7 @@
     autograder grade COURSE [--assignment A ...] [--ray [--address ADDR]]
                                            autograde a real course folder's submissions
                                            (--ray: one task per submission on a Ray cluster)
-    autograder bench                       time the reference kernel against PyTorch (GPU)
+    autograder bench [--problem N]         time a reference kernel against PyTorch (GPU)
 """
 from __future__ import annotations
 
@@ -154,6 +154,8 @@ def cmd_bench(args):
 
     if not torch.cuda.is_available():
         sys.exit("autograder bench needs a CUDA GPU; under the CPU interpreter timings mean nothing")
+    if args.problem != "problem3":
+        return _bench_problem(args)
     module = problem3.reference_module(_repo(args))
     impls = {"reference kernel": lambda q, k, v: module.flash_attention_forward(q, k, v)[0], **bench.peers()}
     if args.no_naive:
@@ -170,6 +172,25 @@ def cmd_bench(args):
     print()
     print(bench.speedup_table(rows, "reference kernel"))
     print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'}")
+    return 0
+
+
+def _bench_problem(args):
+    """Problems 4-6: the reference kernel through the problem's own benchmark (its peers: SDPA
+    causal, SDPA with enable_gqa, FlexAttention with the same block mask), at its default shapes."""
+    import json
+
+    from .benchmark import environment
+    from .problems import get
+
+    module = get(args.problem)
+    reference = getattr(module.reference_module(_repo(args)), module.KERNEL_FUNCTION)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = module.benchmark(reference, plot_path=out / f"{args.problem}.png")
+    (out / f"{args.problem}.json").write_text(json.dumps({"environment": environment(), "result": result},
+                                                         indent=1, default=str))
+    print(f"\nwrote {out / (args.problem + '.json')} and {out / (args.problem + '.png')}")
     return 0
 
 
@@ -198,6 +219,8 @@ def main(argv=None):
     _add_ray_arguments(p)
     p.set_defaults(func=cmd_grade)
     p = sub.add_parser("bench", help="benchmark the reference kernel against PyTorch (GPU only)")
+    p.add_argument("--problem", default="problem3", choices=["problem3", "problem4", "problem5", "problem6"],
+                   help="problem 3: --dims/--lengths/--batch/--heads apply; 4-6: each problem's own shapes and peers")
     p.add_argument("--dims", type=int, nargs="+", default=[16, 64, 128])
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
     p.add_argument("--batch", type=int, default=4)

@@ -29,11 +29,13 @@ def test_problem3_notebook_runs_in_jupyterlab_in_chromium(tmp_path):
 
     result = browser_test.run("problem3", tmp_path)  # raises AssertionError when the page is wrong
 
-    # What the page showed: the self-check and both visible graded cells passed, nothing failed,
-    # the first hint appeared, and the teaching plots arrived as decoded images.
-    assert len(result["verdicts"]) == result["expected_verdicts"] == 3
+    # What the page showed: the self-check, both visible graded cells and the performance cell
+    # passed (under the interpreter, with the reference kernel at hand in this checkout), nothing
+    # failed, the first hint appeared, and the teaching plots arrived as decoded images.
+    assert len(result["verdicts"]) == result["expected_verdicts"] == 4
     assert result["verdicts"][0].startswith("Problem 3 self-check")
     assert all("All " in v and "PASS " in v for v in result["verdicts"])
+    assert "earns 100% of 2 points" in result["verdicts"][-1]
     assert not result["failures"]
     assert len(result["hints"]) == 1
     assert len(result["images"]) >= 2 and all(w > 100 and h > 100 for w, h in result["images"])
