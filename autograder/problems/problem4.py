@@ -320,13 +320,7 @@ def check(fn):
 # Performance points (autograder.performance): the kernel's time over the reference kernel's.
 PERFORMANCE_POINTS = 2
 TIMING = TimingPlan(gpu_case=Case(4, 16, 4096, 64, causal=True), cpu_case=Case(1, 2, 512, 64, causal=True))
-
-
-def performance_points(fn):
-    """The performance points fn earns against the reference kernel (printed, and returned for
-    nbgrader's partial credit); a kernel that fails the self-check earns none."""
-    return performance.award(fn, reference_function(ASSIGNMENT), TIMING, PERFORMANCE_POINTS,
-                             gate=lambda: check(fn))
+performance_points = performance.points_function(ASSIGNMENT, TIMING, PERFORMANCE_POINTS, gate=check)
 
 
 def reference_module(repo_root):

@@ -369,13 +369,7 @@ def check(fn):
 PERFORMANCE_POINTS = 2
 TIMING = TimingPlan(gpu_case=Case(1, 16, 16384, 64, H_kv=4, window=1024, sink=4),
                     cpu_case=Case(1, 2, 512, 32, window=64, sink=4))
-
-
-def performance_points(fn):
-    """The performance points fn earns against the reference kernel (printed, and returned for
-    nbgrader's partial credit); a kernel that fails the self-check earns none."""
-    return performance.award(fn, reference_function(ASSIGNMENT), TIMING, PERFORMANCE_POINTS,
-                             gate=lambda: check(fn))
+performance_points = performance.points_function(ASSIGNMENT, TIMING, PERFORMANCE_POINTS, gate=check)
 
 
 def reference_module(repo_root):
