@@ -4,13 +4,14 @@ Both kernels run on the same device, in the same process, on the same inputs, ta
 what a grade says does not depend on which GPU graded it (a T4, an A100 or an H100) or on what
 else that GPU was doing: only on how the student's kernel compares with the course's.
 
-    ratio = student time / reference time   (on a GPU: the median over rounds of that ratio)
+    ratio = median over rounds of (student time / reference time)
 
 Each round times the student's kernel, then the reference (the order alternates between
 rounds), each over several input sets of the same shape, so a kernel cannot look fast because
 its inputs stayed in L2 (triton.testing.do_bench also clears L2 before every call on a GPU).
-On a GPU, a median of per-round ratios ignores a round that another process disturbed; under
-the interpreter the ratio of the fastest CPU times is used, since interference only adds time.
+A median of per-round ratios ignores a round that another process disturbed. Under the
+interpreter a round is one call of each, back to back, timed in CPU time of the calling thread,
+so the two calls of a pair see the same neighbours on a busy machine.
 Tasks that share a GPU (or, under the interpreter, a machine) take a lock around their timing,
 so two submissions are never timed at once on the same device.
 
@@ -48,7 +49,7 @@ class TimingPlan:
     gpu_case: Case
     cpu_case: Case
     gpu_rounds: int = 5
-    cpu_rounds: int = 5
+    cpu_rounds: int = 9
     input_sets: int = 3
 
     def case(self, runtime) -> Case:
@@ -60,8 +61,8 @@ class TimingPlan:
 
 @dataclass(frozen=True)
 class Timing:
-    ratio: float            # student time / reference time (see time_against_reference)
-    student_ms: float       # GPU: median over rounds; interpreter: fastest
+    ratio: float            # student time / reference time (median over rounds)
+    student_ms: float       # median over rounds
     reference_ms: float
     round_ratios: tuple
     case: Case
@@ -103,23 +104,19 @@ def exclusive_timing(runtime):
 
 
 def _timer(runtime):
-    """Milliseconds per call of a no-argument function: do_bench's median on a GPU, the
-    fastest of a few calls' CPU time under the interpreter (where a call takes 50-200 ms)."""
+    """Milliseconds per call of a no-argument function: do_bench's median on a GPU; under the
+    interpreter (where a call takes 50-200 ms) the CPU time of one call, in this thread only, so
+    that time spent descheduled by other grading tasks does not count."""
     if not runtime.interpreter:
         import triton
 
         return lambda call: triton.testing.do_bench(call, warmup=25, rep=100, return_mode="median")
 
-    def best_of(call, repeats=2):
-        # CPU time of this process, not wall time: on a machine busy with other grading tasks it
-        # still counts the work the kernel makes the interpreter do, not the waiting.
-        times = []
-        for _ in range(repeats):
-            start = time.process_time()
-            call()
-            times.append((time.process_time() - start) * 1e3)
-        return min(times)
-    return best_of
+    def one_call(call):
+        start = time.thread_time()
+        call()
+        return (time.thread_time() - start) * 1e3
+    return one_call
 
 
 def _cycling(fn, input_sets):
@@ -159,9 +156,7 @@ def check_timed_outputs(fn, reference, input_sets, runtime) -> None:
 
 
 def time_against_reference(fn, reference, plan: TimingPlan, runtime=None) -> Timing:
-    """Time fn and the reference in alternating rounds on the plan's inputs (see module doc):
-    the median of the per-round ratios on a GPU, the ratio of the fastest times under the
-    interpreter."""
+    """Time fn and the reference in alternating rounds on the plan's inputs (see module doc)."""
     runtime = runtime or device_mod.current()
     case = plan.case(runtime)
     input_sets = []
@@ -181,15 +176,9 @@ def time_against_reference(fn, reference, plan: TimingPlan, runtime=None) -> Tim
                 t, s = timer(ref), timer(student)
             pairs.append((s, t))
     ratios = tuple(s / t for s, t in pairs)
-    if runtime.interpreter:
-        # CPU time only grows with interference (other tasks, cache misses), so the fastest
-        # call of each is the steadiest measure of the work it makes the interpreter do.
-        student_ms, reference_ms = min(s for s, _ in pairs), min(t for _, t in pairs)
-        ratio, where = student_ms / reference_ms, "the Triton interpreter (CPU)"
-    else:
-        student_ms, reference_ms = statistics.median(s for s, _ in pairs), statistics.median(t for _, t in pairs)
-        ratio, where = statistics.median(ratios), torch.cuda.get_device_name(0)
-    return Timing(ratio, student_ms, reference_ms, ratios, case, where, runtime.interpreter)
+    where = "the Triton interpreter (CPU)" if runtime.interpreter else torch.cuda.get_device_name(0)
+    return Timing(statistics.median(ratios), statistics.median(s for s, _ in pairs),
+                  statistics.median(t for _, t in pairs), ratios, case, where, runtime.interpreter)
 
 
 def award(fn, reference, plan: TimingPlan, points: float, gate=None) -> float | None:
