@@ -368,7 +368,7 @@ def check(fn):
 # Performance points (autograder.performance): the kernel's time over the reference kernel's.
 PERFORMANCE_POINTS = 2
 TIMING = TimingPlan(gpu_case=Case(1, 16, 16384, 64, H_kv=4, window=1024, sink=4),
-                    cpu_case=Case(1, 2, 512, 32, window=64, sink=4))
+                    cpu_case=Case(1, 2, 384, 32, window=64, sink=4))
 performance_points = performance.points_function(ASSIGNMENT, TIMING, PERFORMANCE_POINTS, gate=check)
 
 
