@@ -47,7 +47,7 @@ def test_a_kernel_doing_twice_the_work_earns_nothing(reference):
 def test_a_wrong_kernel_earns_nothing_however_fast(reference):
     def wrong(q, k, v):
         o, lse = reference(q, k, v)
-        return o * 1.01, lse
+        return o + 0.01, lse  # off by 0.01 everywhere: 2.5x the float16 tolerance of the comparison
     with pytest.raises(CheckFailed, match="differs from the reference kernel"):
         time_against_reference(wrong, reference, PLAN)
 
