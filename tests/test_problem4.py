@@ -146,7 +146,7 @@ def test_untouched_cell_says_not_implemented(repo_root, source_nb, capsys):
 def test_visit_counts_of_the_reference_are_the_causal_minimum(reference, runtime):
     for n, d in ((1, 16), (64, 32), (128, 64), (129, 64), (300, 128)):
         q, k, v = make_qkv(Case(2, 1, n, d, causal=True), device=runtime.device)
-        block_m, block_n = problem4.block_sizes(reference.flash_attention_causal, d)
+        block_m, block_n = problem4.block_sizes(reference.flash_attention_causal, q)
         n_q = -(-n // block_m)
         counter = torch.zeros(2 * n_q, dtype=torch.int32, device=runtime.device)
         reference.flash_attention_causal(q, k, v, _visits=counter)
