@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from autograder.grading.samples import SAMPLES, build_submission, expected_score  # noqa: E402
 from autograder.grading.verify import verify  # noqa: E402
-from autograder.notebook_code import cell_by_id, read  # noqa: E402
+from autograder.notebook_code import read  # noqa: E402
 from autograder.problems import ASSIGNMENTS, get  # noqa: E402
 
 
