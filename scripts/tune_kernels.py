@@ -102,6 +102,8 @@ def main():
     parser.add_argument("--warps", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--stages", type=int, nargs="+", default=[2, 3, 4])
     parser.add_argument("--bodies", default="pointer,tma", help="comma-separated subset of pointer,tma")
+    parser.add_argument("--head-groups", type=int, nargs="+", default=[0],
+                        help="problem 4: heads per group of its launch order to try (0: the wrapper's own)")
     parser.add_argument("--rep", type=int, default=100, help="do_bench repetition time per config, ms")
     args = parser.parse_args()
     problem = PROBLEMS[args.problem]
@@ -123,9 +125,13 @@ def main():
             rows.append({"impl": name, "shape": shape, "ms": ms, "tflops": flops / ms / 1e9})
         for body in bodies:
             module.tma_ready = tma_ready if body == "tma" else (lambda *tensors: False)
-            for cfg in configs(args.block_m, args.block_n, args.warps, args.stages, args.problem == "problem4"):
+            for cfg, group in itertools.product(
+                    configs(args.block_m, args.block_n, args.warps, args.stages, args.problem == "problem4"),
+                    args.head_groups):
                 setattr(module, problem.config_attr, lambda *_, cfg=cfg: cfg)
-                row = {"impl": body, "config": list(cfg), "shape": shape}
+                if group:
+                    module._heads_per_group = lambda q, group=group: group
+                row = {"impl": body, "config": list(cfg) + ([group] if group else []), "shape": shape}
                 try:
                     err = (problem.call(module, q, k, v)[0].float() - expect).abs().max().item()
                     if not err < 0.05:

@@ -157,6 +157,22 @@ def test_visit_counts_of_the_reference_are_the_causal_minimum(reference, runtime
         assert torch.equal(o, reference.flash_attention_causal(q, k, v, _visits=counter)[0])
 
 
+@pytest.mark.parametrize("group", [1, 2, 3])
+def test_every_query_block_is_computed_once_whatever_the_head_grouping(reference, runtime, monkeypatch, group):
+    # The launch order interleaves heads in groups (the last one smaller when the group size does
+    # not divide B*H): each (head, query block) must still get exactly one program.
+    case = Case(5, 1, 300, 32, causal=True)
+    q, k, v = make_qkv(case, device=runtime.device)
+    expected, _ = reference.flash_attention_causal(q, k, v)
+    monkeypatch.setattr(reference, "_heads_per_group", lambda q: group)
+    block_m, block_n = problem4.block_sizes(reference.flash_attention_causal, q)
+    n_q = -(-300 // block_m)
+    counter = torch.zeros(5 * n_q, dtype=torch.int32, device=runtime.device)
+    o, _ = reference.flash_attention_causal(q, k, v, _visits=counter)
+    assert counter.view(5, n_q).tolist() == [minimal_visits(300, block_m, block_n, causal=True)] * 5
+    assert torch.equal(o, expected)
+
+
 def test_visit_check_fails_a_kernel_that_skips_nothing(source_nb, capsys):
     sample = next(s for s in SAMPLES if s.name == "skip_nothing")
     fn = variant(source_nb, sample.edits, name="skip_nothing").flash_attention_causal
