@@ -164,7 +164,7 @@ def test_every_query_block_is_computed_once_whatever_the_head_grouping(reference
     case = Case(5, 1, 300, 32, causal=True)
     q, k, v = make_qkv(case, device=runtime.device)
     expected, _ = reference.flash_attention_causal(q, k, v)
-    monkeypatch.setattr(reference, "_heads_per_group", lambda q: group)
+    monkeypatch.setattr(reference, "_HEADS_PER_GROUP", group)
     block_m, block_n = problem4.block_sizes(reference.flash_attention_causal, q)
     n_q = -(-300 // block_m)
     counter = torch.zeros(5 * n_q, dtype=torch.int32, device=runtime.device)
