@@ -1,20 +1,63 @@
-"""Build kernel variants of problem 3 from the source notebook (the sample submissions' edits)."""
+"""What the per-problem tests share: kernel modules built from a source notebook with the answer
+cell edited (the sample submissions' edits) or replaced, the graded cells as the clean re-run
+runs them, and readers of the checks' printed feedback."""
+import re
 from pathlib import Path
 
+from autograder.checks import CheckFailed
 from autograder.grading.samples import apply_edits
+from autograder.grading.verify import graded_test_cells
 from autograder.notebook_code import cell_by_id, import_source, read, strip_markers
 from autograder.problems import problem3
 
-SOURCE = Path(__file__).resolve().parent.parent / "solutions" / "problem3" / "problem3.ipynb"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SOURCE = REPO_ROOT / "solutions" / "problem3" / "problem3.ipynb"
+CAUSE = re.compile(r"likely cause \(([a-z_0-9]+)\)")
+
+
+def kernel_module(problem, source_nb, edits=(), student_code=None, extra="", name="variant"):
+    """The problem's kernel cells as one module, the answer cell edited (or replaced), plus an
+    optional extra cell at the end."""
+    parts = []
+    for gid in problem.KERNEL_CELLS:
+        code = strip_markers(cell_by_id(source_nb, gid).source)
+        if gid == problem.STUDENT_CELL:
+            code = student_code if student_code is not None else apply_edits(code, edits)
+        parts.append(code)
+    if extra:
+        parts.append(extra)
+    prefix = problem.__name__.rsplit(".", 1)[-1].replace("problem", "p")
+    return import_source("\n\n".join(parts) + "\n", f"{prefix}_{name}")
 
 
 def kernel_variant(edits=(), student_code=None, name="variant"):
     """The problem 3 kernel module with the student's cell edited (or replaced)."""
-    nb = read(SOURCE)
-    parts = []
-    for gid in problem3.KERNEL_CELLS:
-        code = strip_markers(cell_by_id(nb, gid).source)
-        if gid == problem3.STUDENT_CELL:
-            code = student_code if student_code is not None else apply_edits(code, edits)
-        parts.append(code)
-    return import_source("\n\n".join(parts) + "\n", f"p3_{name}")
+    return kernel_module(problem3, read(SOURCE), edits, student_code, name=name)
+
+
+def graded_cells(source, performance=True):
+    """(grade_id, code) of every graded test cell of a source notebook, hidden ones included."""
+    cells = graded_test_cells(read(REPO_ROOT / source))
+    return [(gid, code) for gid, code in cells if performance or gid != "test_performance"]
+
+
+def run_graded_cell(module, gid, code):
+    """Run one graded cell against a kernel module, as the clean re-run does (raises CheckFailed)."""
+    namespace = {"__name__": "__verify__"}
+    namespace.update({k: v for k, v in vars(module).items() if not k.startswith("__")})
+    exec(compile(code, f"<{gid}>", "exec"), namespace)
+
+
+def likely_causes(text):
+    """The cause codes a check's printed diagnosis names."""
+    return set(CAUSE.findall(text))
+
+
+def run_printing_check(check, capsys):
+    """Run a printing check; return (passed, the printed text)."""
+    try:
+        check()
+        passed = True
+    except CheckFailed:
+        passed = False
+    return passed, capsys.readouterr().out

@@ -3,26 +3,23 @@ block-visit check fails a kernel that masks everything but skips nothing, the fl
 of the kernel's stages is exact, and the student notebook is nbgrader's fresh output with nothing
 secret in it."""
 import json
-import re
-from pathlib import Path
 
 import pytest
 import torch
 
 from autograder.block_visits import minimal_visits
-from autograder.checks import CheckFailed, run_case
+from autograder.checks import run_case
 from autograder.grading.sample_sets.problem4 import SAMPLES
 from autograder.grading.samples import apply_edits
-from autograder.grading.verify import answer_cell_violations, graded_test_cells
+from autograder.grading.verify import answer_cell_violations
 from autograder.inputs import Case, make_qkv
-from autograder.notebook_code import cell_by_id, import_source, read, strip_markers
+from autograder.notebook_code import cell_by_id, read, strip_markers
 from autograder.problems import problem4
 from autograder.references import attention_reference
+from tests.helpers import graded_cells, kernel_module, likely_causes, run_graded_cell, run_printing_check
 
 SOURCE = "solutions/problem4/problem4.ipynb"
 RELEASED = "notebooks/problem4/problem4.ipynb"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CAUSE = re.compile(r"likely cause \(([a-z_0-9]+)\)")
 
 
 @pytest.fixture(scope="module")
@@ -36,43 +33,21 @@ def reference(repo_root):
 
 
 def variant(source_nb, edits=(), student_code=None, name="variant"):
-    """The kernel module with the student's cell edited (a sample's edits) or replaced."""
-    parts = []
-    for gid in problem4.KERNEL_CELLS:
-        code = strip_markers(cell_by_id(source_nb, gid).source)
-        if gid == problem4.STUDENT_CELL:
-            code = student_code if student_code is not None else apply_edits(code, edits)
-        parts.append(code)
-    return import_source("\n\n".join(parts) + "\n", f"p4_{name}")
+    return kernel_module(problem4, source_nb, edits, student_code, name=name)
 
 
-def causes(text):
-    return set(CAUSE.findall(text))
-
-
-def run_check(check, capsys):
-    """Run a printing check; return (passed, the printed text)."""
-    try:
-        check()
-        passed = True
-    except CheckFailed:
-        passed = False
-    return passed, capsys.readouterr().out
+causes = likely_causes
+run_check = run_printing_check
 
 
 # ---- the reference passes every graded cell, hidden ones included (as verify_worker runs them) ----
 
-def graded_cells(repo_root=REPO_ROOT, performance=True):
-    cells = graded_test_cells(read(repo_root / SOURCE))
-    return [(gid, code) for gid, code in cells if performance or gid != "test_performance"]
 
 
-@pytest.mark.parametrize("test_id", [t for t, _ in graded_cells()])
+@pytest.mark.parametrize("test_id", [t for t, _ in graded_cells(SOURCE)])
 def test_reference_passes_graded_cell(reference, repo_root, test_id, capsys):
-    code = dict(graded_cells(repo_root))[test_id]
-    namespace = {"__name__": "__verify__"}
-    namespace.update({k: v for k, v in vars(reference).items() if not k.startswith("__")})
-    exec(compile(code, f"<{test_id}>", "exec"), namespace)
+    code = dict(graded_cells(SOURCE))[test_id]
+    run_graded_cell(reference, test_id, code)
     out = capsys.readouterr().out
     if test_id == "test_performance":
         assert "earns 100% of 2 points" in out, out
@@ -84,7 +59,7 @@ def test_graded_cells_are_causal_and_cover_the_diagonal_edges(repo_root):
     """Every value case is causal; together they cover L = 1, L < BLOCK_M, L one past a block,
     L not a multiple of BLOCK_N, several B and H, every head dim, both dtypes and every layout."""
     cases = []
-    for _, code in graded_cells(repo_root, performance=False):
+    for _, code in graded_cells(SOURCE, performance=False):
         body = code.split("flash_attention_causal, [", 1)[1].rsplit("]", 1)[0]
         cases += eval("[" + body + "]", {"Case": Case})
     assert all(c.causal for c in cases)
@@ -100,7 +75,7 @@ def test_graded_cells_are_causal_and_cover_the_diagonal_edges(repo_root):
 def test_the_sample_scores_add_up(repo_root):
     """expected_points follow the cells' points: the visit checks are 2 of the 10."""
     points = {gid: cell_by_id(read(repo_root / SOURCE), gid).metadata.nbgrader.points
-              for gid, _ in graded_cells(repo_root, performance=False)}
+              for gid, _ in graded_cells(SOURCE, performance=False)}
     visit_points = sum(p for gid, p in points.items() if "block_skipping" in gid)
     assert sum(points.values()) == 10 and visit_points == 2
     by_name = {s.name: s for s in SAMPLES}

@@ -2,25 +2,22 @@
 mistake is named, the K/V-copy check cannot be fooled by the usual ways of repeating K/V, and the
 student notebook is nbgrader's fresh output with nothing secret in it."""
 import json
-import re
-from pathlib import Path
 
 import nbformat
 import pytest
 import torch
 
-from autograder.checks import CheckFailed, run_case
+from autograder.checks import run_case
 from autograder.grading.sample_sets.problem5 import SAMPLES
 from autograder.grading.samples import apply_edits
-from autograder.grading.verify import answer_cell_violations, graded_test_cells
+from autograder.grading.verify import answer_cell_violations
 from autograder.inputs import Case
-from autograder.notebook_code import cell_by_id, import_source, read, strip_markers
+from autograder.notebook_code import cell_by_id, read, strip_markers
 from autograder.problems import problem5
+from tests.helpers import graded_cells, kernel_module, likely_causes, run_graded_cell, run_printing_check
 
 SOURCE = "solutions/problem5/problem5.ipynb"
 RELEASED = "notebooks/problem5/problem5.ipynb"
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CAUSE = re.compile(r"likely cause \(([a-z_0-9]+)\)")
 
 
 @pytest.fixture(scope="module")
@@ -34,45 +31,21 @@ def reference(repo_root):
 
 
 def variant(source_nb, edits=(), student_code=None, extra="", name="variant"):
-    """The kernel module with the student's cell edited or replaced, plus an optional extra cell."""
-    parts = []
-    for gid in problem5.KERNEL_CELLS:
-        code = strip_markers(cell_by_id(source_nb, gid).source)
-        if gid == problem5.STUDENT_CELL:
-            code = student_code if student_code is not None else apply_edits(code, edits)
-        parts.append(code)
-    if extra:
-        parts.append(extra)
-    return import_source("\n\n".join(parts) + "\n", f"p5_{name}")
+    return kernel_module(problem5, source_nb, edits, student_code, extra, name=name)
 
 
-def causes(text):
-    return set(CAUSE.findall(text))
-
-
-def run_check(check, capsys):
-    """Run a printing check; return (passed, the printed text)."""
-    try:
-        check()
-        passed = True
-    except CheckFailed:
-        passed = False
-    return passed, capsys.readouterr().out
+causes = likely_causes
+run_check = run_printing_check
 
 
 # ---- the reference passes every graded cell, hidden ones included (as verify_worker runs them) ----
 
-def graded_cells(repo_root=REPO_ROOT, performance=True):
-    cells = graded_test_cells(read(repo_root / SOURCE))
-    return [(gid, code) for gid, code in cells if performance or gid != "test_performance"]
 
 
-@pytest.mark.parametrize("test_id", [t for t, _ in graded_cells()])
+@pytest.mark.parametrize("test_id", [t for t, _ in graded_cells(SOURCE)])
 def test_reference_passes_graded_cell(reference, repo_root, test_id, capsys):
-    code = dict(graded_cells(repo_root))[test_id]
-    namespace = {"__name__": "__verify__"}
-    namespace.update({k: v for k, v in vars(reference).items() if not k.startswith("__")})
-    exec(compile(code, f"<{test_id}>", "exec"), namespace)
+    code = dict(graded_cells(SOURCE))[test_id]
+    run_graded_cell(reference, test_id, code)
     out = capsys.readouterr().out
     assert "FAIL" not in out and ("All" in out), out
 
@@ -81,7 +54,7 @@ def test_graded_cells_cover_every_group_size_and_hold_a_telling_case(repo_root):
     """Each attention test has a case with Hkv > 1 and Hq > Hkv (where every mapping mistake shows),
     and together they cover Hq / Hkv in {1, 2, 4, 8}."""
     ratios = set()
-    for test_id, code in graded_cells(repo_root):
+    for test_id, code in graded_cells(SOURCE):
         if "assert_gqa_cases" not in code:
             continue
         cases = eval("[" + code.split("flash_attention_gqa, [", 1)[1].rsplit("]", 1)[0] + "]", {"Case": Case})
@@ -123,7 +96,7 @@ def test_untouched_cell_says_not_implemented(repo_root, source_nb, capsys):
 def test_the_sample_scores_add_up(repo_root):
     """expected_points: a mapping mistake or a K/V copy keeps only the schedule tests' points."""
     points = {gid: cell_by_id(read(repo_root / SOURCE), gid).metadata.nbgrader.points
-              for gid, _ in graded_cells(repo_root, performance=False)}
+              for gid, _ in graded_cells(SOURCE, performance=False)}
     schedule_points = sum(p for gid, p in points.items() if "schedule" in gid)
     assert sum(points.values()) == 10 and schedule_points == 2
     by_name = {s.name: s for s in SAMPLES}

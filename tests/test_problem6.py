@@ -13,11 +13,12 @@ from autograder.block_visits import minimal_visits
 from autograder.checks import CheckFailed, run_case
 from autograder.grading import samples as sample_module  # first: it imports the sample sets itself
 from autograder.grading.samples import apply_edits
-from autograder.grading.verify import answer_cell_violations, graded_test_cells
+from autograder.grading.verify import answer_cell_violations
 from autograder.inputs import Case, make_qkv
-from autograder.notebook_code import cell_by_id, grade_id, import_source, read, strip_markers
+from autograder.notebook_code import cell_by_id, grade_id, read, strip_markers
 from autograder.problems import problem6
 from autograder.references import attention_reference, create_mask_bool
+from tests.helpers import graded_cells, kernel_module, run_graded_cell
 
 SAMPLES = sample_module.SAMPLES["problem6"]
 SOURCE = "solutions/problem6/problem6.ipynb"
@@ -38,14 +39,7 @@ def reference(repo_root):
 
 
 def variant(source_nb, edits=(), student_code=None, name="variant"):
-    """The kernel module with the answer cell edited (a sample's edits) or replaced."""
-    parts = []
-    for gid in problem6.KERNEL_CELLS:
-        code = strip_markers(cell_by_id(source_nb, gid).source)
-        if gid == problem6.STUDENT_CELL:
-            code = student_code if student_code is not None else apply_edits(code, edits)
-        parts.append(code)
-    return import_source("\n\n".join(parts) + "\n", f"p6_{name}")
+    return kernel_module(problem6, source_nb, edits, student_code, name=name)
 
 
 def codes(findings):
@@ -55,20 +49,12 @@ def codes(findings):
 # ---------------------------------------------------------------------------------------------
 # The reference against every graded cell, hidden ones included, as the clean re-run runs them.
 
-def _graded_cells():
-    from tests.conftest import REPO_ROOT
-
-    return graded_test_cells(read(REPO_ROOT / SOURCE))
-
-
-@pytest.mark.parametrize("test", _graded_cells(), ids=lambda t: t[0])
+@pytest.mark.parametrize("test", graded_cells(SOURCE), ids=lambda t: t[0])
 def test_reference_passes_every_graded_cell(reference, test):
     gid, code = test
-    namespace = {"__name__": "__verify__"}
-    namespace.update({k: v for k, v in vars(reference).items() if not k.startswith("__")})
     out = io.StringIO()
     with redirect_stdout(out):
-        exec(compile(code, f"<{gid}>", "exec"), namespace)  # raises CheckFailed on any failure
+        run_graded_cell(reference, gid, code)  # raises CheckFailed on any failure
     assert "FAIL" not in out.getvalue() and "All " in out.getvalue()
 
 
