@@ -94,15 +94,18 @@ def cmd_demo(args):
     repo = _repo(args)
     course = Path(args.workdir).resolve()
     if args.ray:
+        from .grading.pipeline import sandbox_choice
         from .grading.ray_grading import format_run, grade_class
 
+        sandboxed = sandbox_choice("required" if args.adversarial else "off" if args.no_sandbox else "auto")
         expected = stage_demo(repo, course, adversarial=args.adversarial, class_size=args.class_size)
-        run = grade_class(course, **options)
+        run = grade_class(course, sandboxed=sandboxed, **options)
         rows = run.rows
         export_rows(rows, course / "grade_report.csv")
         plot_grades(rows, course / "grades.png")
     else:
-        rows, expected = run_demo(repo, course, adversarial=args.adversarial, class_size=args.class_size)
+        rows, expected = run_demo(repo, course, adversarial=args.adversarial, class_size=args.class_size,
+                                  sandbox_mode="off" if args.no_sandbox else "auto")
     print()
     print(summary(rows, expected))
     if args.ray:
@@ -118,7 +121,8 @@ def cmd_demo(args):
 
 def cmd_grade(args):
     from . import device
-    from .grading.pipeline import export_rows, grade, submitted_students, summary
+    from .grading.pipeline import export_rows, grade, sandbox_choice, submitted_students, summary
+    from .grading.sandbox import SandboxUnavailable
     from .grading.report import plot_grades
     from .problems import ASSIGNMENTS
 
@@ -128,15 +132,19 @@ def cmd_grade(args):
     assignments = args.assignment or [a for a in ASSIGNMENTS if submitted_students(course, a)]
     if not assignments:
         sys.exit(f"no submissions under {course / 'submitted'}/<student>/<assignment>/")
+    try:
+        sandboxed = sandbox_choice("off" if args.no_sandbox else "required")
+    except SandboxUnavailable as exc:
+        sys.exit(str(exc))
     if args.ray:
         from .grading.ray_grading import format_run, grade_class
 
-        run = grade_class(course, assignments, regrade=args.regrade, **options)
+        run = grade_class(course, assignments, regrade=args.regrade, sandboxed=sandboxed, **options)
         rows = run.rows
     else:
         rows = []
         for assignment in assignments:
-            rows += grade(course, assignment, regrade=args.regrade)
+            rows += grade(course, assignment, regrade=args.regrade, sandboxed=sandboxed)
     export_rows(rows, course / "grade_report.csv")
     plot_grades(rows, course / "grades.png")
     print(summary(rows))
@@ -209,6 +217,8 @@ def main(argv=None):
                    help="also grade submissions that crash, loop, tamper or arrive broken")
     p.add_argument("--class-size", type=int, default=0,
                    help="hand the samples in again under other names until there are this many submissions")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="grade without the sandbox even where it could start (not with --adversarial)")
     _add_ray_arguments(p)
     p.set_defaults(func=cmd_demo)
     p = sub.add_parser("grade", help="autograde the submissions of a course folder")
@@ -216,6 +226,9 @@ def main(argv=None):
     p.add_argument("--assignment", nargs="+", default=None,
                    help="the assignments to grade (default: every one with submissions)")
     p.add_argument("--regrade", action="store_true", help="grade again what an earlier run already graded")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="UNSAFE: grade without the sandbox (student code then runs with the grader's rights); "
+                        "every row of grade_report.csv says so")
     _add_ray_arguments(p)
     p.set_defaults(func=cmd_grade)
     p = sub.add_parser("bench", help="benchmark the reference kernel against PyTorch (GPU only)")

@@ -88,6 +88,11 @@ class Watch:
     largest_numel: int = 0             # elements of the largest tensor an aten op produced
     enlarged_copies: list = field(default_factory=list)  # (op, input index): input copied into more memory
     functions: set = field(default_factory=set)           # torch functions called (before decomposition)
+    # What calls into a sandboxed candidate reported (record_remote_watch), merged in at the end.
+    remote_ops: set = field(default_factory=set)
+    remote_functions: set = field(default_factory=set)
+    remote_largest: int = 0
+    remote_copies: list = field(default_factory=list)
 
     @property
     def forbidden_ops(self) -> list[str]:
@@ -97,6 +102,20 @@ class Watch:
     @property
     def attention_ops(self) -> list[str]:
         return sorted({op for op in self.ops | self.functions if ATTENTION_OPS.search(op)})
+
+
+_ACTIVE: list = []   # the records of the watch_call blocks now open (innermost last)
+
+
+def record_remote_watch(remote: dict) -> None:
+    """Add what a call in a sandboxed candidate did (reported there by its own watch_call) to
+    every watch open here: the judge's proxies call this, so checks read remote calls as local."""
+    for record in _ACTIVE:
+        record.remote_ops |= set(remote["ops"])
+        record.remote_functions |= set(remote["functions"])
+        record.triton_launches += remote["triton_launches"]
+        record.remote_largest = max(record.remote_largest, remote["largest_numel"])
+        record.remote_copies += [tuple(c) for c in remote["enlarged_copies"]]
 
 
 @contextmanager
@@ -119,15 +138,17 @@ def watch_call(inputs=()):
     KernelInterface.__getitem__ = counting_getitem
     recorder = _OpRecorder(inputs)
     functions = _FunctionRecorder()
+    _ACTIVE.append(record)
     try:
         with functions, recorder:
             yield record
     finally:
+        _ACTIVE.remove(record)
         KernelInterface.__getitem__ = original
-        record.ops = recorder.ops
-        record.functions = functions.functions
-        record.largest_numel = recorder.largest_numel
-        record.enlarged_copies = recorder.enlarged_copies
+        record.ops = recorder.ops | record.remote_ops
+        record.functions = functions.functions | record.remote_functions
+        record.largest_numel = max(recorder.largest_numel, record.remote_largest)
+        record.enlarged_copies = recorder.enlarged_copies + record.remote_copies
 
 
 def snapshot(tensors):

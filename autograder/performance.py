@@ -130,6 +130,15 @@ def _cycling(fn, input_sets):
     return call
 
 
+def _timing(fn, input_sets, runtime):
+    """A no-argument function giving the milliseconds of one timing of fn on the input sets. A
+    function that runs in a candidate process (the grader's judge) is timed there."""
+    if hasattr(fn, "remote_timer"):
+        return fn.remote_timer(input_sets, runtime)
+    timer, call = _timer(runtime), _cycling(fn, input_sets)
+    return lambda: timer(call)
+
+
 def _first_output(result):
     return result[0] if isinstance(result, (tuple, list)) else result
 
@@ -164,16 +173,15 @@ def time_against_reference(fn, reference, plan: TimingPlan, runtime=None) -> Tim
         q, k, v = make_qkv(replace(case, seed=case.seed + i), device=runtime.device)
         input_sets.append(((q, k, v), case.call_kwargs))
     check_timed_outputs(fn, reference, input_sets, runtime)
-    timer = _timer(runtime)
-    student, ref = _cycling(fn, input_sets), _cycling(reference, input_sets)
+    student, ref = _timing(fn, input_sets, runtime), _timing(reference, input_sets, runtime)
     student(), ref()  # compile both, outside the clock
     pairs = []
     with exclusive_timing(runtime):
         for r in range(plan.rounds(runtime)):
             if r % 2 == 0:
-                s, t = timer(student), timer(ref)
+                s, t = student(), ref()
             else:
-                t, s = timer(ref), timer(student)
+                t, s = ref(), student()
             pairs.append((s, t))
     ratios = tuple(s / t for s, t in pairs)
     where = "the Triton interpreter (CPU)" if runtime.interpreter else torch.cuda.get_device_name(0)
@@ -190,8 +198,10 @@ def award(fn, reference, plan: TimingPlan, points: float, gate=None) -> float | 
     """
     if reference is None:
         if os.environ.get("COURSE_GRADING") == "1":
-            raise RuntimeError("the reference kernel is not available to the grader: performance points "
-                               "cannot be measured (is the course's solutions/ folder in place?)")
+            # The notebook runs in the sandbox, which holds no reference kernel: the grader's judge
+            # times both kernels outside it, and its points are the grade.
+            print("Performance points are measured by the grader, outside this notebook.")
+            return 0.0
         print("The reference kernel is not available here: performance points are measured when your "
               "notebook is graded.")
         return None

@@ -18,15 +18,8 @@ from ..notebook_code import read
 from .intake import inspect_submission
 from .nbgrader_cli import must, run_nbgrader
 from .report import SubmissionGrade, format_table, plot_grades, read_grades
-from .verify import apply_to_gradebook, verify
-
-# assignment -> its notebook's name without .ipynb, from each problem's module
-ASSIGNMENTS = {a: Path(problems.get(a).NOTEBOOK).stem for a in problems.ASSIGNMENTS}
-
-
-def submission_timeout_s() -> float:
-    """Wall-clock limit for one submission's autograde (nbgrader and its kernel), in seconds."""
-    return float(os.environ.get("COURSE_SUBMISSION_TIMEOUT_S", 3600))
+from .scratch import (ASSIGNMENTS, DONE_MARKER, course_template, grade_in_scratch, is_graded,  # noqa: F401
+                      mark_graded, record_result, submission_timeout_s)
 
 
 def prepare_course(repo_root: Path, course_root: Path) -> None:
@@ -51,18 +44,6 @@ def submitted_students(course_root: Path, assignment: str) -> list[str]:
     return sorted(p.name for p in base.iterdir() if (p / assignment).is_dir()) if base.exists() else []
 
 
-DONE_MARKER = ".course-graded"  # written into autograded/<student>/<assignment>/ once recorded
-
-
-def is_graded(course_root: Path, assignment: str, student: str) -> bool:
-    return (course_root / "autograded" / student / assignment / DONE_MARKER).exists()
-
-
-def mark_graded(course_root: Path, assignment: str, student: str, problem: str) -> None:
-    """Record that this submission's grade is in the gradebook (written last, after the grade)."""
-    (course_root / "autograded" / student / assignment / DONE_MARKER).write_text(problem or "ok")
-
-
 def triage(course_root: Path, assignment: str, student: str, release_nb, regrade=False) -> tuple[list[str], str, bool]:
     """Intake of one submission before any grading: (notes, problem, needs_grading).
 
@@ -79,114 +60,34 @@ def triage(course_root: Path, assignment: str, student: str, release_nb, regrade
     return notes, "", True
 
 
-def autograde_submission(course_root: Path, assignment: str, student: str) -> tuple[list[str], str, bool]:
-    """Everything that grading one submission costs: `nbgrader autograde` in its own process
-    (killed with its notebook kernel at the time limit), then the clean re-run of the awarded
-    tests. `course_root` may be the course itself or a scratch copy holding this one submission.
-
-    Returns (notes, problem, autograded): notes from the re-run, why nbgrader did not finish
-    (empty when it did), and whether nbgrader left an autograded/<student>/<assignment>/ folder.
-    """
-    result = run_nbgrader(course_root, "autograde", assignment, f"--student={student}", "--force",
-                          timeout_s=submission_timeout_s())
-    problem = "" if result.ok else _last_error(result.output)
-    if problem and "kernel died" not in problem.lower():
-        problem = "nbgrader could not finish: " + problem
-    try:
-        notes = _verify_student(course_root, assignment, student)
-    except Exception as exc:  # verification must not cost the rest of the class its grades
-        notes = [f"clean re-run could not be made ({type(exc).__name__}: {str(exc)[:120]}); "
-                 "the notebook's grade stands"]
-    return notes, problem, (course_root / "autograded" / student / assignment).is_dir()
-
-
-def autograde_all(course_root: Path, assignment: str, students, progress=True, regrade=False) -> dict:
-    """Autograde each student in its own nbgrader process.
+def autograde_all(course_root: Path, assignment: str, students, progress=True, regrade=False,
+                  sandboxed=True) -> dict:
+    """Autograde each student in a scratch course of its own (scratch.grade_in_scratch), then
+    record the result in the course: only this process writes the gradebook.
 
     Returns {student: (notes, problem)}. A student already recorded is skipped unless
     `regrade`, so an interrupted run picks up where it stopped and grades nothing twice.
     """
     from tqdm.auto import tqdm
 
+    from .scratch import _read_tree
+
     release_nb = read(course_root / "notebooks" / assignment / f"{ASSIGNMENTS[assignment]}.ipynb")
+    common, template = course_template(course_root, [assignment])
     outcome = {}
     bar = tqdm(students, desc=f"autograde {assignment}", unit="submission", disable=not progress)
     for student in bar:
         bar.set_postfix_str(student)
         notes, problem, needs_grading = triage(course_root, assignment, student, release_nb, regrade)
         if needs_grading:
-            more, problem, autograded = autograde_submission(course_root, assignment, student)
-            notes += more
-            if autograded:
-                mark_graded(course_root, assignment, student, problem)
+            submission = _read_tree(course_root / "submitted" / student / assignment)
+            result = grade_in_scratch(common, template[assignment], submission, assignment, student,
+                                      sandboxed=sandboxed)
+            record_result(course_root, result)
+            notes += result.notes
+            problem = result.problem
         outcome[student] = (notes, problem)
     return outcome
-
-
-def _verify_student(course_root: Path, assignment: str, student: str) -> list[str]:
-    """Confirm the points nbgrader gave by re-running the tests cleanly (see verify.py)."""
-    from nbgrader.api import Gradebook, MissingEntry
-
-    notebook = ASSIGNMENTS[assignment]
-    db = f"sqlite:///{course_root / 'build' / 'gradebook.db'}"
-    with Gradebook(db) as gb:
-        try:
-            if not gb.find_submission_notebook(notebook, assignment, student).score:
-                return []  # nothing was awarded, so nothing to confirm
-        except MissingEntry:
-            return []
-    module = problems.get(assignment)
-    if _ran_only_released_cells(course_root, assignment, student, module):
-        return []  # the notebook run already was the clean run: nothing else could reach the tests
-    outcome = verify(course_root / "submitted" / student / assignment / f"{notebook}.ipynb",
-                     course_root / "solutions" / assignment / module.NOTEBOOK,
-                     course_root / "notebooks" / assignment / module.NOTEBOOK,
-                     module.KERNEL_CELLS, module.STUDENT_CELL,
-                     policy=getattr(module, "ANSWER_POLICY", "triton"))
-    notes = ["answer cell rejected: " + "; ".join(outcome.violations[:2])] if outcome.violations else []
-    return notes + apply_to_gradebook(db, assignment, notebook, student, outcome)
-
-
-def _ran_only_released_cells(course_root: Path, assignment: str, student: str, module) -> bool:
-    """True when the submission holds exactly the released code cells, unchanged but for the
-    answer cell, and the answer cell passes the answer policy. Then the notebook ran what the
-    clean re-run would run (nbgrader restores the locked and test cells from the source), so the
-    re-run, a second full execution of every test, would only repeat it."""
-    from .verify import answer_cell_violations
-
-    notebook = ASSIGNMENTS[assignment]
-    try:
-        submitted = read(course_root / "submitted" / student / assignment / f"{notebook}.ipynb")
-        released = read(course_root / "notebooks" / assignment / module.NOTEBOOK)
-    except Exception:  # unreadable: let the full verification say why
-        return False
-
-    def code_cells(nb):
-        return {c.get("id"): c.source for c in nb.cells if c.cell_type == "code"}
-    mine, theirs = code_cells(submitted), code_cells(released)
-    answer = next((c for c in submitted.cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-                   == module.STUDENT_CELL), None)
-    if answer is None or mine.keys() != theirs.keys() or None in mine:
-        return False
-    if any(source != theirs[cid] for cid, source in mine.items() if cid != answer.get("id")):
-        return False
-    return not answer_cell_violations(answer.source, getattr(module, "ANSWER_POLICY", "triton"))
-
-
-def _last_error(output: str) -> str:
-    """The most telling line of a failed nbgrader run, for the grade report."""
-    lines = output.strip().splitlines()
-    if lines and "did not finish within" in lines[-1]:
-        return lines[-1]
-    if any("DeadKernelError" in l or "Kernel died" in l for l in lines):
-        return "the notebook's kernel died while running (e.g. os._exit or a crash): later cells did not run"
-    # The exception that stopped nbgrader, not its generic "see the above traceback" lines.
-    raised = [l.strip() for l in lines if re.match(r"\s*[\w.]*(Error|Exception|Timeout)\w*: ", l)
-              and "[AutogradeApp" not in l]
-    if raised:
-        return raised[-1][:200]
-    errors = [l for l in lines if "ERROR" in l and "see the the above traceback" not in l]
-    return (errors[-1] if errors else lines[-1] if lines else "nbgrader failed")[:200]
 
 
 def finish(course_root: Path, assignment: str, students, outcome: dict, feedback=True) -> list[SubmissionGrade]:
@@ -204,12 +105,31 @@ def finish(course_root: Path, assignment: str, students, outcome: dict, feedback
     return rows
 
 
-def grade(course_root: Path, assignment: str, progress=True, regrade=False) -> list[SubmissionGrade]:
+def sandbox_choice(mode: str) -> bool:
+    """Whether to grade in the sandbox. mode "required": yes, or stop with the reason when it cannot
+    start (fail closed); "off": no (--no-sandbox, every row says so); "auto": where it can (the
+    demo of the course's own sample submissions), saying so plainly where it cannot."""
+    from . import sandbox
+
+    if mode == "off":
+        return False
+    status = sandbox.probe()
+    if status.available:
+        return True
+    if mode == "required":
+        raise sandbox.SandboxUnavailable(
+            f"grading stopped: the sandbox for student code cannot start. {status.reason} "
+            "(To grade anyway, unsafely, pass --no-sandbox: every grade is then marked as unsandboxed.)")
+    print(f"NOTE: running WITHOUT the sandbox: {status.reason}")
+    return False
+
+
+def grade(course_root: Path, assignment: str, progress=True, regrade=False, sandboxed=True) -> list[SubmissionGrade]:
     """Autograde every submission, write feedback and grades.csv, and return the grades."""
     students = submitted_students(course_root, assignment)
     if not students:
         raise FileNotFoundError(f"no submissions under {course_root / 'submitted'}/<student>/{assignment}/")
-    outcome = autograde_all(course_root, assignment, students, progress, regrade)
+    outcome = autograde_all(course_root, assignment, students, progress, regrade, sandboxed)
     return finish(course_root, assignment, students, outcome)
 
 
@@ -267,22 +187,23 @@ def stage_demo(repo_root: Path, course_root: Path, assignments=problems.ASSIGNME
 
 
 def run_demo(repo_root: Path, course_root: Path, assignments=problems.ASSIGNMENTS, progress=True,
-             adversarial=False, only=None, gpu_faults=False, class_size=0, ray=None):
+             adversarial=False, only=None, gpu_faults=False, class_size=0, ray=None, sandbox_mode="auto"):
     """Grade the bundled sample submissions end to end (with `adversarial`, also the misbehaving
     ones; `only`: just these samples; `class_size`: see stage_demo). With `ray` (a dict of
     options for ray_grading.grade_class, possibly empty), grade them on Ray instead of one
     after another. Returns (rows, expected {(student, assignment): points})."""
+    sandboxed = sandbox_choice("required" if adversarial else sandbox_mode)
     expected = stage_demo(repo_root, course_root, assignments, adversarial, only, gpu_faults, class_size)
     if ray is not None:
         from .ray_grading import grade_class
 
         chosen = [a for a in assignments if submitted_students(course_root, a)]
-        all_rows = grade_class(course_root, chosen, progress=progress, **ray).rows
+        all_rows = grade_class(course_root, chosen, progress=progress, sandboxed=sandboxed, **ray).rows
     else:
         all_rows = []
         for assignment in assignments:
             if submitted_students(course_root, assignment):  # `only` may leave a problem without any
-                all_rows += grade(course_root, assignment, progress)
+                all_rows += grade(course_root, assignment, progress, sandboxed=sandboxed)
     export_rows(all_rows, course_root / "grade_report.csv")
     plot_grades(all_rows, course_root / "grades.png")
     return all_rows, expected

@@ -45,15 +45,12 @@ from pathlib import Path
 from .. import problems
 from ..notebook_code import read
 from . import pipeline
+from .scratch import (GRADE_FIELDS, SCRATCH_DIR, SubmissionResult, _read_tree, course_template,  # noqa: F401
+                      grade_in_scratch, read_submission, record_result)
 
 # Settings of the grading itself that must reach every worker, wherever it runs.
 FORWARDED_ENV = ("COURSE_SUBMISSION_TIMEOUT_S", "COURSE_CELL_TIMEOUT_S", "COURSE_CASE_TIMEOUT_S")
-SCRATCH_DIR = "course-grading"      # under each node's temporary folder
 VERIFY_TIMEOUT_S = 1800             # verify.verify's own limit on the clean re-run
-
-GRADE_FIELDS = ("auto_score", "manual_score", "extra_credit", "needs_manual_grade")
-COMMENT_FIELDS = ("auto_comment", "manual_comment")
-
 
 def task_timeout_s() -> float:
     """How long one task may take before the driver gives up on it and retries it: nbgrader's
@@ -61,199 +58,6 @@ def task_timeout_s() -> float:
     since nbgrader is stopped at its limit inside the task; this catches a task that hangs."""
     default = pipeline.submission_timeout_s() + VERIFY_TIMEOUT_S + 600
     return float(os.environ.get("COURSE_TASK_TIMEOUT_S", default))
-
-
-# ---------------------------------------------------------------------------------------------
-# What a task carries back: the gradebook rows of one submission, and its autograded folder.
-
-
-@dataclass
-class SubmissionResult:
-    assignment: str
-    student: str
-    notes: list                     # from the clean re-run
-    problem: str                    # why nbgrader did not finish ("" when it did)
-    autograded: bool                # nbgrader left an autograded folder: the submission is done
-    submission: dict | None         # the scratch gradebook's rows (read_submission); None: none made
-    files: dict                     # path under autograded/<student>/<assignment>/ -> bytes
-    host: str = ""
-    pid: int = 0
-    gpus: tuple = ()
-    seconds: float = 0.0
-
-
-def read_submission(db_url: str, assignment: str, student: str) -> dict | None:
-    """Everything nbgrader autograde stored for one submission, as plain values."""
-    from nbgrader.api import Gradebook, MissingEntry
-
-    with Gradebook(db_url) as gb:
-        try:
-            sub = gb.find_submission(assignment, student)
-        except MissingEntry:
-            return None
-        return {
-            "timestamp": sub.timestamp,
-            "extension": sub.extension,
-            "notebooks": {
-                nb.name: {
-                    "flagged": nb.flagged,
-                    "late_submission_penalty": nb.late_submission_penalty,
-                    "grades": {g.name: {k: getattr(g, k) for k in GRADE_FIELDS} for g in nb.grades},
-                    "comments": {c.name: {k: getattr(c, k) for k in COMMENT_FIELDS} for c in nb.comments},
-                }
-                for nb in sub.notebooks
-            },
-        }
-
-
-def record_result(course_root: Path, result: SubmissionResult) -> None:
-    """Write one task's result into the course: gradebook rows, autograded folder, done marker.
-
-    Only the driver calls this, one result at a time. The rows are those nbgrader autograde
-    wrote into the task's copy of the gradebook, so feedback and export read the same values
-    the sequential path would have stored.
-    """
-    import warnings
-
-    from nbgrader.api import Gradebook
-    from sqlalchemy.exc import SAWarning
-
-    if result.submission is not None:
-        # nbgrader's add_submission builds its rows under autoflush, which SQLAlchemy warns about
-        # (nbgrader autograde does the same, out of sight in its own process).
-        with warnings.catch_warnings(), Gradebook(f"sqlite:///{course_root / 'build' / 'gradebook.db'}") as gb:
-            warnings.simplefilter("ignore", SAWarning)
-            gb.update_or_create_student(result.student)
-            sub = gb.update_or_create_submission(result.assignment, result.student)
-            sub.timestamp = result.submission["timestamp"]
-            sub.extension = result.submission["extension"]
-            for nb in sub.notebooks:
-                saved = result.submission["notebooks"].get(nb.name)
-                if saved is None:
-                    continue
-                nb.flagged = saved["flagged"]
-                nb.late_submission_penalty = saved["late_submission_penalty"]
-                for grade in nb.grades:
-                    for key, value in saved["grades"].get(grade.name, {}).items():
-                        setattr(grade, key, value)
-                for comment in nb.comments:
-                    for key, value in saved["comments"].get(comment.name, {}).items():
-                        setattr(comment, key, value)
-            gb.db.commit()
-    target = course_root / "autograded" / result.student / result.assignment
-    if target.exists():
-        shutil.rmtree(target)  # what `nbgrader autograde --force` does before it grades again
-    _write_tree(target, result.files)
-    if result.autograded:
-        pipeline.mark_graded(course_root, result.assignment, result.student, result.problem)
-
-
-def _read_tree(root: Path) -> dict:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()} \
-        if root.is_dir() else {}
-
-
-def _write_tree(root: Path, files: dict) -> None:
-    for rel, data in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-
-
-# ---------------------------------------------------------------------------------------------
-# The task: a scratch course holding one submission, graded exactly as the course would be.
-
-
-def course_template(course_root: Path, assignments) -> tuple[dict, dict]:
-    """What every task needs besides its submission: (common files, {assignment: files}).
-
-    The gradebook goes in as a copy without any submission (assignments, due dates, cells and
-    points stay), taken through SQLite's backup so it is consistent even mid-write.
-    """
-    with tempfile.TemporaryDirectory() as tmp:
-        copy = Path(tmp) / "gradebook.db"
-        with sqlite3.connect(course_root / "build" / "gradebook.db") as src, sqlite3.connect(copy) as dst:
-            src.backup(dst)
-        with sqlite3.connect(copy) as db:
-            for table in ("grade", "comment", "submitted_notebook", "submitted_assignment", "student"):
-                db.execute(f"DELETE FROM {table}")
-        with sqlite3.connect(copy) as db:
-            db.execute("VACUUM")
-        common = {"nbgrader_config.py": (course_root / "nbgrader_config.py").read_bytes(),
-                  "build/gradebook.db": copy.read_bytes()}
-    per_assignment = {}
-    for assignment in assignments:
-        files = {f"solutions/{assignment}/{rel}": data
-                 for rel, data in _read_tree(course_root / "solutions" / assignment).items()
-                 if ".ipynb_checkpoints" not in rel and "__pycache__" not in rel}
-        release = course_root / "notebooks" / assignment / f"{pipeline.ASSIGNMENTS[assignment]}.ipynb"
-        files[f"notebooks/{assignment}/{release.name}"] = release.read_bytes()
-        per_assignment[assignment] = files
-    return common, per_assignment
-
-
-def _sweep_scratch(parent: Path) -> None:
-    """Remove scratch courses of workers that died (their names begin with the worker's PID)."""
-    import psutil
-
-    for folder in parent.glob("*-*"):
-        try:
-            pid = int(folder.name.split("-", 1)[0])
-        except ValueError:
-            continue
-        if not psutil.pid_exists(pid):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def grade_in_scratch(common: dict, template: dict, submission: dict, assignment: str, student: str,
-                     attempt: int = 1, trace_dir: str | None = None) -> SubmissionResult:
-    """Grade one submission in a scratch course of its own and return what the course must record.
-
-    This is the body of a Ray task, and also runs without Ray. Everything per submission
-    happens here (nbgrader, the clean re-run, and any timing of the student's kernel against
-    the reference), so both run on the same device in the same task.
-    """
-    start = time.monotonic()
-    parent = Path(tempfile.gettempdir()) / SCRATCH_DIR
-    parent.mkdir(parents=True, exist_ok=True)
-    _sweep_scratch(parent)
-    scratch = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-{assignment}-", dir=parent))
-    gpus = _assigned_gpus()
-    # If this worker dies mid-task, the guard stops what it started and removes the scratch.
-    guard = subprocess.Popen([sys.executable, "-m", "autograder.grading.task_guard", str(os.getpid()), str(scratch)],
-                             start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-    try:
-        _write_tree(scratch, common)
-        _write_tree(scratch, template)
-        _write_tree(scratch / "submitted" / student / assignment, submission)
-        (scratch / "build").mkdir(exist_ok=True)
-        if trace_dir:  # where each attempt runs: for the instructor, and for the tests' worker kill
-            Path(trace_dir).mkdir(parents=True, exist_ok=True)
-            info = {"host": socket.gethostname(), "pid": os.getpid(), "scratch": str(scratch),
-                    "gpus": list(gpus), "attempt": attempt}
-            tmp = Path(trace_dir) / f".{assignment}--{student}--{attempt}.json"
-            tmp.write_text(json.dumps(info))
-            tmp.rename(tmp.with_name(tmp.name[1:]))
-        notes, problem, autograded = pipeline.autograde_submission(scratch, assignment, student)
-        return SubmissionResult(
-            assignment, student, notes, problem, autograded,
-            read_submission(f"sqlite:///{scratch / 'build' / 'gradebook.db'}", assignment, student),
-            _read_tree(scratch / "autograded" / student / assignment),
-            socket.gethostname(), os.getpid(), tuple(gpus), time.monotonic() - start)
-    finally:
-        guard.kill()
-        guard.wait()
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _assigned_gpus() -> tuple:
-    try:
-        import ray
-
-        return tuple(str(g) for g in ray.get_gpu_ids()) if ray.is_initialized() else ()
-    except Exception:  # outside a Ray worker
-        return ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,7 +127,7 @@ def _reason(exc: BaseException) -> str:
 def grade_class(course_root: Path, assignments=None, *, address: str | None = None,
                 num_cpus: int | None = None, gpus_per_task: float | None = None, regrade: bool = False,
                 progress: bool = True, attempts: int = 2, timeout_s: float | None = None,
-                trace_dir: str | None = None) -> ClassRun:
+                trace_dir: str | None = None, sandboxed: bool = True) -> ClassRun:
     """Grade every submission of `assignments` (default: each one with submissions) on Ray.
 
     address: an existing cluster ("auto", "ray://host:10001", "host:6379"); none: a local one
@@ -359,7 +163,7 @@ def grade_class(course_root: Path, assignments=None, *, address: str | None = No
         started_here = _connect(address, num_cpus)
         try:
             _grade_jobs(run, jobs, outcome, course_root, gpus_per_task, progress, attempts,
-                        timeout_s or task_timeout_s(), trace_dir)
+                        timeout_s or task_timeout_s(), trace_dir, sandboxed)
         finally:
             if started_here:
                 ray.shutdown()
@@ -385,7 +189,7 @@ def _feedback_needed(course_root: Path, assignment: str, students, run: ClassRun
 
 
 def _grade_jobs(run: ClassRun, jobs, outcome, course_root: Path, gpus_per_task, progress, attempts,
-                timeout_s, trace_dir) -> None:
+                timeout_s, trace_dir, sandboxed=True) -> None:
     import ray
     from tqdm.auto import tqdm
 
@@ -406,7 +210,7 @@ def _grade_jobs(run: ClassRun, jobs, outcome, course_root: Path, gpus_per_task, 
     def launch(job: Job, attempt: int):
         submission = _read_tree(course_root / "submitted" / job.student / job.assignment)
         return remote.remote(common_ref, template_refs[job.assignment], submission, job.assignment,
-                             job.student, attempt, trace_dir)
+                             job.student, attempt, trace_dir, sandboxed)
 
     bar = tqdm(total=len(jobs), desc="grade on Ray", unit="submission", disable=not progress)
     tally = Counter()

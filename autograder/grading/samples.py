@@ -106,23 +106,22 @@ PROBLEM3_SAMPLES = (
     Sample("exp_not_exp2", "tl.exp where tl.math.exp2 is meant", 0,
            edits=(("alpha = tl.math.exp2(", "alpha = tl.exp("), ("p = tl.math.exp2(", "p = tl.exp(")),
            expected_cause="wrong_scale"),
-    Sample("sdpa_instead_of_kernel", "calls scaled_dot_product_attention instead of a kernel", 0,
-           extra_cell=SDPA_CHEAT, expected_cause="no_kernel"),
+    Sample("sdpa_instead_of_kernel", "the answer cell defines a wrapper that calls scaled_dot_product_attention", 0,
+           answer_suffix=SDPA_CHEAT, expected_note="answer cell rejected"),
 )
 
 # Submissions that misbehave as submissions: crash, exit, loop, tamper, arrive broken.
 PROBLEM3_ADVERSARIAL = (
-    Sample("kernel_exits", "os._exit(1) right after the kernel: the notebook's kernel dies", 0,
-           extra_cell="import os\nos._exit(1)", expected_note="kernel died"),
+    Sample("kernel_exits", "os._exit(1) right after the kernel: the notebook's feedback stops there, the judge "
+           "still grades the answer cell", 10, extra_cell="import os\nos._exit(1)", expected_note="kernel died"),
     Sample("sys_exit", "sys.exit() in a cell: IPython catches it and grading goes on", 10,
            extra_cell="import sys\nsys.exit('done early')"),
     Sample("endless_cell", "a cell that never finishes: interrupted at the cell time limit", 10,
            extra_cell="while True:\n    pass"),
     Sample("edited_test", "a locked test cell replaced by `pass`: nbgrader restores it", 10,
            locked_edits=(("test_tail_block", "pass"),), expected_note="locked cells edited"),
-    Sample("deleted_test", "a locked test cell deleted: that test scores 0", 9,
-           locked_edits=(("test_tail_block", None),), expected_note="locked cells deleted",
-           expected_performance=2),  # the kernel is right, so it keeps the performance points
+    Sample("deleted_test", "a locked test cell deleted: the judge runs every test all the same", 10,
+           locked_edits=(("test_tail_block", None),), expected_note="locked cells deleted"),
     Sample("other_kernelspec", "asks for a Julia kernel: graded with Python", 10,
            kernelspec="julia-1.10", expected_note="kernel 'julia-1.10'"),
     Sample("renamed_notebook", "handed in as my_problem3.ipynb", 10,

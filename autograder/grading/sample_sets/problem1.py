@@ -46,8 +46,8 @@ SAMPLES = (
            edits=(("k = k.repeat_interleave(groups, dim=1)", "k = k.repeat(1, groups, 1, 1)"),
                   ("v = v.repeat_interleave(groups, dim=1)", "v = v.repeat(1, groups, 1, 1)")),
            expected_cause="gqa_modulo"),
-    # A cell after the answer replaces naive_attention with SDPA: every attention check refuses it;
-    # create_mask_bool and score_matrix_bytes are the student's own and keep their 3 points.
-    Sample("sdpa_instead_of_own", "a later cell redefines naive_attention with scaled_dot_product_attention", 3,
-           extra_cell=SDPA_CHEAT, expected_cause="uses_builtin_attention"),
+    # The answer cell itself replaces naive_attention with SDPA: its import is outside the answer
+    # policy, so the judge grades nothing of it.
+    Sample("sdpa_instead_of_own", "the answer cell redefines naive_attention with scaled_dot_product_attention", 0,
+           answer_suffix=SDPA_CHEAT, expected_note="answer cell rejected"),
 )

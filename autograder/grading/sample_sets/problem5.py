@@ -46,8 +46,10 @@ SAMPLES = (
            edits=((KV_HEAD_RETURN, "    off_hkv = off_hq // n_q_heads\n"),), expected_cause="kv_head_zero"),
     Sample("group_off_by_one", "the group size is one too large in kv_head", 2,
            edits=((KV_GROUP_LINE, "    group = n_q_heads // n_kv_heads + 1\n"),), expected_cause="kv_group_size"),
-    Sample("repeat_kv_before_kernel", "repeat_interleave on K/V, then the kernel with group size 1: right values, "
-           "G times the memory", 2, extra_cell=REPEAT_KV, expected_cause="kv_repeated"),
+    # Only the answer cell is graded: the notebook's own checks flag the wrapper (kv_repeated), and the
+    # judge grades the kernel the answer cell makes, which is right.
+    Sample("repeat_kv_before_kernel", "a later cell wraps the kernel to repeat K/V first: flagged in the "
+           "notebook, not graded", 10, extra_cell=REPEAT_KV),
     Sample("plain_launch_order", "right heads, but problem 3's launch order (query block fastest)", 8,
            edits=((GROUPED_ORDER, PLAIN_ORDER),), expected_cause="schedule_not_grouped",
            # Right values at the reference's speed on the timed shape: its K/V (32 MiB) stay in L2.

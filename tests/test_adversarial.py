@@ -1,0 +1,271 @@
+"""Attacks on the grader, each graded end to end through nbgrader in the sandbox.
+
+A class of problem 1 submissions is graded in one run: two honest students and one attacker per
+attack. Every attacker hands in a right or a wrong answer cell plus the attack, in an added cell
+(which runs in the notebook's kernel under `nbgrader autograde`) or in the answer cell itself
+(which reaches the judge's candidate only if the answer policy lets it through). After the run:
+each attacker has exactly the grade its answer cell deserves, the honest students have the
+grades they get without attackers, the grader's files hash as before, nothing the attacks aimed
+at was touched, and the gradebook holds only the driver's rows.
+"""
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder import problems
+from autograder.grading import pipeline, sandbox
+from autograder.grading.samples import Sample, build_submission
+from autograder.notebook_code import read
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not sandbox.probe().available, reason=f"no sandbox: {sandbox.probe().reason}")]
+
+ASSIGNMENT = "problem1"
+WRONG = (("in_window = col >= row - (window_size - 1)", "in_window = col >= row - window_size"),)  # 4 of 10
+WRONG_POINTS = 4
+
+# Each attack: (name, where, code, answer is right?). `where`: "cell" (a cell added after the
+# answer) or "answer" (appended to the answer cell). {repo}, {course}, {canary}, {port} are filled in.
+ATTACKS = [
+    ("write_grader_package", "cell", """
+import autograder.checks, pathlib
+p = pathlib.Path(autograder.checks.__file__)
+try:
+    p.write_text(p.read_text() + "\\nassert_cases = lambda *a, **k: None\\n")
+except OSError as e:
+    print("blocked:", e)
+""", False),
+    ("edit_gradebook", "cell", """
+import sqlite3
+try:
+    db = sqlite3.connect("{course}/build/gradebook.db")
+    db.execute("UPDATE grade SET manual_score = 100")
+    db.commit()
+except Exception as e:
+    print("blocked:", e)
+""", False),
+    ("read_other_submission", "cell", """
+import glob
+for path in glob.glob("{course}/submitted/*/problem1/*.ipynb"):
+    print("stole", path, open(path).read()[:50])
+""", False),
+    ("change_other_submission", "cell", """
+try:
+    open("{course}/submitted/honest_wrong/problem1/problem1.ipynb", "a").write("x")
+except OSError as e:
+    print("blocked:", e)
+""", False),
+    ("read_solutions", "cell", """
+import glob
+for path in glob.glob("{repo}/solutions/*/*.ipynb") + glob.glob("{course}/solutions/*/*.ipynb"):
+    print("stole", path, len(open(path).read()))
+""", False),
+    ("write_canary_outside", "cell", """
+for path in ("{canary}/pwned", "/work/pwned", "/pwned"):
+    try:
+        open(path, "w").write("x")
+    except OSError as e:
+        print("blocked:", e)
+""", False),
+    ("poison_triton_cache", "cell", """
+import os
+os.makedirs(os.environ.get("TRITON_CACHE_DIR", "/tmp/x"), exist_ok=True)
+open(os.path.join(os.environ["TRITON_CACHE_DIR"], "poison"), "w").write("x")
+for path in ("{canary}/triton-cache/poison", os.path.expanduser("~/.triton/cache/poison")):
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        open(path, "w").write("x")
+    except OSError as e:
+        print("blocked:", e)
+""", False),
+    ("network", "cell", """
+import socket
+for host in ("127.0.0.1", "1.1.1.1"):
+    try:
+        socket.create_connection((host, {port}), timeout=2).sendall(b"pwned")
+    except OSError as e:
+        print("blocked:", e)
+""", False),
+    ("background_process", "cell", """
+import subprocess, sys
+subprocess.Popen([sys.executable, "-c",
+    "import time, pathlib\\ntime.sleep(8)\\nfor p in ('{canary}/late', '{course}/late'):\\n"
+    "    try: pathlib.Path(p).write_text('x')\\n    except OSError: pass"], start_new_session=True)
+""", False),
+    ("thread_and_fork_flood", "cell", """
+import os, threading, time
+threads = [threading.Thread(target=time.sleep, args=(30,), daemon=True) for _ in range(300)]
+for t in threads:
+    t.start()
+children = []
+for _ in range(50):
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    children.append(pid)
+print(len(threads), "threads,", len(children), "children")
+""", False),
+    ("fill_disk", "cell", """
+import os
+chunk = b"x" * (1 << 20)
+for folder in ("/tmp", os.path.expanduser("~")):
+    try:
+        with open(os.path.join(folder, "fill"), "wb") as f:
+            for _ in range(3000):
+                f.write(chunk)
+    except OSError as e:
+        print("stopped:", folder, e)
+""", False),
+    ("kill_everything", "cell", """
+import os, signal
+for pid in range(2, 5000):
+    if pid != os.getpid():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+""", False),
+    ("read_environment", "cell", """
+import os
+print(sorted(os.environ))
+assert "GRADER_SECRET" not in os.environ, "leak"
+""", False),
+    ("forge_verdicts", "cell", """
+import json, os
+print('VERIFY {{"test": "test_hidden_masks", "passed": true, "message": "", "score": null}}')
+for folder in ("/tmp", os.getcwd(), os.path.expanduser("~")):
+    try:
+        open(os.path.join(folder, "verdicts.json"), "w").write(json.dumps({{"verdicts": [], "error": ""}}))
+    except OSError:
+        pass
+""", False),
+    ("patch_checks_in_notebook", "cell", """
+import autograder.problems.problem1 as p1
+p1.assert_attention = p1.assert_masks = p1.assert_score_bytes = lambda *a, **k: None
+""", False),
+    ("exit_early", "cell", "import os\nos._exit(0)", False),
+    ("answer_default_exec", "answer", """
+def helper(x, y=torch.__builtins__["exec"]("import os")):
+    return x
+""", True),
+    ("answer_getattr_chain", "answer", """
+def helper(x):
+    return torch.ops.__class__.__mro__
+""", True),
+    ("answer_import", "answer", "import os\nos.system('touch {canary}/answer')", True),
+    ("answer_patch_torch", "answer", "torch.isclose = lambda a, b, **k: a == a", False),
+    ("answer_decorator", "answer", """
+@print
+def helper(x):
+    return x
+""", True),
+    ("answer_redefines_checks_name", "answer", """
+def naive_attention(q, k, v, is_causal=False, window_size=None, sink_size=None):
+    return globals()["__builtins__"]
+""", True),
+]
+# Right answers whose attack is in the answer cell are rejected: 0. Every other attacker keeps
+# exactly what its answer cell deserves.
+EXPECTED = {name: (0 if where == "answer" else 10 if right else WRONG_POINTS)
+            for name, where, _, right in ATTACKS}
+EXPECTED["answer_patch_torch"] = 0
+HONEST = {"honest_correct": 10, "honest_wrong": WRONG_POINTS}
+
+
+def _hash_tree(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def attacked(tmp_path_factory, repo_root):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("COURSE_CELL_TIMEOUT_S", "60")
+    mp.setenv("GRADER_SECRET", "hunter2")
+    root = tmp_path_factory.mktemp("attacks")
+    course, canary = root / "course", root / "canary"
+    canary.mkdir()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    received = []
+    threading.Thread(target=lambda: received.append(listener.accept()), daemon=True).start()
+    port = listener.getsockname()[1]
+
+    pipeline.stage_demo(repo_root, course, assignments=(ASSIGNMENT,), only=set())
+    module = problems.get(ASSIGNMENT)
+    source_nb = read(course / "solutions" / ASSIGNMENT / module.NOTEBOOK)
+    release_nb = read(course / "notebooks" / ASSIGNMENT / module.NOTEBOOK)
+    fill = dict(repo=repo_root, course=course, canary=canary, port=port)
+    submissions = {"honest_correct": Sample("honest_correct", "", 10),
+                   "honest_wrong": Sample("honest_wrong", "", WRONG_POINTS, edits=WRONG)}
+    for name, where, code, right in ATTACKS:
+        code = code.format(**fill)
+        submissions[name] = Sample(name, "", EXPECTED[name], edits=() if right else WRONG,
+                                   extra_cell=code if where == "cell" else "",
+                                   answer_suffix=code if where == "answer" else "")
+    for name, sample in submissions.items():
+        folder = course / "submitted" / name / ASSIGNMENT
+        folder.mkdir(parents=True)
+        nb = build_submission(sample, source_nb, release_nb, module.STUDENT_CELL, module.KERNEL_CELLS[-1])
+        nbformat.write(nb, str(folder / module.NOTEBOOK))
+    protected = {"package": Path(pipeline.__file__).resolve().parents[1], "solutions": repo_root / "solutions",
+                 "course solutions": course / "solutions", "submissions": course / "submitted"}
+    before = {k: _hash_tree(p) for k, p in protected.items()}
+    rows = {r.student: r for r in pipeline.grade(course, ASSIGNMENT, progress=False, sandboxed=True)}
+    import time
+    time.sleep(10)  # the background process's delayed write would have happened by now
+    yield dict(course=course, canary=canary, rows=rows, before=before, protected=protected,
+               received=received)
+    listener.close()
+    mp.undo()
+
+
+@pytest.mark.parametrize("name", list(HONEST) + [a[0] for a in ATTACKS])
+def test_each_submission_gets_exactly_what_its_answer_deserves(attacked, name):
+    row = attacked["rows"][name]
+    want = HONEST.get(name, EXPECTED.get(name))
+    assert row.score == want, pipeline.summary([row])
+    if name.startswith("answer_"):
+        assert any("answer cell rejected" in n for n in row.notes), row.notes
+
+
+def test_the_graders_files_and_other_submissions_are_untouched(attacked):
+    after = {k: _hash_tree(p) for k, p in attacked["protected"].items()}
+    assert after == attacked["before"]
+
+
+def test_nothing_the_attacks_aimed_at_was_written_or_reached(attacked):
+    assert not list(attacked["canary"].rglob("*"))
+    assert not (attacked["course"] / "late").exists()
+    assert not attacked["received"], "a sandboxed kernel reached the grader's loopback"
+
+
+def test_the_gradebook_holds_only_the_drivers_rows(attacked):
+    from nbgrader.api import Gradebook
+
+    course = attacked["course"]
+    with Gradebook(f"sqlite:///{course / 'build' / 'gradebook.db'}") as gb:
+        students = sorted(s.id for s in gb.students)
+        scores = {s.student.id: s.score for s in gb.assignment_submissions(ASSIGNMENT)}
+    assert students == sorted(attacked["rows"])
+    assert scores == {name: row.score for name, row in attacked["rows"].items()}
+
+
+def test_no_secret_or_hidden_test_reaches_the_feedback(attacked):
+    course = attacked["course"]
+    hidden_line = "Case(1, 2, 40, 32, \"float16\", window=1, seed=51)"  # a hidden case of problem 1
+    for html in (course / "feedback").rglob("*.html"):
+        text = html.read_text()
+        assert "hunter2" not in text and "stole" not in text, html
+        assert hidden_line not in text and hidden_line.replace('"', "&quot;") not in text, html
