@@ -275,7 +275,7 @@ def _function_locals(fn) -> set:
     targets of comprehensions, which have a scope of their own."""
     found = set()
 
-    def visit(node, in_comp_target=False):
+    def visit(node):
         if isinstance(node, ast.comprehension):
             visit(node.iter)
             for cond in node.ifs:
@@ -477,7 +477,8 @@ class _Checker:
                 cur = result
             # After a return or raise nothing of this block runs: Python never gets there, and
             # Triton's code generator stops at a return and rejects a raise.
-            if isinstance(stmt, (ast.Return, ast.Raise)) or (not self.p.jit and isinstance(stmt, (ast.Break, ast.Continue))):
+            ends = (ast.Return, ast.Raise) if self.p.jit else (ast.Return, ast.Raise, ast.Break, ast.Continue)
+            if isinstance(stmt, ends):
                 dead = True
         return cur
 
@@ -513,7 +514,8 @@ class _Checker:
                 self.add(st, "store", f"`{_short(st.target)}`: only a plain name may be annotated")
                 return defined
             if jit and not _is_tl_attr(st.annotation, "constexpr"):
-                self.add(st, "annotation", f"a variable may only be annotated `tl.constexpr`, not `{_short(st.annotation)}`")
+                self.add(st, "annotation",
+                         f"a variable may only be annotated `tl.constexpr`, not `{_short(st.annotation)}`")
             elif not jit and not self.safe_annotation(st.annotation):
                 self.add(st, "annotation", f"annotation `{_short(st.annotation)}` is not allowed")
             if st.value is None:
@@ -570,7 +572,8 @@ class _Checker:
         if isinstance(st, ast.Delete) and not jit:
             for target in st.targets:
                 if not (isinstance(target, ast.Name) and target.id in self.locals and target.id not in self.params):
-                    self.add(st, "statement", f"`del {_short(target)}`: only the function's own variables may be deleted")
+                    self.add(st, "statement",
+                             f"`del {_short(target)}`: only the function's own variables may be deleted")
             return defined
         if isinstance(st, (ast.Import, ast.ImportFrom)):
             self.add(st, "import", "imports are not allowed in the answer cell, not even inside a function")
@@ -600,8 +603,9 @@ class _Checker:
         if self.p.jit:
             it = st.iter
             func = it.func if isinstance(it, ast.Call) else None
-            is_range = (isinstance(func, ast.Name) and func.id == "range" and func.id not in self.locals
-                        and func.id not in self.params) or _is_tl_attr(func, "range") or _is_tl_attr(func, "static_range")
+            builtin_range = (isinstance(func, ast.Name) and func.id == "range" and func.id not in self.locals
+                             and func.id not in self.params)
+            is_range = builtin_range or _is_tl_attr(func, "range") or _is_tl_attr(func, "static_range")
             if not is_range:
                 self.add(st, "loop", f"a @triton.jit loop runs over range(...), tl.range(...) or "
                                      f"tl.static_range(...), not `{_short(it)}`")
@@ -876,7 +880,7 @@ def violations(source: str, policy: str) -> list[Violation]:
     try:
         checker.check_cell(tree)
     except RecursionError:
-        checker.add(tree.body[0] if tree.body else None, "syntax", "the answer cell is nested too deeply to check")
+        checker.found.append(Violation(1, "syntax", "the answer cell is nested too deeply to check"))
     return sorted(dict.fromkeys(checker.found), key=lambda v: v.line)
 
 
