@@ -75,13 +75,15 @@ def test_award_needs_the_gate_and_returns_points(reference, capsys):
         award(reference, reference, PLAN, points=2, gate=failing_gate)
 
 
-def test_without_the_reference_a_learner_is_told_and_the_grader_refuses(reference, capsys, monkeypatch):
+def test_without_the_reference_a_learner_is_told_and_the_sandboxed_notebook_defers_to_the_judge(
+        reference, capsys, monkeypatch):
     monkeypatch.delenv("COURSE_GRADING", raising=False)
     assert award(reference, None, PLAN, points=2) is None
     assert "measured when your notebook is graded" in capsys.readouterr().out
+    # Under grading the notebook runs in the sandbox, without solutions/: it says who measures.
     monkeypatch.setenv("COURSE_GRADING", "1")
-    with pytest.raises(RuntimeError, match="reference kernel is not available"):
-        award(reference, None, PLAN, points=2)
+    assert award(reference, None, PLAN, points=2) == 0.0
+    assert "measured by the grader" in capsys.readouterr().out
 
 
 def test_every_triton_problem_times_a_case_its_kernel_accepts():

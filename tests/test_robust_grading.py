@@ -115,6 +115,6 @@ def test_a_submission_over_its_time_limit_is_stopped_with_its_kernel(tmp_path, r
     ("[AutogradeApp | ERROR] No notebooks found", "No notebooks found"),
 ])
 def test_the_reason_for_a_failed_nbgrader_run_is_the_telling_line(output, expect):
-    from autograder.grading.pipeline import _last_error
+    from autograder.grading.scratch import _last_error
 
     assert expect in _last_error(output)

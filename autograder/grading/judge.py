@@ -266,9 +266,15 @@ class RemoteFunction:
         return RemoteFunction(self._host, f"{self._target}.{name}")
 
     def __call__(self, *args, **kwargs):
+        import torch
+        from torch.utils._python_dispatch import _disable_current_modes
+
         from ..integrity import record_remote_watch
 
-        result, watch = self._host.call(self._target, args, kwargs)
+        # The judge's own watch must not count the copies that carry the call across (the candidate
+        # watches the call itself and reports it).
+        with _disable_current_modes(), torch._C.DisableTorchFunction():
+            result, watch = self._host.call(self._target, args, kwargs)
         record_remote_watch(watch)
         return result
 

@@ -257,13 +257,13 @@ torch.cuda.synchronize()
 '''
 
 PROBLEM3_GPU_FAULTS = (
-    Sample("illegal_memory_access", "launches a kernel that writes far out of bounds", 0,
+    # Each fault is in a cell of its own: it wrecks the notebook's run (the feedback), while the judge
+    # grades the answer cell, which is right, in a fresh sandboxed process once the notebook is done.
+    Sample("illegal_memory_access", "launches a kernel that writes far out of bounds", 10,
            extra_cell=ILLEGAL_ACCESS),
-    Sample("gpu_memory_hog", "takes GPU memory until allocation fails and keeps it; the tests still fit", 10,
-           extra_cell=HOG_MEMORY,
-           # The timing's inputs (B=4 H=16 L=4096, three sets) no longer fit: no performance points.
-           expected_performance=0),
-    Sample("endless_gpu_kernel", "launches a GPU kernel that never ends: nbgrader gives up on the notebook", 0,
+    Sample("gpu_memory_hog", "takes GPU memory until allocation fails and keeps it, until the notebook ends", 10,
+           extra_cell=HOG_MEMORY),
+    Sample("endless_gpu_kernel", "launches a GPU kernel that never ends: nbgrader gives up on the notebook", 10,
            extra_cell=ENDLESS_KERNEL, expected_note="CellTimeoutError"),
     Sample("z_correct_after_faults", "the reference solution, graded after the faults above", 10),
 )

@@ -185,7 +185,12 @@ def command(argv: list[str], *, scratch: Path, readable: tuple = (), writable: t
     args += ["--tmpfs", "/tmp"]
 
     package = Path(autograder.__file__).resolve().parent
-    binds = [(p, "--ro-bind") for p in _python_paths()] + [(package, "--ro-bind")]
+    # Libraries the grader found through PYTHONPATH (wheels unpacked into a folder, as on a GPU
+    # runner without a package index): the same inside, read-only. Never the repository itself.
+    extra_paths = [Path(p).resolve() for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    extra_paths = [p for p in dict.fromkeys(extra_paths)
+                   if p.is_dir() and not package.parent.is_relative_to(p) and not p.is_relative_to(package.parent)]
+    binds = [(p, "--ro-bind") for p in _python_paths() + extra_paths] + [(package, "--ro-bind")]
     binds += [(Path(p).resolve(), "--ro-bind") for p in readable]
     binds += [(Path(p).resolve(), "--bind") for p in writable] + [(scratch, "--bind")]
     # Parents before children, so a nested bind (scratch inside a readable dir) is not hidden.
@@ -207,8 +212,11 @@ def command(argv: list[str], *, scratch: Path, readable: tuple = (), writable: t
     }
     # An editable install finds the package through site-packages; a plain checkout needs its parent
     # on the path. Inside, that parent holds only what is bound above, not the rest of the repo.
+    python_path = [str(p) for p in extra_paths]
     if str(package.parent) not in {str(Path(p).resolve()) for p in site.getsitepackages()}:
-        variables["PYTHONPATH"] = str(package.parent)
+        python_path.insert(0, str(package.parent))
+    if python_path:
+        variables["PYTHONPATH"] = os.pathsep.join(python_path)
     variables.update(env or {})
     args.append("--clearenv")
     for name, value in variables.items():

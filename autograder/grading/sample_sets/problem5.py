@@ -49,7 +49,7 @@ SAMPLES = (
     # Only the answer cell is graded: the notebook's own checks flag the wrapper (kv_repeated), and the
     # judge grades the kernel the answer cell makes, which is right.
     Sample("repeat_kv_before_kernel", "a later cell wraps the kernel to repeat K/V first: flagged in the "
-           "notebook, not graded", 10, extra_cell=REPEAT_KV),
+           "notebook, not graded", 10, extra_cell=REPEAT_KV, expected_cause="kv_repeated"),
     Sample("plain_launch_order", "right heads, but problem 3's launch order (query block fastest)", 8,
            edits=((GROUPED_ORDER, PLAIN_ORDER),), expected_cause="schedule_not_grouped",
            # Right values at the reference's speed on the timed shape: its K/V (32 MiB) stay in L2.
