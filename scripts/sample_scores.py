@@ -52,7 +52,8 @@ def score_sample(assignment, sample, workdir: Path) -> dict:
     nbformat.write(build_submission(sample, source_nb, release_nb, module.STUDENT_CELL, module.KERNEL_CELLS[-1]),
                    str(submission))
     start = time.monotonic()
-    outcome = verify(submission, source_path, release_path, module.KERNEL_CELLS, module.STUDENT_CELL)
+    outcome = verify(submission, source_path, release_path, module.KERNEL_CELLS, module.STUDENT_CELL,
+                     policy=getattr(module, "ANSWER_POLICY", "triton"), assignment=assignment)
     points = points_of_tests(source_nb)
     got, failed = 0.0, []
     for test, worth in points.items():

@@ -57,58 +57,53 @@ def mark_graded(course_root: Path, assignment: str, student: str, problem: str) 
 
 def autograde_submission(course_root: Path, assignment: str, student: str,
                          sandboxed: bool = True) -> tuple[list[str], str, bool]:
-    """Everything that grading one submission costs: `nbgrader autograde` in its own process
-    (killed with its notebook kernel at the time limit; with `sandboxed`, the kernel runs in the
-    sandbox), then the judge's verdict. `course_root` is a scratch course holding this one
-    submission (grade_in_scratch).
+    """Everything that grading one submission costs: the judge's verdict (verify.py) and, while
+    the judge works, `nbgrader autograde` in its own process (killed with its notebook kernel at
+    the time limit; with `sandboxed`, the kernel runs in the sandbox), which gives the feedback
+    and the gradebook rows the judge's points go into. `course_root` is a scratch course holding
+    this one submission (grade_in_scratch).
 
-    Returns (notes, problem, autograded): notes from the judge, why nbgrader did not finish
-    (empty when it did), and whether the submission has a grade to record.
+    Returns (notes, problem, graded): notes from the judge, why nbgrader did not finish (empty
+    when it did), and whether the submission has a grade to record.
     """
+    from nbgrader.api import Gradebook, MissingEntry
+
     from .sandboxed_kernel import install_kernelspec
 
     env, extra = {}, []
     if sandboxed:
         env, extra = install_kernelspec(course_root)  # the kernel reaches nbgrader by Unix sockets
-    result = run_nbgrader(course_root, "autograde", assignment, f"--student={student}", "--force", *extra,
-                          timeout_s=submission_timeout_s(), env=env)
+
+    def notebook_run():
+        return run_nbgrader(course_root, "autograde", assignment, f"--student={student}", "--force", *extra,
+                            timeout_s=submission_timeout_s(), env=env)
+
+    module = problems.get(assignment)
+    notebook = ASSIGNMENTS[assignment]
+    try:
+        outcome = verify(course_root / "submitted" / student / assignment / f"{notebook}.ipynb",
+                         course_root / "solutions" / assignment / module.NOTEBOOK,
+                         course_root / "notebooks" / assignment / module.NOTEBOOK,
+                         module.KERNEL_CELLS, module.STUDENT_CELL,
+                         policy=getattr(module, "ANSWER_POLICY", "triton"), assignment=assignment,
+                         sandboxed=sandboxed, meanwhile=notebook_run)
+    except Exception as exc:  # the judge must not cost the rest of the class its grades
+        return [], f"the judge failed ({type(exc).__name__}: {str(exc)[:160]})", False
+    result = outcome.meanwhile
     problem = "" if result.ok else _last_error(result.output)
     if problem and "kernel died" not in problem.lower():
         problem = "nbgrader could not finish: " + problem
-    try:
-        notes, grader_error, judged = _verify_student(course_root, assignment, student, sandboxed)
-    except Exception as exc:  # the judge must not cost the rest of the class its grades
-        notes, grader_error, judged = [], f"the judge failed ({type(exc).__name__}: {str(exc)[:160]})", False
-    if grader_error:
+    if outcome.grader_error:
         # No grade without the judge's verdict: the submission stays ungraded, so the next run retries it.
-        return notes, grader_error, False
-    return notes, problem, judged or (course_root / "autograded" / student / assignment).is_dir()
-
-
-def _verify_student(course_root: Path, assignment: str, student: str,
-                    sandboxed: bool = True) -> tuple[list[str], str, bool]:
-    """The judge's points become the grade (see verify.py). Returns (notes, grader_error, judged):
-    a grader error means the judge could not run, and no grade may be recorded."""
-    from nbgrader.api import Gradebook, MissingEntry
-
-    notebook = ASSIGNMENTS[assignment]
+        return [], "the judge could not run: " + outcome.grader_error[:300], False
     db = f"sqlite:///{course_root / 'build' / 'gradebook.db'}"
     with Gradebook(db) as gb:
         try:
             gb.find_submission_notebook(notebook, assignment, student)
         except MissingEntry:
-            return [], "", False  # nbgrader recorded nothing to judge
-    module = problems.get(assignment)
-    outcome = verify(course_root / "submitted" / student / assignment / f"{notebook}.ipynb",
-                     course_root / "solutions" / assignment / module.NOTEBOOK,
-                     course_root / "notebooks" / assignment / module.NOTEBOOK,
-                     module.KERNEL_CELLS, module.STUDENT_CELL,
-                     policy=getattr(module, "ANSWER_POLICY", "triton"), assignment=assignment,
-                     sandboxed=sandboxed)
-    if outcome.grader_error:
-        return [], "the judge could not run: " + outcome.grader_error[:300], False
+            return [], problem or "nbgrader recorded no grades for this notebook", False
     notes = ["answer cell rejected: " + "; ".join(outcome.violations[:2])] if outcome.violations else []
-    return notes + apply_to_gradebook(db, assignment, notebook, student, outcome), "", True
+    return notes + apply_to_gradebook(db, assignment, notebook, student, outcome), problem, True
 
 
 def _last_error(output: str) -> str:

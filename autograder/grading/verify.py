@@ -42,6 +42,7 @@ class Verification:
     log: str = ""                                  # what the judge's checks printed
     grader_error: str = ""                         # the grader could not judge: no grade, say why
     visible: set = field(default_factory=set)      # tests the notebook ran in full (no hidden part, no timing)
+    meanwhile: object = None                       # what verify's `meanwhile` returned
 
 
 def graded_test_cells(source_nb) -> list[tuple[str, str]]:
@@ -68,28 +69,53 @@ def judge_spec(answer: str, assignment: str, source_path: Path, release_path: Pa
 
 def verify(submission: Path, source_path: Path, release_path: Path, kernel_cells, student_cell: str,
            timeout_s: float = 1800, policy: str = "triton", assignment: str = "",
-           sandboxed: bool = True) -> Verification:
-    """The judge's verdict on every graded test of `source_path` for the answer cell of `submission`."""
-    answer = cell_by_id(read(submission), student_cell).source
-    outcome = Verification(violations=answer_cell_violations(answer, policy))
+           sandboxed: bool = True, meanwhile=None) -> Verification:
+    """The judge's verdict on every graded test of `source_path` for the answer cell of `submission`.
+
+    `meanwhile`: a function to run while the judge works (the notebook's own run under nbgrader:
+    the two are independent, so on a machine with cores to spare grading takes the longer of
+    the two, not their sum). The judge times kernels only once it has returned, so a notebook
+    never shares the device with a timing. Its result is returned as `outcome.meanwhile`.
+    """
+    try:
+        answer = cell_by_id(read(submission), student_cell).source
+        outcome = Verification(violations=answer_cell_violations(answer, policy))
+    except KeyError:
+        outcome = Verification(violations=[f"the answer cell ({student_cell}) is missing from the notebook"])
     if outcome.violations:
+        outcome.meanwhile = meanwhile() if meanwhile else None
         return outcome
     assignment = assignment or Path(source_path).parent.name
     spec = judge_spec(answer, assignment, source_path, release_path, kernel_cells, student_cell, sandboxed)
     outcome.visible = {name for name, code in spec["tests"]
                        if "### BEGIN HIDDEN TESTS" not in code and "performance_points" not in code}
     with tempfile.TemporaryDirectory(prefix="judge-") as tmp:
-        spec_path, result_path = Path(tmp) / "spec.json", Path(tmp) / "verdicts.json"
+        spec_path, result_path, gate = Path(tmp) / "spec.json", Path(tmp) / "verdicts.json", Path(tmp) / "timing-gate"
         spec_path.write_text(json.dumps(spec))
+        logs = open(Path(tmp) / "judge.log", "w+")
+        proc = subprocess.Popen([sys.executable, "-m", "autograder.grading.judge", str(spec_path), str(result_path)],
+                                stdout=logs, stderr=subprocess.STDOUT, text=True,
+                                env=dict(os.environ, COURSE_TIMING_GATE=str(gate)), start_new_session=True)
         try:
-            proc = subprocess.run([sys.executable, "-m", "autograder.grading.judge", str(spec_path), str(result_path)],
-                                  capture_output=True, text=True, timeout=timeout_s, env=dict(os.environ))
+            outcome.meanwhile = meanwhile() if meanwhile else None
+        except BaseException:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+            raise
+        finally:
+            gate.touch()
+        try:
+            proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
             outcome.error = f"the judge did not finish within {timeout_s:g} s"
             return outcome
-        outcome.log = proc.stdout[-20000:]
+        logs.seek(0)
+        outcome.log = logs.read()[-20000:]
+        logs.close()
         if not result_path.exists():
-            outcome.error = "the judge failed: " + ((proc.stderr.strip().splitlines() or ["no output"])[-1][:200])
+            outcome.grader_error = "the judge failed: " + ((outcome.log.strip().splitlines() or ["no output"])[-1][:200])
             return outcome
         result = json.loads(result_path.read_text())
         outcome.grader_error = result["error"]
