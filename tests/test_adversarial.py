@@ -53,7 +53,7 @@ except Exception as e:
     ("read_other_submission", "cell", """
 import glob
 for path in glob.glob("{course}/submitted/*/problem1/*.ipynb"):
-    print("stole", path, open(path).read()[:50])
+    print("sto" + "len:", path, open(path).read()[:50])
 """, False),
     ("change_other_submission", "cell", """
 try:
@@ -64,7 +64,7 @@ except OSError as e:
     ("read_solutions", "cell", """
 import glob
 for path in glob.glob("{repo}/solutions/*/*.ipynb") + glob.glob("{course}/solutions/*/*.ipynb"):
-    print("stole", path, len(open(path).read()))
+    print("sto" + "len:", path, len(open(path).read()))
 """, False),
     ("write_canary_outside", "cell", """
 for path in ("{canary}/pwned", "/work/pwned", "/pwned"):
@@ -267,5 +267,6 @@ def test_no_secret_or_hidden_test_reaches_the_feedback(attacked):
     hidden_line = "Case(1, 2, 40, 32, \"float16\", window=1, seed=51)"  # a hidden case of problem 1
     for html in (course / "feedback").rglob("*.html"):
         text = html.read_text()
-        assert "hunter2" not in text and "stole" not in text, html
+        assert "hunter2" not in text, html
+        assert "stolen:" not in text, html
         assert hidden_line not in text and hidden_line.replace('"', "&quot;") not in text, html

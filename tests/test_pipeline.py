@@ -56,9 +56,17 @@ def test_outputs_of_the_pipeline_exist_and_agree(demo):
 
 
 @pytest.mark.slow
-def test_hidden_tests_ran_in_grading_but_are_absent_from_the_release(demo):
+def test_hidden_tests_ran_in_the_judge_and_never_in_the_students_kernel(demo):
+    import json
+
     course, _, _ = demo
     graded = (course / "autograded" / "correct" / "problem3" / "problem3.ipynb").read_text()
     released = (course / "notebooks" / "problem3" / "problem3.ipynb").read_text()
-    assert "Case(1, 1, 1000, 64, seed=14)" in graded and "seed=14" not in released
+    feedback = (course / "feedback" / "correct" / "problem3" / "problem3.html").read_text()
+    # The hidden cases are in the source only: not released, not sent to the student's kernel, not in the feedback.
+    assert "seed=14" not in released and "seed=14" not in graded and "seed=14" not in feedback
+    assert "the grader runs them outside this notebook" in graded
+    verdicts = json.loads((course / "autograded" / "correct" / "problem3" / "judge-verdicts.json").read_text())
+    judged = {v["test"]: v["passed"] for v in verdicts["verdicts"]}
+    assert judged["test_hidden_lengths"] is True and all(judged.values())
     assert "Benchmark skipped while grading" in graded

@@ -104,8 +104,8 @@ def test_answer_cell_is_plain_torch_code(source_nb, release_nb):
     solution = strip_markers(cell_by_id(source_nb, problem1.STUDENT_CELL).source)
     assert answer_cell_violations(solution, problem1.ANSWER_POLICY) == []
     assert answer_cell_violations(cell_by_id(release_nb, problem1.STUDENT_CELL).source, "torch") == []
-    cheat = next(s for s in SAMPLE_SET if s.extra_cell)
-    assert answer_cell_violations(solution + cheat.extra_cell, "torch")  # its import would be refused
+    cheat = next(s for s in SAMPLE_SET if s.answer_suffix)
+    assert answer_cell_violations(solution + cheat.answer_suffix, "torch")  # its import is refused
 
 
 # --- the samples -------------------------------------------------------------------------------
@@ -122,6 +122,10 @@ def test_samples_cover_correct_untouched_and_typical_mistakes():
 def test_each_sample_earns_its_expected_points_with_its_cause(source_nb, release_nb, sample):
     """Graded in-process, hidden cells included: the points of the passing cells are the sample's
     expected_points, and the first failing cell names its expected cause."""
+    if sample.expected_note == "answer cell rejected":  # the judge grades nothing of it: 0
+        answer = strip_markers(cell_by_id(source_nb, problem1.STUDENT_CELL).source) + sample.answer_suffix
+        assert answer_cell_violations(answer, problem1.ANSWER_POLICY) and sample.expected_points == 0
+        return
     namespace = submission_namespace(source_nb, release_nb, sample, sample.name)
     results = run_graded_cells(source_nb, namespace)
     points = points_of(source_nb)

@@ -12,13 +12,16 @@ comparison with the float64 reference, the diagnosis and the points all happen h
 student code runs. The reference kernel is timed in a candidate of its own, so both kernels are
 timed the same way.
 
-RESULT gets {"verdicts": [{"test", "passed", "message", "score"} per test], "error": ""}; "error"
+RESULT gets {"verdicts": [{"test", "passed", "message", "score", "findings"} per test], "error": ""};
+"findings" maps each likely cause the judge's checks named to its message; "error"
 says why the grader itself could not judge (then there are no verdicts, and no grade is given).
 """
 from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
+import io
 import json
 import numbers
 import os
@@ -227,6 +230,17 @@ class CandidateProcess:
             raise CandidateDied("malformed reply: argument list")
         import torch
 
+        containers = reply.get("containers") or {}
+        if not isinstance(containers, dict):
+            raise CandidateDied("malformed reply: containers")
+        for key, new in containers.items():
+            target = args[int(key)] if key.isdigit() and int(key) < len(args) else kwargs.get(key)
+            value = self.wire.decode(new)
+            if isinstance(target, dict) and isinstance(value, dict):
+                target.clear()
+                target.update(value)
+            elif isinstance(target, list) and isinstance(value, list):
+                target[:] = value
         pairs = list(zip(args, after)) + [(kwargs[k], new) for k, new in after_kw.items()]
         for arg, new in pairs:
             if new is not None and isinstance(arg, torch.Tensor):
@@ -311,6 +325,31 @@ class RemoteFunction:
         return timed
 
 
+class _Tee(io.StringIO):
+    """Keeps what a test cell printed, and prints it too (the judge's log)."""
+
+    def __init__(self, stream):
+        super().__init__()
+        self.stream = stream
+
+    def write(self, text):
+        self.stream.write(text)
+        return super().write(text)
+
+
+def findings_in(text: str) -> dict:
+    """{finding code: message} from the checks' 'likely cause' lines: what the judge's own checks
+    printed, in the judge's process (the notebook's copy of those lines is the student's to forge)."""
+    from .report import CAUSE
+
+    found = {}
+    for line in text.splitlines():
+        match = CAUSE.search(line)
+        if match:
+            found.setdefault(match["code"], match["text"].strip()[:400])
+    return found
+
+
 def module_function_names(source: str) -> list[str]:
     """Top-level functions of a module, found without running it."""
     return [node.name for node in ast.parse(source).body if isinstance(node, ast.FunctionDef)]
@@ -348,8 +387,10 @@ def judge(spec: dict) -> list[dict]:
         for test, code in spec["tests"]:
             namespace = {"__name__": "__judge__", **names}
             score = None
+            printed = _Tee(sys.stdout)
             try:
-                value = run_cell(code, namespace, test)
+                with contextlib.redirect_stdout(printed):
+                    value = run_cell(code, namespace, test)
                 passed, message = True, ""
                 if isinstance(value, numbers.Real) and not isinstance(value, bool):
                     score = float(value)
@@ -357,7 +398,8 @@ def judge(spec: dict) -> list[dict]:
                 passed, message = False, exc.message
             except Exception as exc:  # a test that cannot finish gives no points, with its reason
                 passed, message = False, f"{type(exc).__name__}: {exc}"[:300]
-            verdicts.append({"test": test, "passed": passed, "message": message, "score": score})
+            verdicts.append({"test": test, "passed": passed, "message": message, "score": score,
+                             "findings": findings_in(printed.getvalue())})
     finally:
         for host in hosts:
             host.stop()

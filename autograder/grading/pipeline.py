@@ -74,6 +74,7 @@ def autograde_all(course_root: Path, assignment: str, students, progress=True, r
 
     release_nb = read(course_root / "notebooks" / assignment / f"{ASSIGNMENTS[assignment]}.ipynb")
     common, template = course_template(course_root, [assignment])
+    use_judge_cache(course_root)
     outcome = {}
     bar = tqdm(students, desc=f"autograde {assignment}", unit="submission", disable=not progress)
     for student in bar:
@@ -103,6 +104,11 @@ def finish(course_root: Path, assignment: str, students, outcome: dict, feedback
         row.notes = notes
         row.problem = problem or row.problem
     return rows
+
+
+def use_judge_cache(course_root: Path) -> None:
+    """Keep the judge's verdicts in the course (verify.judge_cache_path), unless told elsewhere."""
+    os.environ.setdefault("COURSE_JUDGE_CACHE", str(Path(course_root).resolve() / "build" / "judge-cache"))
 
 
 def sandbox_choice(mode: str) -> bool:

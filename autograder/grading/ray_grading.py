@@ -49,7 +49,8 @@ from .scratch import (GRADE_FIELDS, SCRATCH_DIR, SubmissionResult, _read_tree, c
                       grade_in_scratch, read_submission, record_result)
 
 # Settings of the grading itself that must reach every worker, wherever it runs.
-FORWARDED_ENV = ("COURSE_SUBMISSION_TIMEOUT_S", "COURSE_CELL_TIMEOUT_S", "COURSE_CASE_TIMEOUT_S")
+FORWARDED_ENV = ("COURSE_SUBMISSION_TIMEOUT_S", "COURSE_CELL_TIMEOUT_S", "COURSE_CASE_TIMEOUT_S",
+                 "COURSE_JUDGE_CACHE")
 VERIFY_TIMEOUT_S = 1800             # verify.verify's own limit on the clean re-run
 
 def task_timeout_s() -> float:
@@ -135,6 +136,7 @@ def grade_class(course_root: Path, assignments=None, *, address: str | None = No
     has GPUs (each task has its GPU to itself, so timings are fair), else 0 (the interpreter).
     """
     course_root = Path(course_root).resolve()
+    pipeline.use_judge_cache(course_root)  # workers on this machine share it; elsewhere it is not there
     chosen = list(assignments or [a for a in problems.ASSIGNMENTS if pipeline.submitted_students(course_root, a)])
     if not chosen:
         raise FileNotFoundError(f"no submissions under {course_root / 'submitted'}/<student>/<assignment>/")

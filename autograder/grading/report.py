@@ -38,6 +38,21 @@ def causes_in_notebook(path: Path) -> dict:
     return found
 
 
+def causes_from_judge(path: Path) -> dict | None:
+    """{finding code: message} from the judge's verdicts (None when there are none): the causes
+    the grader's own checks found, hidden tests included, which no submission can print."""
+    import json
+
+    if not path.exists():
+        return None
+    found = {}
+    for verdict in json.loads(path.read_text()).get("verdicts", []):
+        if not verdict.get("passed"):
+            for code, text in verdict.get("findings", {}).items():
+                found.setdefault(code, text)
+    return found
+
+
 def read_grades(course_root: Path, assignment: str, notebook: str, students) -> list[SubmissionGrade]:
     from nbgrader.api import Gradebook, MissingEntry
 
@@ -52,8 +67,11 @@ def read_grades(course_root: Path, assignment: str, notebook: str, students) -> 
                 continue
             failed = [g.name for g in sorted(sub.grades, key=lambda g: g.name)
                       if g.max_score and (g.score or 0) < g.max_score]
-            autograded = course_root / "autograded" / student / assignment / f"{notebook}.ipynb"
-            causes = causes_in_notebook(autograded) if autograded.exists() else {}
+            folder = course_root / "autograded" / student / assignment
+            causes = causes_from_judge(folder / "judge-verdicts.json")
+            if causes is None:  # graded before the judge kept its verdicts
+                autograded = folder / f"{notebook}.ipynb"
+                causes = causes_in_notebook(autograded) if autograded.exists() else {}
             rows.append(SubmissionGrade(student, assignment, sub.score, sub.max_score, failed, causes))
     return rows
 

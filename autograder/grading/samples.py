@@ -130,9 +130,9 @@ PROBLEM3_ADVERSARIAL = (
            raw='{"cells": [', expected_note="not a readable notebook"),
     Sample("no_notebook", "an empty submission folder", None, missing=True, expected_note="no notebook submitted"),
     Sample("patched_checks", "nothing implemented, but a cell makes assert_cases always pass", 0, untouched=True,
-           extra_cell=PATCH_CHECKS, expected_note="not in a clean re-run"),
+           extra_cell=PATCH_CHECKS, expected_note="not in the judge's clean run"),
     Sample("patched_isclose", "the unmasked-tail bug, plus a cell that makes torch.isclose always true", 6,
-           edits=((MASK_LINES, ""),), extra_cell=PATCH_ISCLOSE, expected_note="not in a clean re-run"),
+           edits=((MASK_LINES, ""),), extra_cell=PATCH_ISCLOSE, expected_note="not in the judge's clean run"),
     Sample("patch_in_answer_cell", "the answer cell itself patches the checks at import time", 0, untouched=True,
            answer_suffix=PATCH_CHECKS, expected_note="answer cell rejected"),
 )

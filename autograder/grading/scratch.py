@@ -41,6 +41,7 @@ def submission_timeout_s() -> float:
     return float(os.environ.get("COURSE_SUBMISSION_TIMEOUT_S", 3600))
 
 
+VERDICTS_FILE = "judge-verdicts.json"  # beside the autograded notebook: the judge's verdict per test
 DONE_MARKER = ".course-graded"  # written into autograded/<student>/<assignment>/ once recorded
 
 
@@ -103,6 +104,11 @@ def autograde_submission(course_root: Path, assignment: str, student: str,
         except MissingEntry:
             return [], problem or "nbgrader recorded no grades for this notebook", False
     notes = ["answer cell rejected: " + "; ".join(outcome.violations[:2])] if outcome.violations else []
+    # The judge's verdicts go with the autograded notebook: the grade report reads its causes there.
+    folder = course_root / "autograded" / student / assignment
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / VERDICTS_FILE).write_text(json.dumps({"violations": outcome.violations,
+                                                     "verdicts": outcome.verdicts}, indent=1))
     return notes + apply_to_gradebook(db, assignment, notebook, student, outcome), problem, True
 
 

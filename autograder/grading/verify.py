@@ -16,6 +16,8 @@ grade report.
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import subprocess
@@ -43,6 +45,7 @@ class Verification:
     grader_error: str = ""                         # the grader could not judge: no grade, say why
     visible: set = field(default_factory=set)      # tests the notebook ran in full (no hidden part, no timing)
     meanwhile: object = None                       # what verify's `meanwhile` returned
+    verdicts: list = field(default_factory=list)   # the judge's verdict per test, as it wrote them
 
 
 def graded_test_cells(source_nb) -> list[tuple[str, str]]:
@@ -89,6 +92,11 @@ def verify(submission: Path, source_path: Path, release_path: Path, kernel_cells
     spec = judge_spec(answer, assignment, source_path, release_path, kernel_cells, student_cell, sandboxed)
     outcome.visible = {name for name, code in spec["tests"]
                        if "### BEGIN HIDDEN TESTS" not in code and "performance_points" not in code}
+    cached = judge_cache_path(spec)
+    if cached is not None and cached.exists():
+        outcome.meanwhile = meanwhile() if meanwhile else None
+        _read_verdicts(outcome, json.loads(cached.read_text()))
+        return outcome
     with tempfile.TemporaryDirectory(prefix="judge-") as tmp:
         spec_path, result_path, gate = Path(tmp) / "spec.json", Path(tmp) / "verdicts.json", Path(tmp) / "timing-gate"
         spec_path.write_text(json.dumps(spec))
@@ -118,12 +126,52 @@ def verify(submission: Path, source_path: Path, release_path: Path, kernel_cells
             outcome.grader_error = "the judge failed: " + ((outcome.log.strip().splitlines() or ["no output"])[-1][:200])
             return outcome
         result = json.loads(result_path.read_text())
-        outcome.grader_error = result["error"]
-        for item in result["verdicts"]:
-            outcome.results[item["test"]] = (item["passed"], item["message"])
-            if item.get("score") is not None:
-                outcome.scores[item["test"]] = item["score"]
+        _read_verdicts(outcome, result)
+        if cached is not None and not outcome.grader_error:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_suffix(f".{os.getpid()}.tmp")
+            partial.write_text(json.dumps(result))
+            partial.replace(cached)
     return outcome
+
+
+def _read_verdicts(outcome: Verification, result: dict) -> None:
+    outcome.grader_error = result["error"]
+    outcome.verdicts = result["verdicts"]
+    for item in result["verdicts"]:
+        outcome.results[item["test"]] = (item["passed"], item["message"])
+        if item.get("score") is not None:
+            outcome.scores[item["test"]] = item["score"]
+
+
+def judge_cache_path(spec: dict) -> Path | None:
+    """Where the judge's verdicts for exactly this spec are kept, under COURSE_JUDGE_CACHE (the
+    grading driver sets it to the course's build/judge-cache), or None without one. The key is
+    everything a verdict depends on: the module (so the answer cell), the tests, the reference,
+    where kernels run, the versions and the grader's own code. Identical answer cells get the
+    same verdict, performance points included, and are judged once."""
+    folder = os.environ.get("COURSE_JUDGE_CACHE")
+    if not folder:
+        return None
+    import torch
+    import triton
+
+    from .. import __file__ as package_init
+
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
+    where = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    digest.update(f"{os.environ.get('TRITON_INTERPRET')}|{where}|{torch.__version__}|{triton.__version__}|"
+                  f"{os.environ.get('COURSE_CASE_TIMEOUT_S')}".encode())
+    digest.update(_grader_digest(Path(package_init).parent).encode())
+    return Path(folder) / f"{digest.hexdigest()}.json"
+
+
+@functools.lru_cache(maxsize=1)
+def _grader_digest(package: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def judge_points(grade_name: str, max_score: float, outcome: Verification) -> tuple[float, str]:
