@@ -24,7 +24,9 @@ from autograder.grading.ray_grading import (  # noqa: E402
     dispatch, format_run, grade_class, start_local_ray)
 from autograder.problems import ASSIGNMENTS  # noqa: E402
 
-CLASS_SIZE = 20
+# Every problem's first two samples (correct, untouched): a subset of the sequential demo's class,
+# so the two paths are compared on the same submissions.
+CLASS_SIZE = 12
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +99,7 @@ def ray_class(cluster, tmp_path_factory, repo_root):
 
 
 @pytest.mark.slow
-def test_twenty_submissions_of_every_problem_are_graded_in_parallel(ray_class):
+def test_a_class_of_every_problem_is_graded_in_parallel(ray_class):
     first = ray_class["first"]
     assert len(first.rows) == len(ray_class["chosen"]) >= CLASS_SIZE
     assert {a for _, a in ray_class["chosen"]} == set(ASSIGNMENTS)

@@ -17,7 +17,8 @@ def graded(tmp_path_factory, repo_root):
     # The correct neighbour, and a correct kernel that writes to stderr (nbgrader would zero a
     # test cell for that if the checks did not send stderr to stdout).
     names = {s.name for s in ADVERSARIAL["problem3"]} | {"correct", "correct_noisy"}
-    rows, expected = run_demo(repo_root, course, progress=False, adversarial=True, only=names)
+    rows, expected = run_demo(repo_root, course, assignments=("problem3",), progress=False, adversarial=True,
+                              only=names)
     yield course, {r.student: r for r in rows}, expected
     mp.undo()
 
@@ -99,7 +100,8 @@ def test_a_submission_over_its_time_limit_is_stopped_with_its_kernel(tmp_path, r
     import psutil
 
     monkeypatch.setenv("COURSE_SUBMISSION_TIMEOUT_S", "20")
-    rows, _ = run_demo(repo_root, tmp_path / "course", progress=False, adversarial=True, only={"endless_cell"})
+    rows, _ = run_demo(repo_root, tmp_path / "course", assignments=("problem3",), progress=False, adversarial=True,
+                       only={"endless_cell"})
     # The notebook's run is stopped at the limit; the grade is the judge's, which ran beside it.
     assert rows[0].score == total_points("problem3") and "did not finish within 20 s" in rows[0].problem
     kernels = [p for p in psutil.Process().children(recursive=True) if "ipykernel" in " ".join(p.cmdline())]
