@@ -300,6 +300,14 @@ class _Ctx:
     comp: frozenset = frozenset()
 
 
+# Expressions whose only content is their operands (field names of each), walked alike.
+_OPERANDS = {
+    ast.BinOp: ("left", "right"), ast.UnaryOp: ("operand",), ast.BoolOp: ("values",),
+    ast.Compare: ("left", "comparators"), ast.IfExp: ("test", "body", "orelse"),
+    ast.Subscript: ("value", "slice"),
+}
+
+
 class _Checker:
     def __init__(self, policy: _Policy):
         self.p = policy
@@ -696,29 +704,11 @@ class _Checker:
             self.expr(node.func, ctx)
             self.call_arguments(node, ctx)
             return _VALUE
-        if isinstance(node, ast.BinOp):
-            self.expr(node.left, ctx)
-            self.expr(node.right, ctx)
-            return _VALUE
-        if isinstance(node, ast.UnaryOp):
-            self.expr(node.operand, ctx)
-            return _VALUE
-        if isinstance(node, ast.BoolOp):
-            for value in node.values:
-                self.expr(value, ctx)
-            return _VALUE
-        if isinstance(node, ast.Compare):
-            self.expr(node.left, ctx)
-            for value in node.comparators:
-                self.expr(value, ctx)
-            return _VALUE
-        if isinstance(node, ast.IfExp):
-            for part in (node.test, node.body, node.orelse):
-                self.expr(part, ctx)
-            return _VALUE
-        if isinstance(node, ast.Subscript):
-            self.expr(node.value, ctx)
-            self.expr(node.slice, ctx)
+        if type(node) in _OPERANDS:  # operators: nothing to check but their operands
+            for field in _OPERANDS[type(node)]:
+                part = getattr(node, field)
+                for child in part if isinstance(part, list) else [part]:
+                    self.expr(child, ctx)
             return _VALUE
         if isinstance(node, ast.Slice):
             for part in (node.lower, node.upper, node.step):
