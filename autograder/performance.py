@@ -225,12 +225,15 @@ def award(fn, reference, plan: TimingPlan, points: float, gate=None) -> float | 
     return points * share
 
 
-def points_function(assignment: str, plan: TimingPlan, points: float, gate):
-    """A problem's `performance_points(fn)`: what its graded performance cell calls."""
+def points_function(assignment: str, plan: TimingPlan, points: float, gate, *, reference):
+    """A problem's `performance_points(fn)`: what its graded performance cell calls.
+
+    `reference(assignment)` gives the reference kernel's function (or None where it is not at hand;
+    autograder.problems.reference_function). It is asked at every call, not once here, since the
+    grader's judge puts its own reference in place after the problem's module is imported.
+    """
     def performance_points(fn):
         """The performance points fn earns against the reference kernel (printed, and returned
         for nbgrader's partial credit); a kernel that fails the self-check earns none."""
-        from .problems import reference_function
-
-        return award(fn, reference_function(assignment), plan, points, gate=lambda: gate(fn))
+        return award(fn, reference(assignment), plan, points, gate=lambda: gate(fn))
     return performance_points

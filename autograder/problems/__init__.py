@@ -38,7 +38,8 @@ def set_reference_override(assignment: str, fn) -> None:
 def reference_function(assignment: str):
     """The reference solution's graded function, or None where the course's sources are not at
     hand (a student's Colab install ships without solutions/): benchmarks put the learner's kernel
-    next to it when they can."""
+    next to it when they can, and each problem hands this function to performance.points_function,
+    which asks it for the kernel to time against."""
     if assignment in _REFERENCE_OVERRIDES:
         return _REFERENCE_OVERRIDES[assignment]
     module = get(assignment)

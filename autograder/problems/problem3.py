@@ -42,7 +42,8 @@ def check(fn):
 # Performance points (autograder.performance): the kernel's time over the reference kernel's.
 PERFORMANCE_POINTS = 2
 TIMING = TimingPlan(gpu_case=Case(4, 16, 4096, 64), cpu_case=Case(1, 2, 256, 64))
-performance_points = performance.points_function(ASSIGNMENT, TIMING, PERFORMANCE_POINTS, gate=check)
+performance_points = performance.points_function(ASSIGNMENT, TIMING, PERFORMANCE_POINTS, gate=check,
+                                                reference=reference_function)
 
 
 def reference_module(repo_root):

@@ -301,7 +301,8 @@ def check(fn, launch_schedule=None):
 # Performance points (autograder.performance): the kernel's time over the reference kernel's.
 PERFORMANCE_POINTS = 2
 TIMING = TimingPlan(gpu_case=Case(4, 32, 4096, 64, H_kv=8), cpu_case=Case(1, 4, 256, 32, H_kv=2))
-performance_points = performance.points_function(ASSIGNMENT, TIMING, PERFORMANCE_POINTS, gate=check)
+performance_points = performance.points_function(ASSIGNMENT, TIMING, PERFORMANCE_POINTS, gate=check,
+                                                reference=reference_function)
 
 
 def reference_module(repo_root):

@@ -369,7 +369,8 @@ def check(fn):
 PERFORMANCE_POINTS = 2
 TIMING = TimingPlan(gpu_case=Case(1, 16, 16384, 64, H_kv=4, window=1024, sink=4),
                     cpu_case=Case(1, 2, 384, 32, window=64, sink=4))
-performance_points = performance.points_function(ASSIGNMENT, TIMING, PERFORMANCE_POINTS, gate=check)
+performance_points = performance.points_function(ASSIGNMENT, TIMING, PERFORMANCE_POINTS, gate=check,
+                                                reference=reference_function)
 
 
 def reference_module(repo_root):
