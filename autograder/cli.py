@@ -8,6 +8,8 @@
                                            (--ray: one task per submission on a Ray cluster)
     autograder bench [--problem N]         time a reference kernel against PyTorch (GPU)
 """
+# Each command imports what it needs when it runs: the grading modules bring in torch, which
+# `--help` and `env` should not wait for, and `env` must configure the device before triton.
 from __future__ import annotations
 
 import argparse
@@ -37,7 +39,8 @@ def cmd_env(args):
 
 def cmd_release(args):
     from . import notebook_template
-    from .grading.pipeline import ASSIGNMENTS, prepare_course, release
+    from .grading.course import prepare_course, release
+    from .grading.scratch import ASSIGNMENTS
 
     repo = _repo(args)
     chosen = args.assignments or list(ASSIGNMENTS)
@@ -61,14 +64,21 @@ def cmd_release(args):
     return 0
 
 
-def _ray_options(args) -> dict:
-    """Options for grading on Ray, after making sure Ray is installed."""
+def _grader(args):
+    """The grader the command line asks for: on Ray (after making sure Ray is installed), or one
+    submission after another."""
+    from .grading.autograde import OneAfterAnother
+
+    if not args.ray:
+        return OneAfterAnother()
     try:
         import ray  # noqa: F401
     except ImportError:
         sys.exit("--ray needs Ray: pip install -e '.[scale]' (on every machine of the cluster)")
-    return {"address": args.address, "num_cpus": args.num_cpus, "gpus_per_task": args.gpus_per_task,
-            "trace_dir": args.trace_dir}
+    from .grading.ray_grading import RayGrader
+
+    return RayGrader(address=args.address, num_cpus=args.num_cpus, gpus_per_task=args.gpus_per_task,
+                     trace_dir=args.trace_dir)
 
 
 def _add_ray_arguments(p):
@@ -86,71 +96,54 @@ def _add_ray_arguments(p):
 
 def cmd_demo(args):
     from . import device
-    from .grading.pipeline import export_rows, run_demo, stage_demo, summary
-    from .grading.report import plot_grades
+    from .grading.autograde import format_run
+    from .grading.demo import run_demo
+    from .grading.export import summary
 
-    options = _ray_options(args) if args.ray else {}
+    grader = _grader(args)
     runtime = device.configure()  # the graded kernels inherit TRITON_INTERPRET from here
-    repo = _repo(args)
     course = Path(args.workdir).resolve()
-    if args.ray:
-        from .grading.pipeline import sandbox_choice
-        from .grading.ray_grading import format_run, grade_class
-
-        sandboxed = sandbox_choice("required" if args.adversarial else "off" if args.no_sandbox else "auto")
-        expected = stage_demo(repo, course, adversarial=args.adversarial, class_size=args.class_size)
-        run = grade_class(course, sandboxed=sandboxed, **options)
-        rows = run.rows
-        export_rows(rows, course / "grade_report.csv")
-        plot_grades(rows, course / "grades.png")
-    else:
-        rows, expected = run_demo(repo, course, adversarial=args.adversarial, class_size=args.class_size,
-                                  sandbox_mode="off" if args.no_sandbox else "auto")
+    run, expected = run_demo(_repo(args), course, adversarial=args.adversarial, class_size=args.class_size,
+                             grader=grader, sandbox_mode="off" if args.no_sandbox else "auto")
     print()
-    print(summary(rows, expected))
-    if args.ray:
-        print()
-        print(format_run(run))
+    print(summary(run.rows, expected))
+    print()
+    print(format_run(run))
     print(f"\nnbgrader export: {course / 'grades.csv'}   report: {course / 'grade_report.csv'}")
     print(f"feedback: {course / 'feedback'}   plot: {course / 'grades.png'}")
     if runtime.interpreter:
         print("Graded on the CPU through Triton's interpreter (bfloat16 cases ran as float16).")
-    ok = all(r.score == expected.get((r.student, r.assignment)) for r in rows)
+    ok = all(r.score == expected.get((r.student, r.assignment)) for r in run.rows)
     return 0 if ok else 1
 
 
 def cmd_grade(args):
     from . import device
-    from .grading.pipeline import export_rows, grade, sandbox_choice, submitted_students, summary
+    from .grading.autograde import format_run, grade, sandbox_choice
+    from .grading.course import assignments_with_submissions, submitted_students
+    from .grading.export import summary, write_report
     from .grading.sandbox import SandboxUnavailable
-    from .grading.report import plot_grades
     from .problems import ASSIGNMENTS
 
-    options = _ray_options(args) if args.ray else {}
+    grader = _grader(args)
     device.configure()
     course = Path(args.course).resolve()
-    assignments = args.assignment or [a for a in ASSIGNMENTS if submitted_students(course, a)]
-    if not assignments:
-        sys.exit(f"no submissions under {course / 'submitted'}/<student>/<assignment>/")
+    unknown = [a for a in args.assignment or () if a not in ASSIGNMENTS]
+    if unknown:
+        sys.exit(f"unknown assignment {', '.join(unknown)}; known: {', '.join(ASSIGNMENTS)}")
+    assignments = args.assignment or assignments_with_submissions(course)
+    missing = [a for a in assignments if not submitted_students(course, a)]
+    if not assignments or missing:
+        sys.exit(f"no submissions under {course / 'submitted'}/<student>/{missing[0] if missing else '<assignment>'}/")
     try:
         sandboxed = sandbox_choice("off" if args.no_sandbox else "required")
     except SandboxUnavailable as exc:
         sys.exit(str(exc))
-    if args.ray:
-        from .grading.ray_grading import format_run, grade_class
-
-        run = grade_class(course, assignments, regrade=args.regrade, sandboxed=sandboxed, **options)
-        rows = run.rows
-    else:
-        rows = []
-        for assignment in assignments:
-            rows += grade(course, assignment, regrade=args.regrade, sandboxed=sandboxed)
-    export_rows(rows, course / "grade_report.csv")
-    plot_grades(rows, course / "grades.png")
-    print(summary(rows))
-    if args.ray:
-        print()
-        print(format_run(run))
+    run = grade(course, assignments, grader=grader, regrade=args.regrade, sandboxed=sandboxed)
+    write_report(run.rows, course)
+    print(summary(run.rows))
+    print()
+    print(format_run(run))
     return 0
 
 

@@ -3,8 +3,8 @@
     python scripts/ray_class_timing.py OUTDIR [--class-size 20] [--modes sequential ray ray-shared]
                                               [--share 4] [--num-cpus N] [--num-gpus N] [--label NAME]
 
-Modes (each grades its own copy of the same class, staged by pipeline.stage_demo):
-  sequential  pipeline.grade, one submission after another (the path without Ray)
+Modes (each grades its own copy of the same class, staged by demo.stage_demo):
+  sequential  autograde.grade with OneAfterAnother, one submission after another (the path without Ray)
   ray         one Ray task per submission; on a GPU machine each task has a GPU to itself
   ray-shared  on a GPU machine, `--share` tasks share each GPU (throughput; timings inside a
               task are then disturbed by its neighbours); on a CPU machine the same as `ray`
@@ -29,8 +29,10 @@ sys.path.insert(0, str(REPO))
 
 
 def grade_mode(mode: str, out: Path, args) -> dict:
-    from autograder.grading import pipeline
-    from autograder.grading.report import plot_grades
+    from autograder.grading.autograde import format_run, grade
+    from autograder.grading.demo import stage_demo
+    from autograder.grading.export import summary, write_report
+    from autograder.grading.scratch import DONE_MARKER
 
     name = args.label or mode
     course = out / name / "course"
@@ -42,11 +44,11 @@ def grade_mode(mode: str, out: Path, args) -> dict:
         saved = json.loads(segments_path.read_text())
         expected = {tuple(key.split("/")): points for key, points in saved["expected"].items()}
         segments = saved["segments"]
-        last_done = max((p.stat().st_mtime for p in course.glob(f"autograded/*/*/{pipeline.DONE_MARKER}")), default=0)
+        last_done = max((p.stat().st_mtime for p in course.glob(f"autograded/*/*/{DONE_MARKER}")), default=0)
         for seg in segments:
             seg.setdefault("seconds", max(0.0, last_done - seg["start"]))
     else:
-        expected = pipeline.stage_demo(REPO, course, class_size=args.class_size)
+        expected = stage_demo(REPO, course, class_size=args.class_size)
         segments = []
     record = {"mode": mode, "run": name, "submissions": len(expected), "started": time.time()}
     if mode == "sequential":
@@ -54,17 +56,14 @@ def grade_mode(mode: str, out: Path, args) -> dict:
         segments_path.write_text(json.dumps({"expected": {"/".join(k): v for k, v in expected.items()},
                                              "segments": segments}))
         start = time.monotonic()
-        rows = []
-        for assignment in [a for a in pipeline.ASSIGNMENTS if pipeline.submitted_students(course, a)]:
-            rows += pipeline.grade(course, assignment, progress=True)
+        run = grade(course, progress=True)
         segments[-1]["seconds"] = time.monotonic() - start
         record["wall_s"] = sum(seg["seconds"] for seg in segments)
         record["segments_s"] = [round(seg["seconds"], 1) for seg in segments]
-        record["summary"] = ""
     else:
         import ray
 
-        from autograder.grading.ray_grading import format_run, grade_class, start_local_ray
+        from autograder.grading.ray_grading import RayGrader, start_local_ray
 
         start = time.monotonic()
         start_local_ray(args.num_cpus, args.num_gpus)
@@ -72,21 +71,20 @@ def grade_mode(mode: str, out: Path, args) -> dict:
         gpus = ray.cluster_resources().get("GPU", 0)
         share = 1.0 / args.share if (mode == "ray-shared" and gpus) else None
         start = time.monotonic()
-        run = grade_class(course, progress=True, gpus_per_task=share)
+        run = grade(course, grader=RayGrader(gpus_per_task=share), progress=True)
         record["wall_s"] = time.monotonic() - start
-        record["summary"] = format_run(run)
         record["gpus_per_task"] = run.gpus_per_task
         record["slots"] = run.slots
         record["task_seconds"] = run.task_seconds
         record["gpus"] = gpus
-        rows = run.rows
         ray.shutdown()
-    pipeline.export_rows(rows, course / "grade_report.csv")
-    plot_grades(rows, course / "grades.png")
+    record["summary"] = format_run(run)
+    rows = run.rows
+    write_report(rows, course)
     record["scores"] = {f"{r.student}/{r.assignment}": r.score for r in rows}
     record["wrong"] = [f"{r.student}/{r.assignment}: {r.score} (deserves {expected[(r.student, r.assignment)]})"
                        for r in rows if r.score != expected[(r.student, r.assignment)]]
-    print(pipeline.summary(rows, expected))
+    print(summary(rows, expected))
     if record["summary"]:
         print(record["summary"])
     print(f"{name}: {len(rows)} submissions graded in {record['wall_s']:.1f} s", flush=True)

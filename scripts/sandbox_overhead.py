@@ -3,7 +3,7 @@
     python scripts/sandbox_overhead.py OUTDIR [--assignment problem3] [--samples a b c]
 
 Each run stages a fresh course with the bundled samples of the assignment, grades it one
-submission after another (`pipeline.grade`), and records each submission's wall time (from the
+submission after another (as `autograde.OneAfterAnother` does), and records each submission's wall time (from the
 tqdm-free loop below), its score and notes. Writes OUTDIR/sandbox-overhead.json and prints a
 table: per-submission seconds with and without the sandbox, and whether the grades agree.
 """
@@ -24,24 +24,27 @@ from autograder import device  # noqa: E402
 
 
 def grade_once(course: Path, assignment: str, samples, sandboxed: bool, log: Path) -> dict:
-    from autograder.grading import pipeline, scratch
+    from autograder.grading import autograde, course as course_folder, demo, export, scratch
+    from autograder.notebook_code import read
 
-    expected = pipeline.stage_demo(REPO, course, assignments=(assignment,), only=set(samples))
-    release_nb = pipeline.read(course / "notebooks" / assignment / f"{pipeline.ASSIGNMENTS[assignment]}.ipynb")
+    expected = demo.stage_demo(REPO, course, assignments=(assignment,), only=set(samples))
+    release_nb = read(course_folder.release_path(course, assignment))
     common, template = scratch.course_template(course, [assignment])
     per = {}
-    for student in pipeline.submitted_students(course, assignment):
-        notes, problem, needs = pipeline.triage(course, assignment, student, release_nb)
+    for student in course_folder.submitted_students(course, assignment):
+        notes, problem, needs = autograde.triage(course, assignment, student, release_nb)
         start = time.monotonic()
-        result = scratch.grade_in_scratch(common, template[assignment], scratch._read_tree(
-            course / "submitted" / student / assignment), assignment, student, sandboxed=sandboxed)
+        result = scratch.grade_in_scratch(common, template[assignment], scratch.handed_in(course, assignment, student),
+                                          assignment, student, sandboxed=sandboxed)
         scratch.record_result(course, result)
         per[student] = {"seconds": round(time.monotonic() - start, 2), "notes": result.notes, "problem": result.problem}
         line = f"{'sandboxed' if sandboxed else 'unsandboxed'} {student}: {per[student]}"
         print(line, flush=True)
         with open(log, "a") as f:  # as it goes: a run cut short still leaves its numbers
             f.write(line + "\n")
-    rows = pipeline.finish(course, assignment, list(per), {s: (v["notes"], v["problem"]) for s, v in per.items()})
+    export.write_feedback(course, assignment)
+    export.export_gradebook(course)
+    rows = export.grade_rows(course, assignment, list(per), {s: (v["notes"], v["problem"]) for s, v in per.items()})
     for row in rows:
         per[row.student]["score"] = row.score
         per[row.student]["expected"] = expected[(row.student, assignment)]

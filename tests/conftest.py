@@ -42,12 +42,12 @@ def reference_kernel():
 @pytest.fixture(scope="session")
 def sequential_demo(tmp_path_factory):
     """The bundled samples of every assignment graded once, one after another, through nbgrader
-    (pipeline.run_demo): (course folder, {(student, assignment): SubmissionGrade}, expected points).
+    (grading.demo.run_demo): (course folder, {(student, assignment): SubmissionGrade}, expected points).
     Tests that compare another way of grading with the sequential one share this run."""
-    from autograder.grading.pipeline import run_demo
+    from autograder.grading.demo import run_demo
 
     course = tmp_path_factory.mktemp("sequential-demo") / "course"
     # A class of 20 taken in turn from every problem's samples (correct, untouched and the first
     # mistakes of each): the whole bundled set is `bash course.sh demo`, too long for CI.
-    rows, expected = run_demo(REPO_ROOT, course, progress=False, class_size=DEMO_CLASS_SIZE)
-    return course, {(r.student, r.assignment): r for r in rows}, expected
+    run, expected = run_demo(REPO_ROOT, course, progress=False, class_size=DEMO_CLASS_SIZE)
+    return course, {(r.student, r.assignment): r for r in run.rows}, expected

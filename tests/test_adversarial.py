@@ -19,7 +19,7 @@ import nbformat
 import pytest
 
 from autograder import problems
-from autograder.grading import pipeline, sandbox
+from autograder.grading import autograde, demo, export, sandbox
 from autograder.grading.samples import Sample, build_submission
 from autograder.notebook_code import read
 
@@ -202,7 +202,7 @@ def attacked(tmp_path_factory, repo_root):
     threading.Thread(target=lambda: received.append(listener.accept()), daemon=True).start()
     port = listener.getsockname()[1]
 
-    pipeline.stage_demo(repo_root, course, assignments=(ASSIGNMENT,), only=set())
+    demo.stage_demo(repo_root, course, assignments=(ASSIGNMENT,), only=set())
     module = problems.get(ASSIGNMENT)
     source_nb = read(course / "solutions" / ASSIGNMENT / module.NOTEBOOK)
     release_nb = read(course / "notebooks" / ASSIGNMENT / module.NOTEBOOK)
@@ -219,10 +219,10 @@ def attacked(tmp_path_factory, repo_root):
         folder.mkdir(parents=True)
         nb = build_submission(sample, source_nb, release_nb, module.STUDENT_CELL, module.KERNEL_CELLS[-1])
         nbformat.write(nb, str(folder / module.NOTEBOOK))
-    protected = {"package": Path(pipeline.__file__).resolve().parents[1], "solutions": repo_root / "solutions",
+    protected = {"package": Path(autograde.__file__).resolve().parents[1], "solutions": repo_root / "solutions",
                  "course solutions": course / "solutions", "submissions": course / "submitted"}
     before = {k: _hash_tree(p) for k, p in protected.items()}
-    rows = {r.student: r for r in pipeline.grade(course, ASSIGNMENT, progress=False, sandboxed=True)}
+    rows = {r.student: r for r in autograde.grade(course, [ASSIGNMENT], progress=False, sandboxed=True).rows}
     import time
     time.sleep(10)  # the background process's delayed write would have happened by now
     yield dict(course=course, canary=canary, rows=rows, before=before, protected=protected,
@@ -235,7 +235,7 @@ def attacked(tmp_path_factory, repo_root):
 def test_each_submission_gets_exactly_what_its_answer_deserves(attacked, name):
     row = attacked["rows"][name]
     want = HONEST.get(name, EXPECTED.get(name))
-    assert row.score == want, pipeline.summary([row])
+    assert row.score == want, export.summary([row])
     if name.startswith("answer_"):
         assert any("answer cell rejected" in n for n in row.notes), row.notes
 

@@ -1,7 +1,8 @@
 """Faults only a GPU has: each costs its own submission and nothing else (run on a GPU runner)."""
 import pytest
 
-from autograder.grading.pipeline import run_demo, summary
+from autograder.grading.demo import run_demo
+from autograder.grading.export import summary
 from autograder.grading.samples import GPU_FAULTS, expected_score
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
@@ -13,8 +14,9 @@ def graded(tmp_path_factory, repo_root):
     mp.setenv("COURSE_CELL_TIMEOUT_S", "60")
     mp.setenv("COURSE_SUBMISSION_TIMEOUT_S", "240")
     course = tmp_path_factory.mktemp("gpu-faults") / "course"
-    rows, _ = run_demo(repo_root, course, progress=False, gpu_faults=True,
-                       only={s.name for s in GPU_FAULTS["problem3"]})
+    run, _ = run_demo(repo_root, course, progress=False, gpu_faults=True,
+                      only={s.name for s in GPU_FAULTS["problem3"]})
+    rows = run.rows
     print(summary(rows))
     yield {r.student: r for r in rows}
     mp.undo()

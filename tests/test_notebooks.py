@@ -5,7 +5,7 @@ import re
 import nbformat
 import pytest
 
-from autograder.grading.pipeline import prepare_course, release
+from autograder.grading.course import prepare_course, release
 from autograder.grading.samples import SAMPLES, apply_edits
 from autograder.notebook_code import cell_by_id, grade_id, strip_markers
 from autograder import problems

@@ -3,7 +3,7 @@ import csv
 
 import pytest
 
-from autograder.grading.pipeline import summary
+from autograder.grading.export import summary
 from autograder.grading.samples import SAMPLES, expected_score
 from autograder.problems import ASSIGNMENTS, total_points
 

@@ -19,9 +19,11 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from autograder.grading import pipeline  # noqa: E402
-from autograder.grading.ray_grading import (  # noqa: E402
-    dispatch, format_run, grade_class, start_local_ray)
+from autograder.grading.autograde import format_run, grade  # noqa: E402
+from autograder.grading.demo import stage_demo  # noqa: E402
+from autograder.grading.export import write_rows  # noqa: E402
+from autograder.grading.ray_grading import RayGrader, dispatch, start_local_ray  # noqa: E402
+from autograder.grading.scratch import is_graded  # noqa: E402
 from autograder.problems import ASSIGNMENTS  # noqa: E402
 
 # Every problem's first two samples (correct, untouched): a subset of the sequential demo's class,
@@ -79,19 +81,19 @@ def ray_class(cluster, tmp_path_factory, repo_root):
     base = tmp_path_factory.mktemp("ray-class")
     course, trace = base / "course", base / "trace"
     # Every problem's first sample, then every problem's second, ... (copies if too few).
-    staged = pipeline.stage_demo(repo_root, course, class_size=CLASS_SIZE)
+    staged = stage_demo(repo_root, course, class_size=CLASS_SIZE)
     chosen = sorted(staged, key=lambda key: (ASSIGNMENTS.index(key[1]), key[0]))
     victim = chosen[0]  # the first task to start
     killer = Killer(trace, victim)
     killer.start()
     start = time.monotonic()
-    first = grade_class(course, progress=False, trace_dir=str(trace))
+    first = grade(course, grader=RayGrader(trace_dir=str(trace)), progress=False)
     first_wall = time.monotonic() - start
     killer.join(timeout=5)
-    pipeline.export_rows(first.rows, course / "grade_report.csv")
+    write_rows(first.rows, course / "grade_report.csv")
     exported = (course / "grades.csv").read_text()
     stamps = {p: p.stat().st_mtime_ns for p in (course / "autograded").rglob("*.ipynb")}
-    second = grade_class(course, progress=False)
+    second = grade(course, grader=RayGrader(), progress=False)
     print(f"\nRay, 2 CPUs, {len(chosen)} submissions: {first_wall:.1f} s\n{format_run(first)}\n"
           f"second run:\n{format_run(second)}")
     return dict(course=course, trace=trace, chosen=chosen, staged=staged, victim=victim, killer=killer,
@@ -163,7 +165,7 @@ def test_a_worker_killed_mid_task_loses_nothing(ray_class, sequential_demo):
     assert first.counts[assignment]["retried"] == 1 and not first.failures
     row = next(r for r in first.rows if (r.student, r.assignment) == (student, assignment))
     assert row.score == sequential[(student, assignment)].score and not row.problem
-    assert pipeline.is_graded(ray_class["course"], assignment, student)
+    assert is_graded(ray_class["course"], assignment, student)
     # What the dead worker left running (nbgrader, its notebook kernel) is stopped by the raylet,
     # and its scratch course is swept by a later task on the node.
     deadline = time.monotonic() + 30
@@ -259,7 +261,7 @@ def test_everything_but_ray_grading_works_without_ray(tmp_path):
     --ray says how to install it."""
     code = (
         "import sys; sys.modules['ray'] = None\n"
-        "import autograder.cli, autograder.grading.pipeline, autograder.grading.ray_grading\n"
+        "import autograder.cli, autograder.grading.autograde, autograder.grading.demo, autograder.grading.ray_grading\n"
         f"autograder.cli.main(['grade', {str(tmp_path)!r}, '--ray'])\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,

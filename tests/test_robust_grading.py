@@ -2,8 +2,11 @@
 reason, the rest of the class is graded normally, and a second run grades nothing twice."""
 import pytest
 
-from autograder.grading.pipeline import DONE_MARKER, grade, run_demo, summary
+from autograder.grading.autograde import grade
+from autograder.grading.demo import run_demo
+from autograder.grading.export import summary
 from autograder.grading.samples import ADVERSARIAL, expected_score
+from autograder.grading.scratch import DONE_MARKER
 from autograder.problems import total_points
 
 
@@ -17,9 +20,9 @@ def graded(tmp_path_factory, repo_root):
     # The correct neighbour, and a correct kernel that writes to stderr (nbgrader would zero a
     # test cell for that if the checks did not send stderr to stdout).
     names = {s.name for s in ADVERSARIAL["problem3"]} | {"correct", "correct_noisy"}
-    rows, expected = run_demo(repo_root, course, assignments=("problem3",), progress=False, adversarial=True,
-                              only=names)
-    yield course, {r.student: r for r in rows}, expected
+    run, expected = run_demo(repo_root, course, assignments=("problem3",), progress=False, adversarial=True,
+                             only=names)
+    yield course, {r.student: r for r in run.rows}, expected
     mp.undo()
 
 
@@ -53,7 +56,7 @@ def test_a_second_run_grades_nothing_twice_and_an_interrupted_one_resumes(graded
     course, rows, _ = graded
     # An interrupted run: "correct" was autograded but never recorded as done.
     (course / "autograded" / "correct" / "problem3" / DONE_MARKER).unlink()
-    again = {r.student: r for r in grade(course, "problem3", progress=False)}
+    again = {r.student: r for r in grade(course, ["problem3"], progress=False).rows}
     assert {s: r.score for s, r in again.items()} == {s: r.score for s, r in rows.items()}
     assert not any("already graded" in n for n in again["correct"].notes)
     skipped = [s for s, r in again.items() if any("already graded" in n for n in r.notes)]
@@ -100,8 +103,9 @@ def test_a_submission_over_its_time_limit_is_stopped_with_its_kernel(tmp_path, r
     import psutil
 
     monkeypatch.setenv("COURSE_SUBMISSION_TIMEOUT_S", "20")
-    rows, _ = run_demo(repo_root, tmp_path / "course", assignments=("problem3",), progress=False, adversarial=True,
-                       only={"endless_cell"})
+    run, _ = run_demo(repo_root, tmp_path / "course", assignments=("problem3",), progress=False, adversarial=True,
+                      only={"endless_cell"})
+    rows = run.rows
     # The notebook's run is stopped at the limit; the grade is the judge's, which ran beside it.
     assert rows[0].score == total_points("problem3") and "did not finish within 20 s" in rows[0].problem
     kernels = [p for p in psutil.Process().children(recursive=True) if "ipykernel" in " ".join(p.cmdline())]

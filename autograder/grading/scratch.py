@@ -213,6 +213,11 @@ def record_result(course_root: Path, result: SubmissionResult) -> None:
         mark_graded(course_root, result.assignment, result.student, result.problem)
 
 
+def handed_in(course_root: Path, assignment: str, student: str) -> dict:
+    """The files of submitted/<student>/<assignment>/, as grade_in_scratch takes them."""
+    return _read_tree(course_root / "submitted" / student / assignment)
+
+
 def _read_tree(root: Path) -> dict:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()} \
         if root.is_dir() else {}
