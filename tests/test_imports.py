@@ -2,7 +2,8 @@
 
 A cycle between two modules works only while one side imports the other inside a function, and
 breaks as soon as someone moves that import to the top. So the graph below counts every import
-of an `autograder` module, at module level and inside functions alike.
+of an `autograder` module, at module level and inside functions alike, and the modules a registry
+loads by name (importlib.import_module).
 """
 from __future__ import annotations
 
@@ -82,8 +83,8 @@ def _named_modules(arg, name: str, package: str) -> list[str]:
 
 
 def imported_modules(name: str) -> list[tuple[str, int, str]]:
-    """(imported module, line, 'module level' or 'in a function') for each import of a package
-    module by module `name`. `from P import x` counts as importing P.x when that is a module,
+    """(imported module, line, where: 'module level', 'in a function', 'by name, ...') for each
+    import of a package module by module `name`. `from P import x` counts as importing P.x when that is a module,
     else P."""
     tree = ast.parse(MODULES[name].read_text(), filename=str(MODULES[name]))
     package = name if _is_package(name) else name.rpartition(".")[0]
@@ -102,7 +103,7 @@ def imported_modules(name: str) -> list[tuple[str, int, str]]:
                     add(alias.name, child, where)
             elif isinstance(child, ast.Call) and _calls_import_module(child):
                 for target in _named_modules(child.args[0] if child.args else None, name, package):
-                    add(target, child, "by name, in a function")
+                    add(target, child, f"by name, {where}")
             elif isinstance(child, ast.ImportFrom):
                 if child.level:
                     base = package.split(".")
