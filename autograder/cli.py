@@ -158,13 +158,14 @@ def cmd_bench(args):
     import torch
 
     from . import benchmark as bench
+    from . import problems
     from .problems import problem3
 
     if not torch.cuda.is_available():
         sys.exit("autograder bench needs a CUDA GPU; under the CPU interpreter timings mean nothing")
     if args.problem != "problem3":
         return _bench_problem(args)
-    module = problem3.reference_module(_repo(args))
+    module = problems.reference_module(problem3.SPEC, _repo(args))
     impls = {"reference kernel": lambda q, k, v: module.flash_attention_forward(q, k, v)[0], **bench.peers()}
     if args.no_naive:
         impls.pop("naive PyTorch")
@@ -189,10 +190,10 @@ def _bench_problem(args):
     import json
 
     from .benchmark import environment
-    from .problems import get
+    from .problems import get, reference_module
 
     module = get(args.problem)
-    reference = getattr(module.reference_module(_repo(args)), module.KERNEL_FUNCTION)
+    reference = getattr(reference_module(module.SPEC, _repo(args)), module.SPEC.kernel_function)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = module.benchmark(reference, plot_path=out / f"{args.problem}.png")

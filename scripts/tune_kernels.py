@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from autograder import benchmark as bench  # noqa: E402
-from autograder.problems import get  # noqa: E402
+from autograder.problems import get, reference_module  # noqa: E402
 from autograder.references import create_mask_bool  # noqa: E402
 
 WINDOW, SINK = 1024, 4  # problem 6's benchmark mask
@@ -107,7 +107,7 @@ def main():
     parser.add_argument("--rep", type=int, default=100, help="do_bench repetition time per config, ms")
     args = parser.parse_args()
     problem = PROBLEMS[args.problem]
-    module = get(problem.name).reference_module(REPO)
+    module = reference_module(problem.name, REPO)
     tma_ready = module.tma_ready
     own_group = getattr(module, "_HEADS_PER_GROUP", None)
     shapes = [tuple(int(x) for x in s.split(",")) for s in (args.shapes or problem.shapes).split(";")]

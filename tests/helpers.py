@@ -5,9 +5,9 @@ import re
 from pathlib import Path
 
 from autograder.checks import CheckFailed
-from autograder.grading.samples import apply_edits
 from autograder.grading.verify import graded_test_cells
-from autograder.notebook_code import cell_by_id, import_source, read, strip_markers
+from autograder.kernel_module import import_kernel_module
+from autograder.notebook_code import read
 from autograder.problems import problem3
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -18,16 +18,8 @@ CAUSE = re.compile(r"likely cause \(([a-z_0-9]+)\)")
 def kernel_module(problem, source_nb, edits=(), student_code=None, extra="", name="variant"):
     """The problem's kernel cells as one module, the answer cell edited (or replaced), plus an
     optional extra cell at the end."""
-    parts = []
-    for gid in problem.KERNEL_CELLS:
-        code = strip_markers(cell_by_id(source_nb, gid).source)
-        if gid == problem.STUDENT_CELL:
-            code = student_code if student_code is not None else apply_edits(code, edits)
-        parts.append(code)
-    if extra:
-        parts.append(extra)
-    prefix = problem.__name__.rsplit(".", 1)[-1].replace("problem", "p")
-    return import_source("\n\n".join(parts) + "\n", f"{prefix}_{name}")
+    return import_kernel_module(problem.SPEC, source_nb, answer=student_code, edits=edits, extra_cells=(extra,),
+                                name=name)
 
 
 def kernel_variant(edits=(), student_code=None, name="variant"):

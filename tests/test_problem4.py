@@ -14,7 +14,7 @@ from autograder.grading.samples import apply_edits
 from autograder.grading.verify import answer_cell_violations
 from autograder.inputs import Case, make_qkv
 from autograder.notebook_code import cell_by_id, read, strip_markers
-from autograder.problems import problem4
+from autograder.problems import problem4, reference_module
 from autograder.references import attention_reference
 from tests.helpers import graded_cells, kernel_module, likely_causes, run_graded_cell, run_printing_check
 
@@ -29,7 +29,7 @@ def source_nb(repo_root):
 
 @pytest.fixture(scope="module")
 def reference(repo_root):
-    return problem4.reference_module(repo_root)
+    return reference_module(problem4.SPEC, repo_root)
 
 
 def variant(source_nb, edits=(), student_code=None, name="variant"):
@@ -105,7 +105,7 @@ def test_each_sample_mistake_is_named(source_nb, sample, capsys):
 
 
 def test_untouched_cell_says_not_implemented(repo_root, source_nb, capsys):
-    stub = cell_by_id(read(repo_root / RELEASED), problem4.STUDENT_CELL).source
+    stub = cell_by_id(read(repo_root / RELEASED), problem4.SPEC.student_cell).source
     assert stub.count("raise NotImplementedError()") == 3
     module = variant(source_nb, student_code=stub, name="untouched")
     fn = module.flash_attention_causal
@@ -265,15 +265,15 @@ def test_setup_cell_is_problem_3s_and_comes_before_any_kernel(repo_root, source_
 
 
 def test_answer_cell_follows_the_policy(repo_root, source_nb):
-    solution = strip_markers(cell_by_id(source_nb, problem4.STUDENT_CELL).source)
-    assert answer_cell_violations(solution, problem4.ANSWER_POLICY) == []
-    stub = cell_by_id(read(repo_root / RELEASED), problem4.STUDENT_CELL).source
-    assert answer_cell_violations(stub, problem4.ANSWER_POLICY) == []
+    solution = strip_markers(cell_by_id(source_nb, problem4.SPEC.student_cell).source)
+    assert answer_cell_violations(solution, problem4.SPEC.answer_policy) == []
+    stub = cell_by_id(read(repo_root / RELEASED), problem4.SPEC.student_cell).source
+    assert answer_cell_violations(stub, problem4.SPEC.answer_policy) == []
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.name)
 def test_every_sample_edit_still_applies_to_the_solution(source_nb, sample):
-    solution = strip_markers(cell_by_id(source_nb, problem4.STUDENT_CELL).source)
+    solution = strip_markers(cell_by_id(source_nb, problem4.SPEC.student_cell).source)
     assert (apply_edits(solution, sample.edits) != solution) == bool(sample.edits)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
@@ -18,17 +17,11 @@ from ..checks import TOLERANCES, CheckFailed, assert_cases, stderr_to_stdout, ti
 from ..diagnose import Finding, _explains, describe_exception
 from ..inputs import Case
 from ..references import create_mask_bool as reference_mask
-
-ASSIGNMENT = "problem1"
-NOTEBOOK = "problem1.ipynb"
-# No kernel here: the imports cell and the student's functions are the whole module.
-KERNEL_CELLS = ("imports", "attention")
-STUDENT_CELL = "attention"
-KERNEL_FUNCTION = "naive_attention"
-ANSWER_POLICY = "torch"
+from .online_softmax_faults import diagnose_online_softmax
+from .spec import ProblemSpec
 
 # The hint ladder (autograder.hints.hint("problem1")): two nudges, then the idea, never the code.
-HINTS = (
+_HINTS = (
     "Start with the mask, on paper, for L = 6, W = 3, S = 1: write the 6 x 6 grid of which key j each "
     "query i may see, then express each rule as a comparison between a column of query indices and a "
     "row of key indices (broadcasting an (L, 1) against a (1, L) gives the whole grid at once).",
@@ -43,13 +36,26 @@ HINTS = (
     "B * H * L * L elements times the bytes of one element.",
 )
 
-# What a self-learner can run at any time (the visible graded cells' shapes).
-SELF_CHECK_CASES = [
-    Case(1, 2, 64, 32, "float32"),
-    Case(2, 4, 100, 64, H_kv=2, seed=1),
-    Case(1, 2, 77, 32, causal=True, seed=2),
-    Case(1, 2, 50, 16, "float32", window=8, sink=2, seed=3),
-]
+SPEC = ProblemSpec(
+    assignment="problem1",
+    notebook="problem1.ipynb",
+    # No kernel here: the imports cell and the student's functions are the whole module.
+    kernel_cells=("imports", "attention"),
+    student_cell="attention",
+    kernel_function="naive_attention",
+    answer_policy="torch",
+    hints=_HINTS,
+    # What a self-learner can run at any time (the visible graded cells' shapes).
+    self_check_cases=(
+        Case(1, 2, 64, 32, "float32"),
+        Case(2, 4, 100, 64, H_kv=2, seed=1),
+        Case(1, 2, 77, 32, causal=True, seed=2),
+        Case(1, 2, 50, 16, "float32", window=8, sink=2, seed=3),
+    ),
+)
+# The grading driver reads these from the module.
+NOTEBOOK, KERNEL_CELLS = SPEC.notebook, SPEC.kernel_cells
+STUDENT_CELL, ANSWER_POLICY = SPEC.student_cell, SPEC.answer_policy
 
 
 # --- calling and checking the student's attention ----------------------------------------------
@@ -96,7 +102,7 @@ def check(fn, create_mask=None, score_bytes=None):
     """Self-check with the visible inputs: naive_attention `fn`, and when given, create_mask_bool and
     score_matrix_bytes. Raises CheckFailed with the grader's likely cause for the first that fails."""
     first_failure = None
-    for run in (lambda: assert_attention(fn, SELF_CHECK_CASES),
+    for run in (lambda: assert_attention(fn, SPEC.self_check_cases),
                 lambda: create_mask and assert_masks(create_mask, SELF_CHECK_MASKS),
                 lambda: score_bytes and assert_score_bytes(score_bytes)):
         try:
@@ -224,8 +230,9 @@ def diagnose_softmax_dim(o64, q, k, v, ref_o, case):
     return []
 
 
-# Tried in order before the generic diagnoses (wrong scale, swapped heads, NaNs, row factors).
-DIAGNOSES = (diagnose_gqa, diagnose_masks, diagnose_unwanted_mask, diagnose_softmax_dim)
+# Tried in order before the generic diagnoses (wrong scale, swapped heads, NaNs, row factors); an
+# unnormalised softmax is the online softmax's missing division, which its re-enactment names.
+DIAGNOSES = (diagnose_gqa, diagnose_masks, diagnose_unwanted_mask, diagnose_softmax_dim, diagnose_online_softmax)
 
 
 # --- create_mask_bool -----------------------------------------------------------------------------
@@ -344,14 +351,6 @@ def assert_score_bytes(fn, cases=SCORE_BYTES_CASES):
     if failed:
         raise CheckFailed(f"{failed} of {len(cases)} cases failed; first: {first[0]}: {first[1].message}")
     print(f"All {len(cases)} cases passed.")
-
-
-def reference_module(repo_root):
-    """Import the reference functions from the source notebook (instructor side only)."""
-    from ..notebook_code import import_source, module_source, read
-
-    nb = read(Path(repo_root) / "solutions" / ASSIGNMENT / NOTEBOOK)
-    return import_source(module_source(nb, KERNEL_CELLS), "problem1_reference")
 
 
 # --- measuring memory -------------------------------------------------------------------------------
