@@ -19,7 +19,7 @@ from .references import LOG2_E, attention_reference
 
 @dataclass(frozen=True)
 class Finding:
-    code: str      # stable identifier, e.g. "unmasked_tail"
+    code: str      # stable identifier, e.g. "wrong_scale"
     message: str   # one sentence for the student
 
     def __str__(self):

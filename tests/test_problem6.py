@@ -11,7 +11,7 @@ import torch
 
 from autograder.block_visits import minimal_visits
 from autograder.checks import CheckFailed, run_case
-from autograder.grading import samples as sample_module  # first: it imports the sample sets itself
+from autograder.grading.sample_sets.problem6 import SAMPLES
 from autograder.grading.samples import apply_edits
 from autograder.grading.verify import answer_cell_violations
 from autograder.inputs import Case, make_qkv
@@ -20,7 +20,6 @@ from autograder.problems import problem6, reference_module
 from autograder.references import attention_reference, create_mask_bool
 from tests.helpers import graded_cells, kernel_module, run_graded_cell
 
-SAMPLES = sample_module.SAMPLES["problem6"]
 SOURCE = "solutions/problem6/problem6.ipynb"
 RELEASED = "notebooks/problem6/problem6.ipynb"
 # One input that every sample's mistake shows on: a window shorter than L, sinks that lie in the
