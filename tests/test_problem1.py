@@ -18,7 +18,8 @@ from autograder.grading.samples import SAMPLES, apply_edits
 from autograder.grading.verify import answer_cell_violations, graded_test_cells
 from autograder.inputs import Case
 from autograder.memory import PeakTensorMemory, peak_call_bytes
-from autograder.notebook_code import cell_by_id, import_source, read, strip_markers
+from autograder.kernel_module import import_kernel_module
+from autograder.notebook_code import cell_by_id, read, strip_markers
 from autograder.problems import problem1, reference_module
 
 SOURCE = "solutions/problem1/problem1.ipynb"
@@ -53,8 +54,8 @@ def submission_namespace(source_nb, release_nb, sample, name):
         answer = cell_by_id(release_nb, problem1.SPEC.student_cell).source
     else:
         answer = apply_edits(strip_markers(cell_by_id(source_nb, problem1.SPEC.student_cell).source), sample.edits)
-    code = "\n\n".join([cell_by_id(release_nb, "imports").source, answer, sample.extra_cell]) + "\n"
-    module = import_source(code, f"p1_sample_{name}")
+    module = import_kernel_module(problem1.SPEC, release_nb, answer=answer, extra_cells=(sample.extra_cell,),
+                                  name=f"sample_{name}")
     return {k: v for k, v in vars(module).items() if not k.startswith("__")}
 
 
@@ -165,8 +166,7 @@ SOLUTION_EDITS = {
 
 
 def edited_reference(source_nb, edits, name):
-    answer = apply_edits(strip_markers(cell_by_id(source_nb, problem1.SPEC.student_cell).source), edits)
-    return import_source("import math\n\nimport torch\n\n" + answer + "\n", f"p1_edit_{name}")
+    return import_kernel_module(problem1.SPEC, source_nb, edits=edits, name=f"edit_{name}")
 
 
 @pytest.mark.parametrize("code", sorted(SOLUTION_EDITS))

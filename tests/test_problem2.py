@@ -13,10 +13,12 @@ from autograder.grading.samples import SAMPLES, apply_edits, build_submission
 from autograder.grading.verify import answer_cell_violations, graded_test_cells, verify
 from autograder.inputs import Case, make_qkv
 from autograder.integrity import watch_call
-from autograder.notebook_code import cell_by_id, grade_id, import_source, read, strip_markers
+from autograder.kernel_module import import_kernel_module
+from autograder.notebook_code import cell_by_id, grade_id, read, strip_markers
 from autograder.problems import problem2, reference_module
 from autograder.problems.problem2 import (SoftmaxCase, check_online_softmax, check_tiled_attention, make_logits,
                                           no_score_matrix, run_softmax_case, score_matrix_limit, torch_runtime)
+from tests.helpers import REPO_ROOT
 
 SOURCE = "solutions/problem2/problem2.ipynb"
 RELEASED = "notebooks/problem2/problem2.ipynb"
@@ -36,7 +38,7 @@ def solution_code(source_nb):
 def variant(solution_code, edits=(), student_code=None, name="variant"):
     """The answer module (imports + answer cell) with the answer edited or replaced."""
     code = student_code if student_code is not None else apply_edits(solution_code, edits)
-    return import_source("import math\n\nimport torch\n\n" + code + "\n", f"p2_{name}")
+    return import_kernel_module(problem2.SPEC, read(REPO_ROOT / SOURCE), answer=code, name=name)
 
 
 def codes(result):

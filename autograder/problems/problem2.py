@@ -442,7 +442,7 @@ def check_tiled_attention(fn, cases, title: str = "", **kwargs) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Self-check, reference, figure, benchmark
+# Self-check, figure, benchmark
 # ---------------------------------------------------------------------------------------------
 
 # The visible online_softmax cases (the spec holds tiled_attention's).
