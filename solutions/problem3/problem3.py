@@ -325,8 +325,8 @@ def _flash_attention_forward_kernel_tma(
 
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages) per head dim. Hopper: the fastest of a sweep on an
-# H100 (scripts/tune_problem3.py, docs/gpu-results.md). Elsewhere: tiles that fit the shared
-# memory of Ampere and Ada GPUs (100-164 KB) and under the interpreter.
+# H100 (scripts/tune_kernels.py --problem problem3, docs/gpu-results.md). Elsewhere: tiles that
+# fit the shared memory of Ampere and Ada GPUs (100-164 KB) and under the interpreter.
 _HOPPER_CONFIGS = {16: (64, 128, 4, 3), 32: (128, 128, 4, 3), 64: (128, 128, 4, 3), 128: (128, 128, 8, 3)}
 _DEFAULT_CONFIGS = {16: (64, 64, 4, 3), 32: (128, 64, 4, 3), 64: (128, 64, 4, 3), 128: (128, 64, 8, 2)}
 
@@ -335,20 +335,22 @@ def _launch_config(q):
     return (_HOPPER_CONFIGS if is_hopper_or_newer(q) else _DEFAULT_CONFIGS)[q.shape[-1]]
 
 
-def flash_attention_forward(q, k, v):
+def flash_attention_forward(q, k, v, *, config=None, tma=True):
     """Non-causal attention softmax(q k^T / sqrt(D)) v for (B, H, L, D) tensors.
 
     Returns (o, lse): o like q, lse float32 (B, H, L) in natural log.
+    For sweeps (scripts/tune_kernels.py): `config` = (BLOCK_M, BLOCK_N, num_warps, num_stages)
+    replaces _launch_config(q), and `tma=False` takes the pointer kernel on a Hopper GPU too.
     """
     check_attention_inputs(q, k, v)
     batch, n_heads, seq_len_q, head_dim = q.shape
     seq_len_k = k.shape[2]
     o = torch.empty_like(q)
     lse = torch.empty((batch, n_heads, seq_len_q), device=q.device, dtype=torch.float32)
-    block_m, block_n, num_warps, num_stages = _launch_config(q)
+    block_m, block_n, num_warps, num_stages = config or _launch_config(q)
     grid = (triton.cdiv(seq_len_q, block_m), batch * n_heads)
     qk_scale = LOG2_E / math.sqrt(head_dim)  # fold the softmax scale into exp2
-    if tma_ready(q, k, v, o):  # Hopper and newer: tiles through tensor descriptors
+    if tma and tma_ready(q, k, v, o):  # Hopper and newer: tiles through tensor descriptors
         _flash_attention_forward_kernel_tma[grid](
             tile_descriptor(q, block_m), tile_descriptor(k, block_n), tile_descriptor(v, block_n),
             tile_descriptor(o, block_m), lse,

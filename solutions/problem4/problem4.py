@@ -404,12 +404,15 @@ def launch_config(q):
 _HEADS_PER_GROUP = 8
 
 
-def flash_attention_causal(q, k, v, _visits=None):
+def flash_attention_causal(q, k, v, _visits=None, *, config=None, tma=True, heads_per_group=None):
     """Causal attention: query i attends to keys j <= i. (B, H, L, D) tensors, as many keys as queries.
 
     Returns (o, lse): o like q, lse float32 (B, H, L) in natural log. `_visits` (int32, one entry
     per program: B*H*cdiv(L, BLOCK_M)) is for the grader's block-skipping check: each program adds
     the number of key blocks it processed.
+    For sweeps (scripts/tune_kernels.py): `config` = (BLOCK_M, BLOCK_N, num_warps, num_stages)
+    replaces launch_config(q), `tma=False` takes the pointer kernel on a Hopper GPU too, and
+    `heads_per_group` replaces _HEADS_PER_GROUP of the launch order.
     """
     check_attention_inputs(q, k, v)
     batch, n_heads, seq_len, head_dim = q.shape
@@ -417,17 +420,18 @@ def flash_attention_causal(q, k, v, _visits=None):
         raise ValueError(f"causal attention needs as many keys as queries, got Lq={seq_len}, Lk={k.shape[2]}")
     o = torch.empty_like(q)
     lse = torch.empty((batch, n_heads, seq_len), device=q.device, dtype=torch.float32)
-    block_m, block_n, num_warps, num_stages = launch_config(q)
+    block_m, block_n, num_warps, num_stages = config or launch_config(q)
+    heads_per_group = heads_per_group or _HEADS_PER_GROUP
     grid = (batch * n_heads * triton.cdiv(seq_len, block_m),)
     if _visits is not None and (_visits.dtype != torch.int32 or _visits.numel() != grid[0]):
         raise ValueError(f"_visits must be an int32 tensor of {grid[0]} counters")
     visits = lse if _visits is None else _visits  # a placeholder pointer unless counting
     qk_scale = LOG2_E / math.sqrt(head_dim)  # fold the softmax scale into exp2
-    if tma_ready(q, k, v, o):
+    if tma and tma_ready(q, k, v, o):
         _causal_attention_kernel_tma[grid](
             tile_descriptor(q, block_m), tile_descriptor(k, block_n), tile_descriptor(v, block_n),
             tile_descriptor(o, block_m), lse, visits,
-            n_heads, batch * n_heads, _HEADS_PER_GROUP, seq_len, qk_scale,
+            n_heads, batch * n_heads, heads_per_group, seq_len, qk_scale,
             HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, COUNT_VISITS=_visits is not None,
             OUT_DTYPE=tl.bfloat16 if q.dtype == torch.bfloat16 else tl.float16,
             num_warps=num_warps, num_stages=num_stages,
@@ -436,7 +440,7 @@ def flash_attention_causal(q, k, v, _visits=None):
     _causal_attention_kernel[grid](
         q, k, v, o, lse, visits,
         *q.stride(), *k.stride(), *v.stride(), *o.stride(),
-        n_heads, batch * n_heads, _HEADS_PER_GROUP, seq_len, qk_scale,
+        n_heads, batch * n_heads, heads_per_group, seq_len, qk_scale,
         HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, COUNT_VISITS=_visits is not None,
         num_warps=num_warps, num_stages=num_stages,
     )

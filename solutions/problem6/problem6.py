@@ -500,7 +500,7 @@ def _launch_config(q):
     return 64, 64, 4, (2 if q.shape[-1] == 128 and not is_hopper_or_newer(q) else 3)
 
 
-def flash_attention_window(q, k, v, window_size, sink_size=0, _visits=None):
+def flash_attention_window(q, k, v, window_size, sink_size=0, _visits=None, *, config=None, tma=True):
     """Causal attention with a sliding window and attention sinks, for (B, H, L, D) tensors.
 
     Query i attends to keys i - window_size + 1 .. i and to keys 0 .. sink_size - 1 that are
@@ -508,6 +508,8 @@ def flash_attention_window(q, k, v, window_size, sink_size=0, _visits=None):
     reads K/V head h // (H_q // H_kv). Returns (o, lse): o like q, lse float32 (B, H_q, L) in
     natural log. Pass a dict as `_visits` to get the number of key blocks each program visited
     (`counts`, shape (B * H_q, number of query blocks)) and the block sizes.
+    For sweeps (scripts/tune_kernels.py): `config` = (BLOCK_M, BLOCK_N, num_warps, num_stages)
+    replaces _launch_config(q), and `tma=False` takes the pointer kernel on a Hopper GPU too.
     """
     check_attention_inputs(q, k, v, allow_gqa=True)
     batch, n_heads, seq_len, head_dim = q.shape
@@ -517,14 +519,14 @@ def flash_attention_window(q, k, v, window_size, sink_size=0, _visits=None):
         raise ValueError(f"need window_size >= 1 and sink_size >= 0, got {window_size} and {sink_size}")
     o = torch.empty_like(q)
     lse = torch.empty((batch, n_heads, seq_len), device=q.device, dtype=torch.float32)
-    block_m, block_n, num_warps, num_stages = _launch_config(q)
+    block_m, block_n, num_warps, num_stages = config or _launch_config(q)
     grid = (triton.cdiv(seq_len, block_m), batch * n_heads)
     visits = lse  # a placeholder pointer: the counting code is compiled only when COUNT_VISITS
     if _visits is not None:
         visits = torch.zeros(grid[1], grid[0], device=q.device, dtype=torch.int32)
         _visits.update(counts=visits, block_m=block_m, block_n=block_n)
     qk_scale = LOG2_E / math.sqrt(head_dim)  # fold the softmax scale into exp2
-    if tma_ready(q, k, v, o):
+    if tma and tma_ready(q, k, v, o):
         _flash_attention_window_kernel_tma[grid](
             tile_descriptor(q, block_m), tile_descriptor(k, block_n), tile_descriptor(v, block_n),
             tile_descriptor(o, block_m), lse, visits,
