@@ -68,6 +68,9 @@ def cmd_release(args):
 def cmd_sync_sources(args):
     from . import paired_sources
 
+    missing = [a for a in args.assignments if not (_repo(args) / "solutions" / a).is_dir()]
+    if missing:
+        sys.exit(f"no such folder in solutions/: {', '.join(missing)}")
     notebooks = paired_sources.source_notebooks(_repo(args), args.assignments)
     if args.check:
         differing = [(nb, paired_sources.first_difference(nb)) for nb in notebooks]
