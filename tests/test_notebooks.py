@@ -34,6 +34,12 @@ def test_committed_student_notebook_equals_a_fresh_generation(repo_root, fresh_r
         f"run `python -m autograder release {assignment}` and commit notebooks/"
 
 
+def test_release_holds_only_the_student_notebook(fresh_releases):
+    # The source folder also holds the notebook's paired .py, solutions and hidden tests included.
+    for assignment, notebook in fresh_releases.items():
+        assert sorted(p.name for p in notebook.parent.iterdir()) == [notebook.name], assignment
+
+
 def solution_and_hidden_lines(source_nb):
     """Every meaningful line between BEGIN/END SOLUTION or BEGIN/END HIDDEN TESTS that does not
     also appear outside those regions (a shared line such as a call's opening is no leak)."""

@@ -42,6 +42,16 @@ def test_reference_kernel_passes_awkward_shapes(reference_kernel, runtime, case)
     assert result.passed, "\n".join(result.lines())
 
 
+@pytest.mark.parametrize("config", [(32, 32, 4, 2), (64, 16, 4, 3)])
+def test_wrapper_takes_the_launch_config_and_kernel_body_as_arguments(reference_kernel, runtime, config):
+    # What scripts/tune_kernels.py sweeps: other tiles, or the pointer kernel where tensor
+    # descriptors would be taken, and the same attention.
+    case = Case(1, 2, 100, 32, seed=10)
+    fn = reference_kernel.flash_attention_forward
+    result = run_case(lambda q, k, v: fn(q, k, v, config=config, tma=False), case, runtime)
+    assert result.passed, "\n".join(result.lines())
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_reference_kernel_error_is_far_inside_the_tolerance(reference_kernel, runtime, dtype):
     """The tolerance leaves room, but not much: the kernel sits at about a quarter of it."""

@@ -133,17 +133,16 @@ def test_visit_counts_of_the_reference_are_the_causal_minimum(reference, runtime
 
 
 @pytest.mark.parametrize("group", [1, 2, 3])
-def test_every_query_block_is_computed_once_whatever_the_head_grouping(reference, runtime, monkeypatch, group):
+def test_every_query_block_is_computed_once_whatever_the_head_grouping(reference, runtime, group):
     # The launch order interleaves heads in groups (the last one smaller when the group size does
     # not divide B*H): each (head, query block) must still get exactly one program.
     case = Case(5, 1, 300, 32, causal=True)
     q, k, v = make_qkv(case, device=runtime.device)
     expected, _ = reference.flash_attention_causal(q, k, v)
-    monkeypatch.setattr(reference, "_HEADS_PER_GROUP", group)
     block_m, block_n = problem4.block_sizes(reference.flash_attention_causal, q)
     n_q = -(-300 // block_m)
     counter = torch.zeros(5 * n_q, dtype=torch.int32, device=runtime.device)
-    o, _ = reference.flash_attention_causal(q, k, v, _visits=counter)
+    o, _ = reference.flash_attention_causal(q, k, v, _visits=counter, heads_per_group=group)
     assert counter.view(5, n_q).tolist() == [minimal_visits(300, block_m, block_n, causal=True)] * 5
     assert torch.equal(o, expected)
 
