@@ -15,7 +15,7 @@ the attention honest, a figure, the hints and the benchmark.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,6 +23,7 @@ import torch
 from ..checks import (DEFAULT_TIMEOUT_S, TOLERANCES, CheckFailed, Tolerance, assert_cases, stderr_to_stdout,
                       time_limit)
 from ..diagnose import Finding, _explains, describe_exception
+from ..verdict import CaseVerdict, report
 from ..integrity import mutated, snapshot, watch_call
 from ..references import attention_reference, blockwise_attention
 
@@ -240,25 +241,21 @@ def diagnose_softmax(out, x, block_size: int, ref, tol: Tolerance) -> list[Findi
     return []
 
 
-@dataclass
-class SoftmaxResult:
-    case: SoftmaxCase
-    passed: bool
-    summary: str
-    findings: list = field(default_factory=list)
-
-    def lines(self) -> list[str]:
-        out = [f"{'PASS' if self.passed else 'FAIL'}  {self.case.label():<46} {self.summary}"]
-        return out + [f"      likely cause ({f.code}): {f.message}" for f in self.findings]
+SOFTMAX_LABEL_WIDTH = 46  # the softmax cases' labels are longer than attention's
 
 
-def run_softmax_case(fn, case: SoftmaxCase, device="cpu", timeout_s: float = DEFAULT_TIMEOUT_S) -> SoftmaxResult:
+def _softmax_verdict(case: SoftmaxCase, passed: bool, summary: str, findings=(), **figures) -> CaseVerdict:
+    return CaseVerdict(case.label(), passed, summary, list(findings), case=case, width=SOFTMAX_LABEL_WIDTH,
+                       **figures)
+
+
+def run_softmax_case(fn, case: SoftmaxCase, device="cpu", timeout_s: float = DEFAULT_TIMEOUT_S) -> CaseVerdict:
     """Call fn(x, case.block_size) on the case's logits and compare with torch.softmax in float64."""
     x = make_logits(case, device)
     before = snapshot((x,))
 
-    def fail(summary, findings):
-        return SoftmaxResult(case, False, summary, list(findings))
+    def fail(summary, findings, **figures):
+        return _softmax_verdict(case, False, summary, findings, **figures)
 
     try:
         with time_limit(timeout_s), watch_call((x,)) as watched:
@@ -288,9 +285,11 @@ def run_softmax_case(fn, case: SoftmaxCase, device="cpu", timeout_s: float = DEF
         rows = bad.any(dim=1).nonzero().flatten().tolist()
         where = f"rows {rows[:4]}{'...' if len(rows) > 4 else ''} ({len(rows)} of {case.rows} wrong)"
         return fail(f"max|err| {err:.2g} > tol {tol.atol:g}; {where}",
-                    diagnose_softmax(out64, x, case.block_size, ref, tol))
+                    diagnose_softmax(out64, x, case.block_size, ref, tol), max_error=err, tolerance=tol.atol,
+                    where=where)
     err = (out64 - ref)[finite].abs().max().item() if finite.any() else 0.0
-    return SoftmaxResult(case, True, f"max|err| {err:.1e} (tol {tol.atol:g})")
+    return _softmax_verdict(case, True, f"max|err| {err:.1e} (tol {tol.atol:g})", max_error=err,
+                            tolerance=tol.atol)
 
 
 def check_online_softmax(fn, cases, title: str = "") -> None:
@@ -303,14 +302,11 @@ def check_online_softmax(fn, cases, title: str = "") -> None:
         if title:
             print(title)
         for case in cases:
-            result = run_softmax_case(fn, case, device=device)
-            print("\n".join(result.lines()), flush=True)
-            results.append(result)
+            results.append(report(run_softmax_case(fn, case, device=device)))
     failed = [r for r in results if not r.passed]
     if failed:
-        first = failed[0]
-        reason = first.findings[0].message if first.findings else first.summary
-        raise CheckFailed(f"{len(failed)} of {len(results)} cases failed; first: {first.case.label()}: {reason}")
+        raise CheckFailed(f"{len(failed)} of {len(results)} cases failed; first: {failed[0].label}: {failed[0].reason}",
+                          results)
     print(f"All {len(results)} cases passed.")
 
 

@@ -22,6 +22,7 @@ from ..performance import TimingPlan
 from ..block_visits import minimal_visits
 from ..checks import TOLERANCES, CheckFailed, assert_cases, run_case, stderr_to_stdout
 from ..diagnose import Finding, describe_exception
+from ..verdict import report
 from ..inputs import Case
 from . import reference_function
 
@@ -297,8 +298,7 @@ def run_block_visits(fn, cases, title=""):
             if result.passed:
                 result.summary = (f"{record['need']} key-block visits per head, the causal minimum with "
                                   f"{record['block_m']}x{record['block_n']} tiles (non-causal: {record['full']})")
-            print("\n".join(result.lines()), flush=True)
-            results.append(result)
+            results.append(report(result))
     return results
 
 
@@ -307,9 +307,8 @@ def assert_block_visits(fn, cases, title=""):
     results = run_block_visits(fn, cases, title)
     failed = [r for r in results if not r.passed]
     if failed:
-        first = failed[0]
-        reason = first.findings[0].message if first.findings else first.summary
-        raise CheckFailed(f"{len(failed)} of {len(results)} cases failed; first: {first.case.label()}: {reason}")
+        raise CheckFailed(f"{len(failed)} of {len(results)} cases failed; first: {failed[0].label}: {failed[0].reason}",
+                          results)
     print(f"All {len(results)} cases passed.")
 
 
