@@ -255,7 +255,11 @@ def run_cases(fn, cases, title="", **kwargs) -> list[CaseVerdict]:
 
 def assert_cases(fn, cases, title="", **kwargs) -> None:
     """Like run_cases, then raise CheckFailed (zero points in nbgrader) if any case failed."""
-    results = run_cases(fn, cases, title=title, **kwargs)
+    conclude(run_cases(fn, cases, title=title, **kwargs))
+
+
+def conclude(results: list[CaseVerdict]) -> None:
+    """Raise CheckFailed naming the first failed case and its likely cause, or say all passed."""
     failed = [r for r in results if not r.passed]
     if failed:
         raise CheckFailed(f"{len(failed)} of {len(results)} cases failed; first: {failed[0].label}: {failed[0].reason}",

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 
-from ..checks import (DEFAULT_TIMEOUT_S, TOLERANCES, CheckFailed, Tolerance, assert_cases, stderr_to_stdout,
+from ..checks import (DEFAULT_TIMEOUT_S, TOLERANCES, Tolerance, assert_cases, conclude, stderr_to_stdout,
                       time_limit)
 from ..diagnose import Finding, _explains, describe_exception
-from ..verdict import CaseVerdict, report
 from ..integrity import mutated, snapshot, watch_call
 from ..references import attention_reference, blockwise_attention
+from ..verdict import CaseVerdict, report
 
 ASSIGNMENT = "problem2"
 NOTEBOOK = "problem2.ipynb"
@@ -303,11 +303,7 @@ def check_online_softmax(fn, cases, title: str = "") -> None:
             print(title)
         for case in cases:
             results.append(report(run_softmax_case(fn, case, device=device)))
-    failed = [r for r in results if not r.passed]
-    if failed:
-        raise CheckFailed(f"{len(failed)} of {len(results)} cases failed; first: {failed[0].label}: {failed[0].reason}",
-                          results)
-    print(f"All {len(results)} cases passed.")
+    conclude(results)
 
 
 # ---------------------------------------------------------------------------------------------

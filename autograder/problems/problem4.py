@@ -20,10 +20,10 @@ import torch
 from .. import performance
 from ..performance import TimingPlan
 from ..block_visits import minimal_visits
-from ..checks import TOLERANCES, CheckFailed, assert_cases, run_case, stderr_to_stdout
+from ..checks import TOLERANCES, assert_cases, conclude, run_case, stderr_to_stdout
 from ..diagnose import Finding, describe_exception
-from ..verdict import report
 from ..inputs import Case
+from ..verdict import report
 from . import reference_function
 
 ASSIGNMENT = "problem4"
@@ -304,12 +304,7 @@ def run_block_visits(fn, cases, title=""):
 
 def assert_block_visits(fn, cases, title=""):
     """Like assert_cases, for the number of key blocks each program visits: CheckFailed if off."""
-    results = run_block_visits(fn, cases, title)
-    failed = [r for r in results if not r.passed]
-    if failed:
-        raise CheckFailed(f"{len(failed)} of {len(results)} cases failed; first: {failed[0].label}: {failed[0].reason}",
-                          results)
-    print(f"All {len(results)} cases passed.")
+    conclude(run_block_visits(fn, cases, title))
 
 
 def check(fn):
