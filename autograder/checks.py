@@ -43,9 +43,6 @@ LSE_TOLERANCE = Tolerance(atol=1e-3, rtol=1e-4)
 DEFAULT_TIMEOUT_S = float(os.environ.get("COURSE_CASE_TIMEOUT_S", 300))
 
 
-CaseResult = CaseVerdict  # the older name of a check's per-case result
-
-
 class CheckFailed(AssertionError):
     """A failed check. IPython shows only the verdict, not a traceback into the grader.
     `verdicts`: the case verdicts of the check that failed."""
