@@ -95,10 +95,10 @@ VISIT_CASES = [Case(1, 2, 300, 16, seed=4, causal=True)]
 def test_each_sample_mistake_is_named(source_nb, sample, capsys):
     module = variant(source_nb, sample.edits, name=sample.name)
     fn = module.flash_attention_causal
-    ok_values, out_values = run_check(
+    ok_values, found_values, out_values = run_check(
         lambda: problem4.assert_cases(fn, VALUE_CASES, diagnoses=problem4.causal_diagnoses(fn)), capsys)
-    ok_visits, out_visits = run_check(lambda: problem4.assert_block_visits(fn, VISIT_CASES), capsys)
-    assert sample.expected_cause in causes(out_values + out_visits), out_values + out_visits
+    ok_visits, found_visits, out_visits = run_check(lambda: problem4.assert_block_visits(fn, VISIT_CASES), capsys)
+    assert sample.expected_cause in causes(found_values + found_visits), out_values + out_visits
     # The right values mean full points there; only the skipping check may tell them apart.
     assert ok_values == (sample.name == "skip_nothing"), out_values
     assert ok_visits == (sample.name in ("diagonal_offset", "no_causal_mask")), out_visits
@@ -109,10 +109,10 @@ def test_untouched_cell_says_not_implemented(repo_root, source_nb, capsys):
     assert stub.count("raise NotImplementedError()") == 3
     module = variant(source_nb, student_code=stub, name="untouched")
     fn = module.flash_attention_causal
-    ok_values, out_values = run_check(lambda: problem4.assert_cases(fn, VALUE_CASES[:1]), capsys)
-    ok_visits, out_visits = run_check(lambda: problem4.assert_block_visits(fn, VISIT_CASES), capsys)
+    ok_values, found_values, out_values = run_check(lambda: problem4.assert_cases(fn, VALUE_CASES[:1]), capsys)
+    ok_visits, found_visits, out_visits = run_check(lambda: problem4.assert_block_visits(fn, VISIT_CASES), capsys)
     assert not ok_values and not ok_visits
-    assert causes(out_values) == {"not_implemented"} and causes(out_visits) == {"not_implemented"}
+    assert causes(found_values) == {"not_implemented"} and causes(found_visits) == {"not_implemented"}
     assert "Traceback" not in out_values + out_visits
 
 
@@ -150,16 +150,17 @@ def test_every_query_block_is_computed_once_whatever_the_head_grouping(reference
 def test_visit_check_fails_a_kernel_that_skips_nothing(source_nb, capsys):
     sample = next(s for s in SAMPLES if s.name == "skip_nothing")
     fn = variant(source_nb, sample.edits, name="skip_nothing").flash_attention_causal
-    passed, out = run_check(lambda: problem4.assert_block_visits(fn, [Case(1, 1, 300, 32, causal=True)]), capsys)
+    passed, found, out = run_check(lambda: problem4.assert_block_visits(fn, [Case(1, 1, 300, 32, causal=True)]),
+                                   capsys)
     assert not passed
     # 3 query blocks of 128, 5 key blocks of 64: 15 visits without skipping, 2 + 4 + 5 = 11 with.
     assert "the kernel visits 15 key blocks, a causal kernel needs 11: the blocks above the diagonal are not skipped" \
         in out, out
-    assert causes(out) == {"blocks_not_skipped"}
+    assert causes(found) == {"blocks_not_skipped"}
 
 
 def test_visit_check_passes_the_reference_and_says_what_it_counted(reference, capsys):
-    passed, out = run_check(lambda: problem4.assert_block_visits(
+    passed, _, out = run_check(lambda: problem4.assert_block_visits(
         reference.flash_attention_causal, [Case(1, 2, 300, 32, causal=True)]), capsys)
     assert passed, out
     assert "11 key-block visits per head" in out and "non-causal: 15" in out

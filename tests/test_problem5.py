@@ -71,11 +71,12 @@ ATTENTION_CASES = [Case(1, 4, 128, 64, H_kv=2), Case(1, 6, 64, 32, H_kv=3, seed=
 @pytest.mark.parametrize("sample", [s for s in SAMPLES if s.edits or s.extra_cell], ids=lambda s: s.name)
 def test_each_sample_mistake_is_named(source_nb, sample, capsys):
     module = variant(source_nb, sample.edits, extra=sample.extra_cell, name=sample.name)
-    ok_cases, out_cases = run_check(lambda: problem5.assert_gqa_cases(module.flash_attention_gqa, ATTENTION_CASES),
-                                    capsys)
-    ok_order, out_order = run_check(lambda: problem5.assert_schedule(module.launch_schedule, [(2, 4, 2, 3)]), capsys)
+    ok_cases, found_cases, out_cases = run_check(
+        lambda: problem5.assert_gqa_cases(module.flash_attention_gqa, ATTENTION_CASES), capsys)
+    ok_order, found_order, out_order = run_check(
+        lambda: problem5.assert_schedule(module.launch_schedule, [(2, 4, 2, 3)]), capsys)
     assert not (ok_cases and ok_order)
-    assert sample.expected_cause in causes(out_cases + out_order), out_cases + out_order
+    assert sample.expected_cause in causes(found_cases + found_order), out_cases + out_order
     if sample.expected_cause.startswith("schedule"):
         assert ok_cases, out_cases        # right values, wrong order
     else:
@@ -85,11 +86,12 @@ def test_each_sample_mistake_is_named(source_nb, sample, capsys):
 def test_untouched_cell_says_not_implemented(repo_root, source_nb, capsys):
     stub = cell_by_id(read(repo_root / RELEASED), problem5.SPEC.student_cell).source
     module = variant(source_nb, student_code=stub, name="untouched")
-    ok_cases, out_cases = run_check(lambda: problem5.assert_gqa_cases(module.flash_attention_gqa, ATTENTION_CASES[:1]),
-                                    capsys)
-    ok_order, out_order = run_check(lambda: problem5.assert_schedule(module.launch_schedule, [(1, 2, 1, 2)]), capsys)
+    ok_cases, found_cases, out_cases = run_check(
+        lambda: problem5.assert_gqa_cases(module.flash_attention_gqa, ATTENTION_CASES[:1]), capsys)
+    ok_order, found_order, out_order = run_check(
+        lambda: problem5.assert_schedule(module.launch_schedule, [(1, 2, 1, 2)]), capsys)
     assert not ok_cases and not ok_order
-    assert causes(out_cases) == {"not_implemented"} and causes(out_order) == {"not_implemented"}
+    assert causes(found_cases) == {"not_implemented"} and causes(found_order) == {"not_implemented"}
     assert "Traceback" not in out_cases + out_order
 
 

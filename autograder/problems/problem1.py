@@ -19,6 +19,7 @@ from ..inputs import Case
 from ..references import create_mask_bool as reference_mask
 from .online_softmax_faults import diagnose_online_softmax
 from .spec import ProblemSpec
+from ..verdict import CaseVerdict, report
 
 # The hint ladder (autograder.hints.hint("problem1")): two nudges, then the idea, never the code.
 _HINTS = (
@@ -282,7 +283,7 @@ def assert_masks(fn, combos, title="create_mask_bool(seq_len, window_size, sink_
     by_length: dict[int, list] = {}
     for n, w, s in combos:
         by_length.setdefault(n, []).append((w, s))
-    failed, first = 0, None
+    failed, first, verdicts = 0, None, []
     with stderr_to_stdout():
         print(title)
         for n, pairs in by_length.items():
@@ -290,15 +291,15 @@ def assert_masks(fn, combos, title="create_mask_bool(seq_len, window_size, sink_
             label = f"L={n}: " + (f"W={pairs[0][0]} S={pairs[0][1]}" if len(pairs) == 1
                                   else f"{len(pairs)} (W, S) pairs")
             if not bad:
-                print(f"PASS  {label:<42} same as the seed's mask", flush=True)
+                verdicts.append(report(CaseVerdict(label, True, "same as the seed's mask")))
                 continue
             w, s, finding = bad[0]
             failed += 1
             first = first or (f"L={n} W={w} S={s}", finding)
-            print(f"FAIL  {label:<42} {len(bad)} wrong, first at W={w} S={s}")
-            print(f"      likely cause ({finding.code}): {finding.message}", flush=True)
+            verdicts.append(report(CaseVerdict(label, False, f"{len(bad)} wrong, first at W={w} S={s}", [finding])))
     if failed:
-        raise CheckFailed(f"{failed} of {len(by_length)} lengths failed; first: {first[0]}: {first[1].message}")
+        raise CheckFailed(f"{failed} of {len(by_length)} lengths failed; first: {first[0]}: {first[1].message}",
+                          verdicts)
     print(f"All {len(combos)} mask cases passed.")
 
 
@@ -326,7 +327,7 @@ def _score_bytes_finding(got, b, h, n, dtype) -> Finding:
 
 def assert_score_bytes(fn, cases=SCORE_BYTES_CASES):
     """Compare fn(B, H, L, dtype) with the bytes of one (B, H, L, L) tensor of dtype."""
-    failed, first = 0, None
+    failed, first, verdicts = 0, None, []
     with stderr_to_stdout():
         print("score_matrix_bytes(batch, heads, seq_len, dtype):")
         for b, h, n, dtype in cases:
@@ -342,14 +343,14 @@ def assert_score_bytes(fn, cases=SCORE_BYTES_CASES):
             except Exception as exc:  # student code may raise anything
                 got, finding = None, describe_exception(exc)
             if finding is None:
-                print(f"PASS  {label:<42} {want} bytes ({want / 2 ** 30:.3g} GiB)", flush=True)
+                verdicts.append(report(CaseVerdict(label, True, f"{want} bytes ({want / 2 ** 30:.3g} GiB)")))
                 continue
             failed += 1
             first = first or (label, finding)
-            print(f"FAIL  {label:<42} got {got}, expected {want}")
-            print(f"      likely cause ({finding.code}): {finding.message}", flush=True)
+            verdicts.append(report(CaseVerdict(label, False, f"got {got}, expected {want}", [finding])))
     if failed:
-        raise CheckFailed(f"{failed} of {len(cases)} cases failed; first: {first[0]}: {first[1].message}")
+        raise CheckFailed(f"{failed} of {len(cases)} cases failed; first: {first[0]}: {first[1].message}",
+                          verdicts)
     print(f"All {len(cases)} cases passed.")
 
 

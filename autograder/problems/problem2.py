@@ -15,11 +15,11 @@ the attention honest, a figure, the hints and the benchmark.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from ..checks import (DEFAULT_TIMEOUT_S, TOLERANCES, CheckFailed, Tolerance, assert_cases, stderr_to_stdout,
+from ..checks import (DEFAULT_TIMEOUT_S, TOLERANCES, Tolerance, assert_cases, conclude, stderr_to_stdout,
                       time_limit)
 from ..diagnose import Finding, _explains, describe_exception
 from ..integrity import mutated, snapshot, watch_call
@@ -27,6 +27,7 @@ from ..inputs import Case
 from ..references import attention_reference
 from .online_softmax_faults import blockwise_attention, diagnose_online_softmax
 from .spec import ProblemSpec
+from ..verdict import CaseVerdict, report
 
 _HINTS = (
     "Start with online_softmax on paper for one row and two blocks. After the first block you know "
@@ -250,25 +251,21 @@ def diagnose_softmax(out, x, block_size: int, ref, tol: Tolerance) -> list[Findi
     return []
 
 
-@dataclass
-class SoftmaxResult:
-    case: SoftmaxCase
-    passed: bool
-    summary: str
-    findings: list = field(default_factory=list)
-
-    def lines(self) -> list[str]:
-        out = [f"{'PASS' if self.passed else 'FAIL'}  {self.case.label():<46} {self.summary}"]
-        return out + [f"      likely cause ({f.code}): {f.message}" for f in self.findings]
+SOFTMAX_LABEL_WIDTH = 46  # the softmax cases' labels are longer than attention's
 
 
-def run_softmax_case(fn, case: SoftmaxCase, device="cpu", timeout_s: float = DEFAULT_TIMEOUT_S) -> SoftmaxResult:
+def _softmax_verdict(case: SoftmaxCase, passed: bool, summary: str, findings=(), **figures) -> CaseVerdict:
+    return CaseVerdict(case.label(), passed, summary, list(findings), case=case, width=SOFTMAX_LABEL_WIDTH,
+                       **figures)
+
+
+def run_softmax_case(fn, case: SoftmaxCase, device="cpu", timeout_s: float = DEFAULT_TIMEOUT_S) -> CaseVerdict:
     """Call fn(x, case.block_size) on the case's logits and compare with torch.softmax in float64."""
     x = make_logits(case, device)
     before = snapshot((x,))
 
-    def fail(summary, findings):
-        return SoftmaxResult(case, False, summary, list(findings))
+    def fail(summary, findings, **figures):
+        return _softmax_verdict(case, False, summary, findings, **figures)
 
     try:
         with time_limit(timeout_s), watch_call((x,)) as watched:
@@ -298,9 +295,11 @@ def run_softmax_case(fn, case: SoftmaxCase, device="cpu", timeout_s: float = DEF
         rows = bad.any(dim=1).nonzero().flatten().tolist()
         where = f"rows {rows[:4]}{'...' if len(rows) > 4 else ''} ({len(rows)} of {case.rows} wrong)"
         return fail(f"max|err| {err:.2g} > tol {tol.atol:g}; {where}",
-                    diagnose_softmax(out64, x, case.block_size, ref, tol))
+                    diagnose_softmax(out64, x, case.block_size, ref, tol), max_error=err, tolerance=tol.atol,
+                    where=where)
     err = (out64 - ref)[finite].abs().max().item() if finite.any() else 0.0
-    return SoftmaxResult(case, True, f"max|err| {err:.1e} (tol {tol.atol:g})")
+    return _softmax_verdict(case, True, f"max|err| {err:.1e} (tol {tol.atol:g})", max_error=err,
+                            tolerance=tol.atol)
 
 
 def check_online_softmax(fn, cases, title: str = "") -> None:
@@ -313,15 +312,8 @@ def check_online_softmax(fn, cases, title: str = "") -> None:
         if title:
             print(title)
         for case in cases:
-            result = run_softmax_case(fn, case, device=device)
-            print("\n".join(result.lines()), flush=True)
-            results.append(result)
-    failed = [r for r in results if not r.passed]
-    if failed:
-        first = failed[0]
-        reason = first.findings[0].message if first.findings else first.summary
-        raise CheckFailed(f"{len(failed)} of {len(results)} cases failed; first: {first.case.label()}: {reason}")
-    print(f"All {len(results)} cases passed.")
+            results.append(report(run_softmax_case(fn, case, device=device)))
+    conclude(results)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,9 +19,10 @@ import torch
 from .. import performance
 from ..performance import TimingPlan
 from ..block_visits import minimal_visits
-from ..checks import TOLERANCES, CheckFailed, assert_cases, run_case, stderr_to_stdout
+from ..checks import TOLERANCES, assert_cases, conclude, run_case, stderr_to_stdout
 from ..diagnose import Finding, describe_exception
 from ..inputs import Case
+from ..verdict import report
 from . import reference_function
 from .spec import ProblemSpec
 
@@ -306,20 +307,13 @@ def run_block_visits(fn, cases, title=""):
             if result.passed:
                 result.summary = (f"{record['need']} key-block visits per head, the causal minimum with "
                                   f"{record['block_m']}x{record['block_n']} tiles (non-causal: {record['full']})")
-            print("\n".join(result.lines()), flush=True)
-            results.append(result)
+            results.append(report(result))
     return results
 
 
 def assert_block_visits(fn, cases, title=""):
     """Like assert_cases, for the number of key blocks each program visits: CheckFailed if off."""
-    results = run_block_visits(fn, cases, title)
-    failed = [r for r in results if not r.passed]
-    if failed:
-        first = failed[0]
-        reason = first.findings[0].message if first.findings else first.summary
-        raise CheckFailed(f"{len(failed)} of {len(results)} cases failed; first: {first.case.label()}: {reason}")
-    print(f"All {len(results)} cases passed.")
+    conclude(run_block_visits(fn, cases, title))
 
 
 def check(fn):

@@ -16,6 +16,7 @@ from ..checks import TOLERANCES, CheckFailed, assert_cases, stderr_to_stdout
 from ..diagnose import Finding, describe_exception
 from ..inputs import Case
 from ..references import attention_reference
+from ..verdict import CaseVerdict, report
 from . import reference_function
 from .online_softmax_faults import diagnose_online_softmax
 from .spec import ProblemSpec
@@ -281,7 +282,7 @@ def schedule_findings(got, batch, n_q_heads, n_kv_heads, n_m_blocks) -> list[Fin
 
 def assert_schedule(launch_schedule, configs, title=""):
     """Check the program order for each (B, Hq, Hkv, n_m_blocks); one line each, CheckFailed if any fails."""
-    failures = []
+    failures, verdicts = [], []
     with stderr_to_stdout():
         if title:
             print(title)
@@ -294,14 +295,12 @@ def assert_schedule(launch_schedule, configs, title=""):
                 summary = "wrong order" if findings else f"{len(got)} programs, each block once, in group order"
             except Exception as exc:  # student code may raise anything; the verdict must not crash
                 findings, summary = [describe_exception(exc)], "the schedule probe did not run"
-            print(f"{'FAIL' if findings else 'PASS'}  {label:<42} {summary}")
-            for f in findings:
-                print(f"      likely cause ({f.code}): {f.message}")
+            verdicts.append(report(CaseVerdict(label, not findings, summary, findings)))
             if findings:
                 failures.append((label, findings[0].message))
     if failures:
         label, reason = failures[0]
-        raise CheckFailed(f"{len(failures)} of {len(configs)} schedules wrong; first: {label}: {reason}")
+        raise CheckFailed(f"{len(failures)} of {len(configs)} schedules wrong; first: {label}: {reason}", verdicts)
     print(f"All {len(configs)} schedules in the right order.")
 
 

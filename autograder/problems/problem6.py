@@ -21,6 +21,7 @@ from ..performance import TimingPlan
 from ..block_visits import key_blocks, minimal_visits
 from ..checks import DEFAULT_TIMEOUT_S, TOLERANCES, CheckFailed, assert_cases, stderr_to_stdout, time_limit
 from ..diagnose import Finding, _explains, describe_exception
+from ..verdict import CaseVerdict, report
 from ..inputs import Case, make_qkv
 from ..references import attention_reference, repeat_kv
 from . import reference_function
@@ -332,7 +333,7 @@ def check_visits(fn, cases, title=""):
     from .. import device as device_mod
 
     runtime = device_mod.current()
-    failures = []
+    failures, verdicts = [], []
     with stderr_to_stdout():
         if title:
             print(title)
@@ -356,14 +357,13 @@ def check_visits(fn, cases, title=""):
                            f"{case.B * case.H * _cdiv(case.L, bm) * _cdiv(case.L, bn)})")
             except Exception as exc:  # student code may raise anything; the verdict must not crash
                 findings, summary = [describe_exception(exc)], "the kernel did not run"
-            print(f"{'FAIL' if findings else 'PASS'}  {label:<42} {summary}")
-            for f in findings:
-                print(f"      likely cause ({f.code}): {f.message}")
+            verdicts.append(report(CaseVerdict(label, not findings, summary, findings, case=case)))
             if findings:
                 failures.append((label, findings[0].message))
     if failures:
         label, reason = failures[0]
-        raise CheckFailed(f"{len(failures)} of {len(cases)} cases visit the wrong blocks; first: {label}: {reason}")
+        raise CheckFailed(f"{len(failures)} of {len(cases)} cases visit the wrong blocks; first: {label}: {reason}",
+                          verdicts)
     print(f"All {len(cases)} cases visit exactly the blocks they need.")
 
 
