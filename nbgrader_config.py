@@ -11,6 +11,12 @@ c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = "notebooks"
 c.CourseDirectory.db_url = "sqlite:///build/gradebook.db"
 
+# Each source folder also holds <problem>.py, the notebook's paired text source (jupytext), with
+# every solution and hidden test in it. nbgrader copies the other files of a source folder into
+# the release and into the folder each submission is graded in: never this one. (A file that
+# students need belongs in the autograder package, not in a source folder.)
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "*.py"]
+
 # The student sees this in place of each solution region. Inside a @triton.jit function the
 # interpreter raises it as a NotImplementedError and the GPU compiler rejects it; either way
 # the checks report "not implemented yet" instead of a compiler traceback.

@@ -16,15 +16,16 @@ import signal
 import sys
 import threading
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from . import device as device_mod
-from .diagnose import Finding, describe_exception, diagnose_lse, diagnose_output, locate
+from .diagnose import describe_exception, diagnose_lse, diagnose_output, locate
 from .inputs import Case, make_qkv
 from .integrity import mutated, snapshot, watch_call
 from .references import attention_reference
+from .verdict import CaseVerdict, Finding, report
 
 
 @dataclass(frozen=True)
@@ -42,29 +43,14 @@ LSE_TOLERANCE = Tolerance(atol=1e-3, rtol=1e-4)
 DEFAULT_TIMEOUT_S = float(os.environ.get("COURSE_CASE_TIMEOUT_S", 300))
 
 
-@dataclass
-class CaseResult:
-    case: Case
-    passed: bool
-    summary: str                      # what was measured, or what went wrong
-    findings: list = field(default_factory=list)
-    note: str = ""                    # e.g. "bf16 ran as fp16 under the interpreter"
-
-    def lines(self) -> list[str]:
-        head = f"{'PASS' if self.passed else 'FAIL'}  {self.case.label():<42} {self.summary}"
-        out = [head]
-        if self.note:
-            out.append(f"      note: {self.note}")
-        out += [f"      likely cause ({f.code}): {f.message}" for f in self.findings]
-        return out
-
-
 class CheckFailed(AssertionError):
-    """A failed check. IPython shows only the verdict, not a traceback into the grader."""
+    """A failed check. IPython shows only the verdict, not a traceback into the grader.
+    `verdicts`: the case verdicts of the check that failed."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str, verdicts=()):
         super().__init__(message)
         self.message = message
+        self.verdicts = list(verdicts)
 
     def _render_traceback_(self):
         return [f"CheckFailed: {self.message}"]
@@ -153,7 +139,7 @@ def _returns_cached_output(fn, case: Case, runtime, first_o) -> str:
 
 def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
              timeout_s: float = DEFAULT_TIMEOUT_S, fresh_call: bool = False, require_triton: bool = True,
-             extra_checks=(), diagnoses=()) -> CaseResult:
+             extra_checks=(), diagnoses=()) -> CaseVerdict:
     """Call fn(q, k, v, **case.call_kwargs) on fresh inputs for `case` and compare with the
     float64 reference for the case's mask (causal, window, sink) and heads (GQA).
 
@@ -174,8 +160,8 @@ def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
     q, k, v = make_qkv(case, device=runtime.device)
     before = snapshot((q, k, v))
 
-    def fail(summary, findings=()):
-        return CaseResult(case, False, summary, list(findings), note)
+    def fail(summary, findings=(), **figures):
+        return CaseVerdict(case.label(), False, summary, list(findings), note, case=case, **figures)
 
     try:
         with time_limit(timeout_s), watch_call((q, k, v)) as watched:
@@ -229,21 +215,29 @@ def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
                     break
             if not findings:
                 findings = diagnose_output(o64, q, k, v, ref_o, tol.atol, tol.rtol, case)
-            return fail(f"output: max|err| {err:.2g} > tol {tol.atol:g} ({locate(bad)})", findings)
-    summary = f"max|err| {(o64 - ref_o).abs().max().item():.1e} (tol {tol.atol:g})" if check_output else ""
+            where = locate(bad)
+            return fail(f"output: max|err| {err:.2g} > tol {tol.atol:g} ({where})", findings,
+                        max_error=err, tolerance=tol.atol, where=where)
+    figures = {}
+    if check_output:
+        figures = {"max_error": (o64 - ref_o).abs().max().item(), "tolerance": tol.atol}
+    summary = f"max|err| {figures['max_error']:.1e} (tol {tol.atol:g})" if check_output else ""
     if check_lse:
         lse64 = lse.detach().double().to(ref_lse.device)
         bad = ~torch.isclose(lse64, ref_lse, atol=LSE_TOLERANCE.atol, rtol=LSE_TOLERANCE.rtol)
         if bad.any():
             err = (lse64 - ref_lse).abs().nan_to_num(float("inf")).max().item()
             findings = diagnose_lse(lse64, ref_lse, q, k, LSE_TOLERANCE.atol, case)
-            return fail(f"lse: max|err| {err:.2g} > tol {LSE_TOLERANCE.atol:g}", findings)
-        summary = (summary + "; " if summary else "") + f"lse max|err| {(lse64 - ref_lse).abs().max().item():.1e}"
-    return CaseResult(case, True, summary, [], note)
+            return fail(f"lse: max|err| {err:.2g} > tol {LSE_TOLERANCE.atol:g}", findings,
+                        max_error=err, tolerance=LSE_TOLERANCE.atol)
+        lse_err = (lse64 - ref_lse).abs().max().item()
+        summary = (summary + "; " if summary else "") + f"lse max|err| {lse_err:.1e}"
+        figures = figures or {"max_error": lse_err, "tolerance": LSE_TOLERANCE.atol}
+    return CaseVerdict(case.label(), True, summary, [], note, case=case, **figures)
 
 
-def run_cases(fn, cases, title="", **kwargs) -> list[CaseResult]:
-    """Run and print every case (one line each, plus likely causes when wrong)."""
+def run_cases(fn, cases, title="", **kwargs) -> list[CaseVerdict]:
+    """Run and report every case (one line each, plus likely causes when wrong)."""
     runtime = kwargs.pop("runtime", None) or device_mod.current()
     results = []
     with stderr_to_stdout():
@@ -252,17 +246,19 @@ def run_cases(fn, cases, title="", **kwargs) -> list[CaseResult]:
         for i, case in enumerate(cases):
             # The first case of each run is also called on other inputs, to catch a cached answer.
             result = run_case(fn, case, runtime=runtime, fresh_call=(i == 0), **kwargs)
-            print("\n".join(result.lines()), flush=True)
-            results.append(result)
+            results.append(report(result))
     return results
 
 
 def assert_cases(fn, cases, title="", **kwargs) -> None:
     """Like run_cases, then raise CheckFailed (zero points in nbgrader) if any case failed."""
-    results = run_cases(fn, cases, title=title, **kwargs)
+    conclude(run_cases(fn, cases, title=title, **kwargs))
+
+
+def conclude(results: list[CaseVerdict]) -> None:
+    """Raise CheckFailed naming the first failed case and its likely cause, or say all passed."""
     failed = [r for r in results if not r.passed]
     if failed:
-        first = failed[0]
-        reason = first.findings[0].message if first.findings else first.summary
-        raise CheckFailed(f"{len(failed)} of {len(results)} cases failed; first: {first.case.label()}: {reason}")
+        raise CheckFailed(f"{len(failed)} of {len(results)} cases failed; first: {failed[0].label}: {failed[0].reason}",
+                          results)
     print(f"All {len(results)} cases passed.")

@@ -2,6 +2,7 @@
 
     autograder env                         where kernels run here, and the versions
     autograder release                     regenerate notebooks/ from solutions/ (nbgrader)
+    autograder sync-sources [--check]      bring each solutions/*/*.ipynb and its paired .py in line
     autograder demo [--ray]                grade the bundled sample submissions end to end
     autograder grade COURSE [--assignment A ...] [--ray [--address ADDR]]
                                            autograde a real course folder's submissions
@@ -38,18 +39,21 @@ def cmd_env(args):
 
 
 def cmd_release(args):
-    from . import notebook_template
+    from . import notebook_template, paired_sources
     from .grading.course import prepare_course, release
     from .grading.scratch import ASSIGNMENTS
 
     repo = _repo(args)
     chosen = args.assignments or list(ASSIGNMENTS)
     # The shared badge and setup cells come from autograder/course_config.py: bring each source
-    # notebook in line first, so the student notebooks carry the course's current address.
+    # notebook in line first, so the student notebooks carry the course's current address. Edits
+    # made in the paired .py reach the notebook first, and the template's back in the .py after.
     for assignment in chosen:
         source = repo / "solutions" / assignment / f"{ASSIGNMENTS[assignment]}.ipynb"
+        paired_sources.sync(source, "newer")
         if notebook_template.apply_to_file(source, assignment):
-            print(f"updated the badge and setup cells of {source}")
+            paired_sources.sync(source, "notebook")
+            print(f"updated the badge and setup cells of {source} and {paired_sources.text_path(source).name}")
     # One work folder per selection, so releasing different problems at once cannot collide.
     work = repo / "build" / ("release-" + "-".join(args.assignments) if args.assignments else "release")
     if work.exists():
@@ -61,6 +65,26 @@ def cmd_release(args):
         target.mkdir(parents=True, exist_ok=True)
         shutil.copy(generated, target / generated.name)
         print(f"wrote {target / generated.name}")
+    return 0
+
+
+def cmd_sync_sources(args):
+    from . import paired_sources
+
+    missing = [a for a in args.assignments if not (_repo(args) / "solutions" / a).is_dir()]
+    if missing:
+        sys.exit(f"no such folder in solutions/: {', '.join(missing)}")
+    notebooks = paired_sources.source_notebooks(_repo(args), args.assignments)
+    if args.check:
+        differing = [(nb, paired_sources.first_difference(nb)) for nb in notebooks]
+        differing = [(nb, diff) for nb, diff in differing if diff]
+        for nb, diff in differing:
+            print(f"{nb.parent.name}: {diff}")
+        print("run `python -m autograder sync-sources`" if differing else f"{len(notebooks)} pairs agree")
+        return 1 if differing else 0
+    for nb in notebooks:
+        paired_sources.sync(nb, args.source)
+        print(f"in line: {nb.relative_to(_repo(args))} and {paired_sources.text_path(nb).name}")
     return 0
 
 
@@ -151,13 +175,13 @@ def cmd_bench(args):
     import torch
 
     from . import benchmark as bench
-    from .problems import problem3
+    from . import problems
 
     if not torch.cuda.is_available():
         sys.exit("autograder bench needs a CUDA GPU; under the CPU interpreter timings mean nothing")
     if args.problem != "problem3":
         return _bench_problem(args)
-    module = problem3.reference_module(_repo(args))
+    module = problems.reference_module("problem3", _repo(args))
     impls = {"reference kernel": lambda q, k, v: module.flash_attention_forward(q, k, v)[0], **bench.peers()}
     if args.no_naive:
         impls.pop("naive PyTorch")
@@ -182,10 +206,10 @@ def _bench_problem(args):
     import json
 
     from .benchmark import environment
-    from .problems import get
+    from .problems import get, reference_module
 
     module = get(args.problem)
-    reference = getattr(module.reference_module(_repo(args)), module.KERNEL_FUNCTION)
+    reference = getattr(reference_module(module.SPEC, _repo(args)), module.SPEC.kernel_function)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = module.benchmark(reference, plot_path=out / f"{args.problem}.png")
@@ -204,6 +228,13 @@ def main(argv=None):
     p = sub.add_parser("release", help="regenerate notebooks/ from solutions/")
     p.add_argument("assignments", nargs="*")
     p.set_defaults(func=cmd_release)
+    p = sub.add_parser("sync-sources", help="bring each source notebook and its paired .py (jupytext) in line")
+    p.add_argument("assignments", nargs="*", help="default: every folder of solutions/")
+    p.add_argument("--source", default="newer", choices=["newer", "notebook", "text"],
+                   help="which file gives the cells: the more recently modified one (default), "
+                        "the .ipynb, or the .py")
+    p.add_argument("--check", action="store_true", help="change nothing; say where a pair differs (exit 1)")
+    p.set_defaults(func=cmd_sync_sources)
     p = sub.add_parser("demo", help="grade the bundled sample submissions through nbgrader")
     p.add_argument("--workdir", default=str(REPO_ROOT / "build" / "demo-course"))
     p.add_argument("--adversarial", action="store_true",

@@ -1,38 +1,20 @@
 """Turn a wrong output into a likely cause.
 
-The strongest evidence is an exact match: each typical mistake is re-enacted in float64
-(`references.blockwise_attention` with a fault switched on, a wrong scale, a swapped head)
-and the candidate is compared with that re-enactment. Patterns (NaNs, rows off by a
-constant factor, which rows are wrong) fill in where no re-enactment matches.
+The strongest evidence is an exact match: a typical mistake is re-enacted in float64 (a
+wrong scale, a swapped head; each problem module re-enacts its own mistakes and passes them to
+`checks.run_case` as `diagnoses`) and the candidate is compared with that re-enactment.
+Patterns (NaNs, rows off by a constant factor, which rows are wrong) fill in where no
+re-enactment matches.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from itertools import product
 
 import torch
 
-from .references import FAULTS, LOG2_E, attention_reference, blockwise_attention
-
-BLOCK_SIZES = (64, 32, 128, 16)  # key-block sizes a kernel is likely to use, most likely first
-
-FIXES = {
-    "unmasked_tail": "set the scores of keys with index >= seq_len_k to -inf before the row max "
-                     "(the masked load pads them with 0, and exp2(0 - m) is not 0)",
-    "no_acc_rescale": "multiply acc by alpha = exp2(m_old - m_new) before adding p @ v",
-    "no_l_rescale": "multiply l_i by alpha = exp2(m_old - m_new) before adding the row sums of p",
-    "no_normalise": "divide acc by l_i at the end",
-}
-
-
-@dataclass(frozen=True)
-class Finding:
-    code: str      # stable identifier, e.g. "unmasked_tail"
-    message: str   # one sentence for the student
-
-    def __str__(self):
-        return self.message
+from .references import LOG2_E, attention_reference
+from .verdict import Finding  # problem modules import it from here too
 
 
 def _close(a, b, atol, rtol):
@@ -84,22 +66,6 @@ def non_finite(o: torch.Tensor) -> Finding | None:
                                "l_i = 0 or exp2(-inf - (-inf)) in rows whose scores are all masked")
 
 
-def _fault_matches(o, q, k, v, ref, atol, rtol):
-    lk = k.shape[2]
-    singles = [(f,) for f in FAULTS]
-    combos = singles + [("no_acc_rescale", "no_l_rescale"), ("unmasked_tail", "no_normalise")]
-    for block_n, faults in product(BLOCK_SIZES, combos):
-        if "unmasked_tail" in faults and lk % block_n == 0:
-            continue  # no padded keys at this block size: the fault changes nothing
-        if ("no_acc_rescale" in faults or "no_l_rescale" in faults) and lk <= block_n:
-            continue  # a single block never rescales
-        sim, _ = blockwise_attention(q, k, v, block_n, frozenset(faults))
-        if _explains(o, sim, ref, atol, rtol):
-            return [Finding(f, f"{FAULTS[f]} (the output matches that mistake exactly, with "
-                               f"{block_n}-key blocks): {FIXES[f]}") for f in faults]
-    return []
-
-
 def _scale_match(o, q, k, v, ref, atol, rtol, mask_kwargs):
     d = q.shape[-1]
     right = 1.0 / math.sqrt(d)
@@ -148,19 +114,16 @@ def _row_scaling(o, ref):
 def diagnose_output(o, q, k, v, ref_o, atol, rtol, case=None) -> list[Finding]:
     """Likely causes for an output `o` that does not match `ref_o` (both compared in float64).
 
-    `case` (an inputs.Case) says which mask the reference used; the re-enacted online-softmax
-    faults are non-causal, so they are only tried for unmasked attention.
+    `case` (an inputs.Case) says which mask the reference used.
     """
     mask_kwargs = case.mask_kwargs if case is not None else {}
-    masked = bool(mask_kwargs.get("is_causal"))
     o = o.detach().double().cpu()
     q, k, v = (t.detach().cpu() for t in (q, k, v))
     ref = ref_o.detach().double().cpu()
     nf = non_finite(o)
     if nf:
         return [nf]
-    for probe in (lambda: [] if masked else _fault_matches(o, q, k, v, ref, atol, rtol),
-                  lambda: _swapped_slices(o, ref, atol, rtol),
+    for probe in (lambda: _swapped_slices(o, ref, atol, rtol),
                   lambda: _scale_match(o, q, k, v, ref, atol, rtol, mask_kwargs),
                   lambda: _row_scaling(o, ref)):
         found = probe()

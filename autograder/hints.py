@@ -13,10 +13,7 @@ LEVEL_NAMES = ("Hint 1", "Hint 2", "The idea")
 def ladder(assignment: str) -> tuple[str, ...]:
     from . import problems
 
-    steps = tuple(getattr(problems.get(assignment), "HINTS", ()))
-    if not steps:
-        raise KeyError(f"{assignment} has no hints")
-    return steps
+    return problems.get_spec(assignment).hints
 
 
 def hint(assignment: str, level: int | None = None) -> None:

@@ -36,10 +36,6 @@ def strip_markers(source: str) -> str:
     return "\n".join(line for line in source.splitlines() if line.strip() not in SOLUTION_MARKERS)
 
 
-def module_source(nb, grade_ids) -> str:
-    return "\n\n".join(strip_markers(cell_by_id(nb, gid).source) for gid in grade_ids) + "\n"
-
-
 def import_source(source: str, name_hint: str = "course_module"):
     """Write `source` to a file named by its hash and import it (cached per source)."""
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]

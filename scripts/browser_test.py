@@ -51,11 +51,11 @@ def filled_in_notebook(assignment: str, folder: Path) -> tuple[Path, int]:
     from autograder.grading.samples import SAMPLES, build_submission
     from autograder.notebook_code import read
 
-    module = problems.get(assignment)
-    source = read(REPO_ROOT / "solutions" / assignment / module.NOTEBOOK)
-    release = read(REPO_ROOT / "notebooks" / assignment / module.NOTEBOOK)
+    spec = problems.get_spec(assignment)
+    source = read(REPO_ROOT / "solutions" / assignment / spec.notebook)
+    release = read(REPO_ROOT / "notebooks" / assignment / spec.notebook)
     correct = next(s for s in SAMPLES[assignment] if s.name == "correct")
-    nb = build_submission(correct, source, release, module.STUDENT_CELL, module.KERNEL_CELLS[-1])
+    nb = build_submission(correct, source, release, spec.student_cell, spec.kernel_cells[-1])
     verdicts = 0
     for cell in nb.cells:
         if cell.cell_type != "code":
@@ -65,7 +65,7 @@ def filled_in_notebook(assignment: str, folder: Path) -> tuple[Path, int]:
         graded = cell.metadata.get("nbgrader", {}).get("grade", False)
         self_check = f"autograder.problems.{assignment}" in cell.source and re.search(r"\bcheck\(", cell.source)
         verdicts += bool(calls) and bool(graded or self_check)
-    path = folder / module.NOTEBOOK
+    path = folder / spec.notebook
     nbformat.write(nb, str(path))
     return path, verdicts
 

@@ -18,7 +18,7 @@ import torch  # noqa: E402
 
 from autograder.checks import LSE_TOLERANCE, TOLERANCES  # noqa: E402
 from autograder.inputs import Case, make_qkv  # noqa: E402
-from autograder.problems import problem3  # noqa: E402
+from autograder import problems  # noqa: E402
 from autograder.references import attention_reference  # noqa: E402
 
 UNIT_ROUNDOFF = {torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}
@@ -28,7 +28,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out")
     args = parser.parse_args()
-    kernel = problem3.reference_module(Path(__file__).resolve().parent.parent)
+    kernel = problems.reference_module("problem3", Path(__file__).resolve().parent.parent)
     big = not runtime.interpreter
     lengths = (1, 17, 200, 1000, 4096) if big else (1, 17, 200, 1000)
     rows = []

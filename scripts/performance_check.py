@@ -54,8 +54,8 @@ def measure(assignment, name, fn, repeats):
         try:
             with contextlib.redirect_stdout(buf):
                 if name in ("reference itself", "twice the work"):  # no gate: time them as they are
-                    timing = time_against_reference(fn, reference_function(assignment), module.TIMING)
-                    points = module.PERFORMANCE_POINTS * band_share(timing.ratio)
+                    timing = time_against_reference(fn, reference_function(assignment), module.SPEC.timing)
+                    points = module.SPEC.performance_points * band_share(timing.ratio)
                 else:
                     points = module.performance_points(fn)
                     timing = None

@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from autograder.grading.samples import SAMPLES, build_submission, expected_score  # noqa: E402
 from autograder.grading.verify import verify  # noqa: E402
 from autograder.notebook_code import read  # noqa: E402
-from autograder.problems import ASSIGNMENTS, get  # noqa: E402
+from autograder.problems import ASSIGNMENTS, get_spec  # noqa: E402
 
 
 def code_only(sample) -> bool:
@@ -44,16 +44,16 @@ def points_of_tests(source_nb) -> dict:
 
 
 def score_sample(assignment, sample, workdir: Path) -> dict:
-    module = get(assignment)
-    source_path = REPO / "solutions" / assignment / module.NOTEBOOK
-    release_path = REPO / "notebooks" / assignment / module.NOTEBOOK
+    spec = get_spec(assignment)
+    source_path = REPO / "solutions" / assignment / spec.notebook
+    release_path = REPO / "notebooks" / assignment / spec.notebook
     source_nb, release_nb = read(source_path), read(release_path)
     submission = workdir / f"{assignment}-{sample.name}.ipynb"
-    nbformat.write(build_submission(sample, source_nb, release_nb, module.STUDENT_CELL, module.KERNEL_CELLS[-1]),
+    nbformat.write(build_submission(sample, source_nb, release_nb, spec.student_cell, spec.kernel_cells[-1]),
                    str(submission))
     start = time.monotonic()
-    outcome = verify(submission, source_path, release_path, module.KERNEL_CELLS, module.STUDENT_CELL,
-                     policy=getattr(module, "ANSWER_POLICY", "triton"), assignment=assignment)
+    outcome = verify(submission, source_path, release_path, spec.kernel_cells, spec.student_cell,
+                     policy=spec.answer_policy, assignment=assignment)
     points = points_of_tests(source_nb)
     got, failed = 0.0, []
     for test, worth in points.items():

@@ -3,12 +3,13 @@ peers, all timed in one run.
 
     python scripts/tune_kernels.py --problem problem4 --out build/tune
 
-The kernel is the notebook's own, called through its own wrapper: the sweep replaces the
-wrapper's launch-config function (and, to time the pointer kernel on a Hopper GPU, its
-`tma_ready` test) in the imported module. Nothing is copied, so what is tuned is exactly what
-students study and what grading launches. Each config's output is checked against PyTorch
-before it is timed. Writes tune-<problem>.json (every config's median ms and TFLOPS per shape,
-errors included) after each shape and prints the best config per shape and kernel body.
+The kernel is the notebook's own, called through its own wrapper with each configuration as
+keyword arguments of the wrapper: `config=(BLOCK_M, BLOCK_N, num_warps, num_stages)`, `tma=False`
+for the pointer kernel on a Hopper GPU, and for problem 4 `heads_per_group=`. Nothing is copied or
+replaced, so what is tuned is exactly what students study and what grading launches. Each
+config's output is checked against PyTorch before it is timed. Writes tune-<problem>.json (every
+config's median ms and TFLOPS per shape, errors included) after each shape and prints the best
+config per shape and kernel body.
 """
 from __future__ import annotations
 
@@ -25,8 +26,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from autograder import benchmark as bench  # noqa: E402
-from autograder.problems import get  # noqa: E402
+from autograder.problems import get, reference_module  # noqa: E402
 from autograder.references import create_mask_bool  # noqa: E402
+from autograder.tma import tma_ready  # noqa: E402
 
 WINDOW, SINK = 1024, 4  # problem 6's benchmark mask
 
@@ -43,8 +45,8 @@ def _sdpa(backend, **kwargs):
 class Problem:
     """What the sweep needs to know of one problem's wrapper."""
 
-    def __init__(self, name, config_attr, call, flops, expected, peers, shapes):
-        self.name, self.config_attr, self.call, self.flops = name, config_attr, call, flops
+    def __init__(self, name, call, flops, expected, peers, shapes, head_groups=False):
+        self.name, self.call, self.flops, self.head_groups = name, call, flops, head_groups
         self.expected, self.peers, self.shapes = expected, peers, shapes
 
 
@@ -59,20 +61,20 @@ def _window_expected(q, k, v):
 
 PROBLEMS = {
     "problem3": Problem(
-        "problem3", "_launch_config", lambda m, q, k, v: m.flash_attention_forward(q, k, v),
+        "problem3", lambda m, q, k, v, **launch: m.flash_attention_forward(q, k, v, **launch),
         lambda b, h, n, d: bench.attention_flops(b, h, n, n, d),
         lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(q, k, v),
         lambda n: {"SDPA FLASH": _sdpa("FLASH_ATTENTION"), "SDPA CUDNN": _sdpa("CUDNN_ATTENTION")},
         "4,16,4096,16;1,16,4096,16;4,16,4096,64;4,16,16384,64;4,16,4096,128;4,16,16384,128"),
     "problem4": Problem(
-        "problem4", "launch_config", lambda m, q, k, v: m.flash_attention_causal(q, k, v),
+        "problem4", lambda m, q, k, v, **launch: m.flash_attention_causal(q, k, v, **launch),
         lambda b, h, n, d: bench.attention_flops(b, h, n, n, d, causal=True),
         lambda q, k, v: torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True),
         lambda n: {"SDPA FLASH causal": _sdpa("FLASH_ATTENTION", is_causal=True),
                    "SDPA CUDNN causal": _sdpa("CUDNN_ATTENTION", is_causal=True)},
-        "4,16,4096,64;4,16,16384,64;4,16,4096,128"),
+        "4,16,4096,64;4,16,16384,64;4,16,4096,128", head_groups=True),
     "problem6": Problem(
-        "problem6", "_launch_config", lambda m, q, k, v: m.flash_attention_window(q, k, v, WINDOW, SINK),
+        "problem6", lambda m, q, k, v, **launch: m.flash_attention_window(q, k, v, WINDOW, SINK, **launch),
         _window_flops, _window_expected,
         lambda n: {"FlexAttention": get("problem6")._flex_peer(n, WINDOW, SINK, enable_gqa=False)},
         "1,16,16384,128;1,16,16384,64"),
@@ -107,9 +109,9 @@ def main():
     parser.add_argument("--rep", type=int, default=100, help="do_bench repetition time per config, ms")
     args = parser.parse_args()
     problem = PROBLEMS[args.problem]
-    module = get(problem.name).reference_module(REPO)
-    tma_ready = module.tma_ready
-    own_group = getattr(module, "_HEADS_PER_GROUP", None)
+    if any(args.head_groups) and not problem.head_groups:
+        parser.error(f"--head-groups is for problem4's launch order, not {args.problem}")
+    module = reference_module(problem.name, REPO)
     shapes = [tuple(int(x) for x in s.split(",")) for s in (args.shapes or problem.shapes).split(";")]
     bodies = [b for b in args.bodies.split(",") if b == "pointer" or tma_ready(torch.empty(8, device="cuda"))]
     out = Path(args.out)
@@ -127,19 +129,18 @@ def main():
             ms = time_ms(lambda: fn(q, k, v), args.rep)
             rows.append({"impl": name, "shape": shape, "ms": ms, "tflops": flops / ms / 1e9})
         for body in bodies:
-            module.tma_ready = tma_ready if body == "tma" else (lambda *tensors: False)
             for cfg, group in itertools.product(
                     configs(args.block_m, args.block_n, args.warps, args.stages, args.problem == "problem4"),
                     args.head_groups):
-                setattr(module, problem.config_attr, lambda *_, cfg=cfg: cfg)
-                if own_group is not None:
-                    module._HEADS_PER_GROUP = group or own_group
+                launch = {"config": cfg, "tma": body == "tma"}
+                if group:  # 0: the wrapper's own
+                    launch["heads_per_group"] = group
                 row = {"impl": body, "config": list(cfg) + ([group] if group else []), "shape": shape}
                 try:
-                    err = (problem.call(module, q, k, v)[0].float() - expect).abs().max().item()
+                    err = (problem.call(module, q, k, v, **launch)[0].float() - expect).abs().max().item()
                     if not err < 0.05:
                         raise AssertionError(f"wrong output (max err {err:.3g})")
-                    ms = time_ms(lambda: problem.call(module, q, k, v), args.rep)
+                    ms = time_ms(lambda: problem.call(module, q, k, v, **launch), args.rep)
                     row.update(ms=ms, tflops=flops / ms / 1e9)
                 except Exception as exc:  # out of shared memory, too many registers: a result, not a crash
                     row["error"] = f"{type(exc).__name__}: {str(exc)[:120]}"

@@ -1,33 +1,24 @@
 """What the per-problem tests share: kernel modules built from a source notebook with the answer
 cell edited (the sample submissions' edits) or replaced, the graded cells as the clean re-run
-runs them, and readers of the checks' printed feedback."""
-import re
+runs them, and a runner that collects a check's verdicts."""
 from pathlib import Path
 
+from autograder import verdict
 from autograder.checks import CheckFailed
-from autograder.grading.samples import apply_edits
 from autograder.grading.verify import graded_test_cells
-from autograder.notebook_code import cell_by_id, import_source, read, strip_markers
+from autograder.kernel_module import import_kernel_module
+from autograder.notebook_code import read
 from autograder.problems import problem3
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCE = REPO_ROOT / "solutions" / "problem3" / "problem3.ipynb"
-CAUSE = re.compile(r"likely cause \(([a-z_0-9]+)\)")
 
 
 def kernel_module(problem, source_nb, edits=(), student_code=None, extra="", name="variant"):
     """The problem's kernel cells as one module, the answer cell edited (or replaced), plus an
     optional extra cell at the end."""
-    parts = []
-    for gid in problem.KERNEL_CELLS:
-        code = strip_markers(cell_by_id(source_nb, gid).source)
-        if gid == problem.STUDENT_CELL:
-            code = student_code if student_code is not None else apply_edits(code, edits)
-        parts.append(code)
-    if extra:
-        parts.append(extra)
-    prefix = problem.__name__.rsplit(".", 1)[-1].replace("problem", "p")
-    return import_source("\n\n".join(parts) + "\n", f"{prefix}_{name}")
+    return import_kernel_module(problem.SPEC, source_nb, answer=student_code, edits=edits, extra_cells=(extra,),
+                                name=name)
 
 
 def kernel_variant(edits=(), student_code=None, name="variant"):
@@ -48,16 +39,17 @@ def run_graded_cell(module, gid, code):
     exec(compile(code, f"<{gid}>", "exec"), namespace)
 
 
-def likely_causes(text):
-    """The cause codes a check's printed diagnosis names."""
-    return set(CAUSE.findall(text))
+def likely_causes(verdicts):
+    """The cause codes that case verdicts name."""
+    return {f.code for v in verdicts for f in v.findings}
 
 
 def run_printing_check(check, capsys):
-    """Run a printing check; return (passed, the printed text)."""
-    try:
-        check()
-        passed = True
-    except CheckFailed:
-        passed = False
-    return passed, capsys.readouterr().out
+    """Run a check; return (passed, the case verdicts it reported, the text it printed)."""
+    with verdict.collect() as verdicts:
+        try:
+            check()
+            passed = True
+        except CheckFailed:
+            passed = False
+    return passed, verdicts, capsys.readouterr().out

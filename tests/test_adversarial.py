@@ -204,8 +204,8 @@ def attacked(tmp_path_factory, repo_root):
 
     demo.stage_demo(repo_root, course, assignments=(ASSIGNMENT,), only=set())
     module = problems.get(ASSIGNMENT)
-    source_nb = read(course / "solutions" / ASSIGNMENT / module.NOTEBOOK)
-    release_nb = read(course / "notebooks" / ASSIGNMENT / module.NOTEBOOK)
+    source_nb = read(course / "solutions" / ASSIGNMENT / module.SPEC.notebook)
+    release_nb = read(course / "notebooks" / ASSIGNMENT / module.SPEC.notebook)
     fill = dict(repo=repo_root, course=course, canary=canary, port=port)
     submissions = {"honest_correct": Sample("honest_correct", "", 10),
                    "honest_wrong": Sample("honest_wrong", "", WRONG_POINTS, edits=WRONG)}
@@ -217,8 +217,8 @@ def attacked(tmp_path_factory, repo_root):
     for name, sample in submissions.items():
         folder = course / "submitted" / name / ASSIGNMENT
         folder.mkdir(parents=True)
-        nb = build_submission(sample, source_nb, release_nb, module.STUDENT_CELL, module.KERNEL_CELLS[-1])
-        nbformat.write(nb, str(folder / module.NOTEBOOK))
+        nb = build_submission(sample, source_nb, release_nb, module.SPEC.student_cell, module.SPEC.kernel_cells[-1])
+        nbformat.write(nb, str(folder / module.SPEC.notebook))
     protected = {"package": Path(autograde.__file__).resolve().parents[1], "solutions": repo_root / "solutions",
                  "course solutions": course / "solutions", "submissions": course / "submitted"}
     before = {k: _hash_tree(p) for k, p in protected.items()}

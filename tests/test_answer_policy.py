@@ -27,13 +27,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _policy(assignment):
-    return getattr(problems.get(assignment), "ANSWER_POLICY", "triton")
+    return problems.get_spec(assignment).answer_policy
 
 
 def _notebooks(assignment):
-    module = problems.get(assignment)
-    return (read(REPO_ROOT / "solutions" / assignment / module.NOTEBOOK),
-            read(REPO_ROOT / "notebooks" / assignment / module.NOTEBOOK))
+    spec = problems.get_spec(assignment)
+    return (read(REPO_ROOT / "solutions" / assignment / spec.notebook),
+            read(REPO_ROOT / "notebooks" / assignment / spec.notebook))
 
 
 _NOTEBOOKS = {a: _notebooks(a) for a in problems.ASSIGNMENTS}
@@ -41,26 +41,24 @@ _NOTEBOOKS = {a: _notebooks(a) for a in problems.ASSIGNMENTS}
 
 def _bundled_samples():
     for assignment in problems.ASSIGNMENTS:
-        extra = GPU_FAULTS[assignment] if assignment in GPU_FAULTS else ()
-        for sample in (*SAMPLES[assignment], *ADVERSARIAL[assignment], *extra):
+        for sample in (*SAMPLES[assignment], *ADVERSARIAL[assignment], *GPU_FAULTS[assignment]):
             if sample.raw is None and not sample.missing:  # those hand in no notebook at all
                 yield assignment, sample
 
 
 def _sample_answer(assignment, sample):
     """The answer cell as the sample's student hands it in (samples.build_submission)."""
-    module = problems.get(assignment)
+    spec = problems.get_spec(assignment)
     source_nb, release_nb = _NOTEBOOKS[assignment]
-    nb = build_submission(sample, source_nb, release_nb, module.STUDENT_CELL, module.KERNEL_CELLS[-1])
-    return cell_by_id(nb, module.STUDENT_CELL).source
+    nb = build_submission(sample, source_nb, release_nb, spec.student_cell, spec.kernel_cells[-1])
+    return cell_by_id(nb, spec.student_cell).source
 
 
 # ------------------------------------------------------------------ what the course must accept
 @pytest.mark.parametrize("assignment", problems.ASSIGNMENTS)
 def test_reference_answer_cells_pass_their_policy(assignment):
-    module = problems.get(assignment)
     source_nb, _ = _NOTEBOOKS[assignment]
-    cell = cell_by_id(source_nb, module.STUDENT_CELL).source
+    cell = cell_by_id(source_nb, problems.get_spec(assignment).student_cell).source
     assert describe(violations(strip_markers(cell), _policy(assignment))) == []
     assert violations(cell, _policy(assignment)) == []  # the markers are comments
 
@@ -69,9 +67,8 @@ def test_reference_answer_cells_pass_their_policy(assignment):
 def test_released_stubs_pass_so_the_checks_say_not_implemented(assignment):
     """nbgrader's stub is `raise NotImplementedError()`, sometimes followed by the lines that
     return names the stub never assigns (`return o, lse`): dead code, accepted."""
-    module = problems.get(assignment)
     _, release_nb = _NOTEBOOKS[assignment]
-    stub = cell_by_id(release_nb, module.STUDENT_CELL).source
+    stub = cell_by_id(release_nb, problems.get_spec(assignment).student_cell).source
     assert "raise NotImplementedError()" in stub
     assert describe(violations(stub, _policy(assignment))) == []
 

@@ -1,49 +1,15 @@
-"""Each typical mistake is named; each kind of misbehaviour gets a failing verdict, never a crash."""
+"""Each kind of misbehaviour gets a failing verdict with a likely cause, never a crash."""
 import time
 
 import pytest
 import torch
 
 from autograder.checks import CheckFailed, assert_cases, run_case, stderr_to_stdout
-from autograder.grading.samples import PROBLEM3_SAMPLES
 from autograder.inputs import Case
-from tests.helpers import kernel_variant
-
-KERNEL_SAMPLES = [s for s in PROBLEM3_SAMPLES if s.edits]
-CASE = Case(1, 2, 200, 64, seed=3)
 
 
 def codes(result):
     return [f.code for f in result.findings]
-
-
-@pytest.mark.parametrize("sample", KERNEL_SAMPLES, ids=lambda s: s.name)
-def test_each_kernel_mistake_is_named(runtime, sample):
-    module = kernel_variant(sample.edits, name=sample.name)
-    result = run_case(module.flash_attention_forward, CASE, runtime)
-    assert not result.passed
-    assert sample.expected_cause in codes(result), "\n".join(result.lines())
-
-
-def test_untouched_student_cell_says_not_implemented(runtime):
-    stub = '''
-@triton.jit
-def online_softmax_update(acc, l_i, m_i, qk, v, key_idx, seq_len_k, qk_scale, MASK_KEYS: tl.constexpr):
-    # YOUR CODE HERE
-    raise NotImplementedError()
-    return acc, l_i, m_i
-
-
-@triton.jit
-def finalize(acc, l_i, m_i):
-    # YOUR CODE HERE
-    raise NotImplementedError()
-    return o, lse
-'''
-    module = kernel_variant(student_code=stub, name="untouched")
-    result = run_case(module.flash_attention_forward, CASE, runtime)
-    assert codes(result) == ["not_implemented"]
-    assert "Traceback" not in "\n".join(result.lines())
 
 
 def test_wrong_head_offset_is_recognised(reference_kernel, runtime):

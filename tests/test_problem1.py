@@ -18,8 +18,9 @@ from autograder.grading.samples import SAMPLES, apply_edits
 from autograder.grading.verify import answer_cell_violations, graded_test_cells
 from autograder.inputs import Case
 from autograder.memory import PeakTensorMemory, peak_call_bytes
-from autograder.notebook_code import cell_by_id, import_source, read, strip_markers
-from autograder.problems import problem1
+from autograder.kernel_module import import_kernel_module
+from autograder.notebook_code import cell_by_id, read, strip_markers
+from autograder.problems import problem1, reference_module
 
 SOURCE = "solutions/problem1/problem1.ipynb"
 RELEASED = "notebooks/problem1/problem1.ipynb"
@@ -38,7 +39,7 @@ def release_nb(repo_root):
 
 @pytest.fixture(scope="module")
 def reference(repo_root):
-    return problem1.reference_module(repo_root)
+    return reference_module(problem1.SPEC, repo_root)
 
 
 def points_of(nb) -> dict:
@@ -50,11 +51,11 @@ def submission_namespace(source_nb, release_nb, sample, name):
     """What the sample's notebook holds when the graded cells run: the imports cell, the answer cell
     (the solution after the sample's edits, or the untouched release) and any cell the student added."""
     if sample.untouched:
-        answer = cell_by_id(release_nb, problem1.STUDENT_CELL).source
+        answer = cell_by_id(release_nb, problem1.SPEC.student_cell).source
     else:
-        answer = apply_edits(strip_markers(cell_by_id(source_nb, problem1.STUDENT_CELL).source), sample.edits)
-    code = "\n\n".join([cell_by_id(release_nb, "imports").source, answer, sample.extra_cell]) + "\n"
-    module = import_source(code, f"p1_sample_{name}")
+        answer = apply_edits(strip_markers(cell_by_id(source_nb, problem1.SPEC.student_cell).source), sample.edits)
+    module = import_kernel_module(problem1.SPEC, release_nb, answer=answer, extra_cells=(sample.extra_cell,),
+                                  name=f"sample_{name}")
     return {k: v for k, v in vars(module).items() if not k.startswith("__")}
 
 
@@ -101,9 +102,9 @@ def test_the_seeds_own_naive_attention_passes_every_attention_check(source_nb, r
 
 
 def test_answer_cell_is_plain_torch_code(source_nb, release_nb):
-    solution = strip_markers(cell_by_id(source_nb, problem1.STUDENT_CELL).source)
-    assert answer_cell_violations(solution, problem1.ANSWER_POLICY) == []
-    assert answer_cell_violations(cell_by_id(release_nb, problem1.STUDENT_CELL).source, "torch") == []
+    solution = strip_markers(cell_by_id(source_nb, problem1.SPEC.student_cell).source)
+    assert answer_cell_violations(solution, problem1.SPEC.answer_policy) == []
+    assert answer_cell_violations(cell_by_id(release_nb, problem1.SPEC.student_cell).source, "torch") == []
     cheat = next(s for s in SAMPLE_SET if s.answer_suffix)
     assert answer_cell_violations(solution + cheat.answer_suffix, "torch")  # its import is refused
 
@@ -123,8 +124,8 @@ def test_each_sample_earns_its_expected_points_with_its_cause(source_nb, release
     """Graded in-process, hidden cells included: the points of the passing cells are the sample's
     expected_points, and the first failing cell names its expected cause."""
     if sample.expected_note == "answer cell rejected":  # the judge grades nothing of it: 0
-        answer = strip_markers(cell_by_id(source_nb, problem1.STUDENT_CELL).source) + sample.answer_suffix
-        assert answer_cell_violations(answer, problem1.ANSWER_POLICY) and sample.expected_points == 0
+        answer = strip_markers(cell_by_id(source_nb, problem1.SPEC.student_cell).source) + sample.answer_suffix
+        assert answer_cell_violations(answer, problem1.SPEC.answer_policy) and sample.expected_points == 0
         return
     namespace = submission_namespace(source_nb, release_nb, sample, sample.name)
     results = run_graded_cells(source_nb, namespace)
@@ -165,8 +166,7 @@ SOLUTION_EDITS = {
 
 
 def edited_reference(source_nb, edits, name):
-    answer = apply_edits(strip_markers(cell_by_id(source_nb, problem1.STUDENT_CELL).source), edits)
-    return import_source("import math\n\nimport torch\n\n" + answer + "\n", f"p1_edit_{name}")
+    return import_kernel_module(problem1.SPEC, source_nb, edits=edits, name=f"edit_{name}")
 
 
 @pytest.mark.parametrize("code", sorted(SOLUTION_EDITS))

@@ -13,10 +13,12 @@ from autograder.grading.samples import SAMPLES, apply_edits, build_submission
 from autograder.grading.verify import answer_cell_violations, graded_test_cells, verify
 from autograder.inputs import Case, make_qkv
 from autograder.integrity import watch_call
-from autograder.notebook_code import cell_by_id, grade_id, import_source, read, strip_markers
-from autograder.problems import problem2
+from autograder.kernel_module import import_kernel_module
+from autograder.notebook_code import cell_by_id, grade_id, read, strip_markers
+from autograder.problems import problem2, reference_module
 from autograder.problems.problem2 import (SoftmaxCase, check_online_softmax, check_tiled_attention, make_logits,
                                           no_score_matrix, run_softmax_case, score_matrix_limit, torch_runtime)
+from tests.helpers import REPO_ROOT
 
 SOURCE = "solutions/problem2/problem2.ipynb"
 RELEASED = "notebooks/problem2/problem2.ipynb"
@@ -30,13 +32,13 @@ def source_nb(repo_root):
 
 @pytest.fixture(scope="module")
 def solution_code(source_nb):
-    return strip_markers(cell_by_id(source_nb, problem2.STUDENT_CELL).source)
+    return strip_markers(cell_by_id(source_nb, problem2.SPEC.student_cell).source)
 
 
 def variant(solution_code, edits=(), student_code=None, name="variant"):
     """The answer module (imports + answer cell) with the answer edited or replaced."""
     code = student_code if student_code is not None else apply_edits(solution_code, edits)
-    return import_source("import math\n\nimport torch\n\n" + code + "\n", f"p2_{name}")
+    return import_kernel_module(problem2.SPEC, read(REPO_ROOT / SOURCE), answer=code, name=name)
 
 
 def codes(result):
@@ -66,7 +68,7 @@ def recorded_cases(source_nb, monkeypatch):
 def test_reference_passes_every_graded_cell_quietly(repo_root, source_nb, capfd):
     """As verify_worker does: the kernel cells as a module, each graded cell (hidden ones too) run
     against it; none raises and nothing reaches stderr (nbgrader zeroes a cell that writes there)."""
-    module = problem2.reference_module(repo_root)
+    module = reference_module(problem2.SPEC, repo_root)
     cells = graded_test_cells(source_nb)
     assert sum(c.metadata["nbgrader"]["points"] for c in source_nb.cells
                if c.metadata.get("nbgrader", {}).get("grade")) == 10
@@ -80,8 +82,8 @@ def test_reference_passes_every_graded_cell_quietly(repo_root, source_nb, capfd)
 
 
 def test_answer_cell_follows_the_torch_policy(solution_code, source_nb):
-    assert problem2.ANSWER_POLICY == "torch"
-    assert answer_cell_violations(cell_by_id(source_nb, problem2.STUDENT_CELL).source, "torch") == []
+    assert problem2.SPEC.answer_policy == "torch"
+    assert answer_cell_violations(cell_by_id(source_nb, problem2.SPEC.student_cell).source, "torch") == []
     assert answer_cell_violations(solution_code, "torch") == []
 
 
@@ -126,7 +128,7 @@ def test_each_sample_earns_its_points_and_names_its_cause(source_nb, solution_co
 
 
 def test_untouched_answer_says_not_implemented(repo_root):
-    released = cell_by_id(read(repo_root / RELEASED), problem2.STUDENT_CELL).source
+    released = cell_by_id(read(repo_root / RELEASED), problem2.SPEC.student_cell).source
     module = variant("", student_code=released, name="untouched")
     softmax = run_softmax_case(module.online_softmax, SoftmaxCase(2, 64, 16))
     attention = run_case(module.tiled_attention, Case(1, 1, 64, 16, "float32"), runtime=torch_runtime(),
@@ -288,7 +290,7 @@ def test_student_notebook_shape(repo_root, source_nb):
     graded = {c["metadata"]["nbgrader"]["grade_id"]: c["metadata"]["nbgrader"]["points"]
               for c in code if c["metadata"].get("nbgrader", {}).get("grade")}
     assert sum(graded.values()) == 10 and len(graded) == 6
-    stub = cell_by_id(nbformat.reads(json.dumps(nb), as_version=4), problem2.STUDENT_CELL).source
+    stub = cell_by_id(nbformat.reads(json.dumps(nb), as_version=4), problem2.SPEC.student_cell).source
     assert stub.count("raise NotImplementedError()") == 2
     ids = [grade_id(c) for c in source_nb.cells if grade_id(c)]
     assert len(ids) == len(set(ids))
@@ -307,9 +309,9 @@ def test_clean_rerun_agrees(repo_root, tmp_path, sample_name, failing):
     sample = next(s for s in PROBLEM2_SAMPLES if s.name == sample_name)
     submission = tmp_path / "problem2.ipynb"
     nbformat.write(build_submission(sample, read(repo_root / SOURCE), read(repo_root / RELEASED),
-                                    problem2.STUDENT_CELL, problem2.KERNEL_CELLS[-1]), str(submission))
-    outcome = verify(submission, repo_root / SOURCE, repo_root / RELEASED, problem2.KERNEL_CELLS,
-                     problem2.STUDENT_CELL, timeout_s=600, policy=problem2.ANSWER_POLICY)
+                                    problem2.SPEC.student_cell, problem2.SPEC.kernel_cells[-1]), str(submission))
+    outcome = verify(submission, repo_root / SOURCE, repo_root / RELEASED, problem2.SPEC.kernel_cells,
+                     problem2.SPEC.student_cell, timeout_s=600, policy=problem2.SPEC.answer_policy)
     assert not outcome.violations and not outcome.error
     assert {t for t, (ok, _) in outcome.results.items() if not ok} == failing, outcome.results
     assert len(outcome.results) == 6
@@ -320,7 +322,7 @@ def test_self_check_runs_the_visible_cases(solution_code, capsys):
     with stderr_to_stdout():
         problem2.check(module.online_softmax, module.tiled_attention)
     out = capsys.readouterr().out
-    assert out.count("PASS") == len(problem2.SELF_CHECK_SOFTMAX) + len(problem2.SELF_CHECK_CASES)
+    assert out.count("PASS") == len(problem2.SELF_CHECK_SOFTMAX) + len(problem2.SPEC.self_check_cases)
 
 
 @pytest.mark.gpu
@@ -329,7 +331,7 @@ def test_gpu_reference_passes_every_graded_cell_and_holds_less_memory_than_naive
     """On a GPU the checks run on CUDA tensors; the benchmark cell times the Python loop against
     naive attention and SDPA, and the loop's peak memory stays far below the score matrix's."""
     monkeypatch.delenv("COURSE_GRADING", raising=False)
-    module = problem2.reference_module(repo_root)
+    module = reference_module(problem2.SPEC, repo_root)
     for test, code in graded_test_cells(source_nb):
         namespace = {k: v for k, v in vars(module).items() if not k.startswith("__")}
         exec(compile(code, f"<{test}>", "exec"), namespace)

@@ -14,7 +14,7 @@ from autograder.grading.samples import apply_edits
 from autograder.grading.verify import answer_cell_violations
 from autograder.inputs import Case, make_qkv
 from autograder.notebook_code import cell_by_id, read, strip_markers
-from autograder.problems import problem4
+from autograder.problems import problem4, reference_module
 from autograder.references import attention_reference
 from tests.helpers import graded_cells, kernel_module, likely_causes, run_graded_cell, run_printing_check
 
@@ -29,7 +29,7 @@ def source_nb(repo_root):
 
 @pytest.fixture(scope="module")
 def reference(repo_root):
-    return problem4.reference_module(repo_root)
+    return reference_module(problem4.SPEC, repo_root)
 
 
 def variant(source_nb, edits=(), student_code=None, name="variant"):
@@ -95,24 +95,24 @@ VISIT_CASES = [Case(1, 2, 300, 16, seed=4, causal=True)]
 def test_each_sample_mistake_is_named(source_nb, sample, capsys):
     module = variant(source_nb, sample.edits, name=sample.name)
     fn = module.flash_attention_causal
-    ok_values, out_values = run_check(
+    ok_values, found_values, out_values = run_check(
         lambda: problem4.assert_cases(fn, VALUE_CASES, diagnoses=problem4.causal_diagnoses(fn)), capsys)
-    ok_visits, out_visits = run_check(lambda: problem4.assert_block_visits(fn, VISIT_CASES), capsys)
-    assert sample.expected_cause in causes(out_values + out_visits), out_values + out_visits
+    ok_visits, found_visits, out_visits = run_check(lambda: problem4.assert_block_visits(fn, VISIT_CASES), capsys)
+    assert sample.expected_cause in causes(found_values + found_visits), out_values + out_visits
     # The right values mean full points there; only the skipping check may tell them apart.
     assert ok_values == (sample.name == "skip_nothing"), out_values
     assert ok_visits == (sample.name in ("diagonal_offset", "no_causal_mask")), out_visits
 
 
 def test_untouched_cell_says_not_implemented(repo_root, source_nb, capsys):
-    stub = cell_by_id(read(repo_root / RELEASED), problem4.STUDENT_CELL).source
+    stub = cell_by_id(read(repo_root / RELEASED), problem4.SPEC.student_cell).source
     assert stub.count("raise NotImplementedError()") == 3
     module = variant(source_nb, student_code=stub, name="untouched")
     fn = module.flash_attention_causal
-    ok_values, out_values = run_check(lambda: problem4.assert_cases(fn, VALUE_CASES[:1]), capsys)
-    ok_visits, out_visits = run_check(lambda: problem4.assert_block_visits(fn, VISIT_CASES), capsys)
+    ok_values, found_values, out_values = run_check(lambda: problem4.assert_cases(fn, VALUE_CASES[:1]), capsys)
+    ok_visits, found_visits, out_visits = run_check(lambda: problem4.assert_block_visits(fn, VISIT_CASES), capsys)
     assert not ok_values and not ok_visits
-    assert causes(out_values) == {"not_implemented"} and causes(out_visits) == {"not_implemented"}
+    assert causes(found_values) == {"not_implemented"} and causes(found_visits) == {"not_implemented"}
     assert "Traceback" not in out_values + out_visits
 
 
@@ -133,17 +133,16 @@ def test_visit_counts_of_the_reference_are_the_causal_minimum(reference, runtime
 
 
 @pytest.mark.parametrize("group", [1, 2, 3])
-def test_every_query_block_is_computed_once_whatever_the_head_grouping(reference, runtime, monkeypatch, group):
+def test_every_query_block_is_computed_once_whatever_the_head_grouping(reference, runtime, group):
     # The launch order interleaves heads in groups (the last one smaller when the group size does
     # not divide B*H): each (head, query block) must still get exactly one program.
     case = Case(5, 1, 300, 32, causal=True)
     q, k, v = make_qkv(case, device=runtime.device)
     expected, _ = reference.flash_attention_causal(q, k, v)
-    monkeypatch.setattr(reference, "_HEADS_PER_GROUP", group)
     block_m, block_n = problem4.block_sizes(reference.flash_attention_causal, q)
     n_q = -(-300 // block_m)
     counter = torch.zeros(5 * n_q, dtype=torch.int32, device=runtime.device)
-    o, _ = reference.flash_attention_causal(q, k, v, _visits=counter)
+    o, _ = reference.flash_attention_causal(q, k, v, _visits=counter, heads_per_group=group)
     assert counter.view(5, n_q).tolist() == [minimal_visits(300, block_m, block_n, causal=True)] * 5
     assert torch.equal(o, expected)
 
@@ -151,16 +150,17 @@ def test_every_query_block_is_computed_once_whatever_the_head_grouping(reference
 def test_visit_check_fails_a_kernel_that_skips_nothing(source_nb, capsys):
     sample = next(s for s in SAMPLES if s.name == "skip_nothing")
     fn = variant(source_nb, sample.edits, name="skip_nothing").flash_attention_causal
-    passed, out = run_check(lambda: problem4.assert_block_visits(fn, [Case(1, 1, 300, 32, causal=True)]), capsys)
+    passed, found, out = run_check(lambda: problem4.assert_block_visits(fn, [Case(1, 1, 300, 32, causal=True)]),
+                                   capsys)
     assert not passed
     # 3 query blocks of 128, 5 key blocks of 64: 15 visits without skipping, 2 + 4 + 5 = 11 with.
     assert "the kernel visits 15 key blocks, a causal kernel needs 11: the blocks above the diagonal are not skipped" \
         in out, out
-    assert causes(out) == {"blocks_not_skipped"}
+    assert causes(found) == {"blocks_not_skipped"}
 
 
 def test_visit_check_passes_the_reference_and_says_what_it_counted(reference, capsys):
-    passed, out = run_check(lambda: problem4.assert_block_visits(
+    passed, _, out = run_check(lambda: problem4.assert_block_visits(
         reference.flash_attention_causal, [Case(1, 2, 300, 32, causal=True)]), capsys)
     assert passed, out
     assert "11 key-block visits per head" in out and "non-causal: 15" in out
@@ -265,15 +265,15 @@ def test_setup_cell_is_problem_3s_and_comes_before_any_kernel(repo_root, source_
 
 
 def test_answer_cell_follows_the_policy(repo_root, source_nb):
-    solution = strip_markers(cell_by_id(source_nb, problem4.STUDENT_CELL).source)
-    assert answer_cell_violations(solution, problem4.ANSWER_POLICY) == []
-    stub = cell_by_id(read(repo_root / RELEASED), problem4.STUDENT_CELL).source
-    assert answer_cell_violations(stub, problem4.ANSWER_POLICY) == []
+    solution = strip_markers(cell_by_id(source_nb, problem4.SPEC.student_cell).source)
+    assert answer_cell_violations(solution, problem4.SPEC.answer_policy) == []
+    stub = cell_by_id(read(repo_root / RELEASED), problem4.SPEC.student_cell).source
+    assert answer_cell_violations(stub, problem4.SPEC.answer_policy) == []
 
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.name)
 def test_every_sample_edit_still_applies_to_the_solution(source_nb, sample):
-    solution = strip_markers(cell_by_id(source_nb, problem4.STUDENT_CELL).source)
+    solution = strip_markers(cell_by_id(source_nb, problem4.SPEC.student_cell).source)
     assert (apply_edits(solution, sample.edits) != solution) == bool(sample.edits)
 
 

@@ -13,7 +13,7 @@ from autograder.grading.samples import apply_edits
 from autograder.grading.verify import answer_cell_violations
 from autograder.inputs import Case
 from autograder.notebook_code import cell_by_id, read, strip_markers
-from autograder.problems import problem5
+from autograder.problems import problem5, reference_module
 from tests.helpers import graded_cells, kernel_module, likely_causes, run_graded_cell, run_printing_check
 
 SOURCE = "solutions/problem5/problem5.ipynb"
@@ -27,7 +27,7 @@ def source_nb(repo_root):
 
 @pytest.fixture(scope="module")
 def reference(repo_root):
-    return problem5.reference_module(repo_root)
+    return reference_module(problem5.SPEC, repo_root)
 
 
 def variant(source_nb, edits=(), student_code=None, extra="", name="variant"):
@@ -71,11 +71,12 @@ ATTENTION_CASES = [Case(1, 4, 128, 64, H_kv=2), Case(1, 6, 64, 32, H_kv=3, seed=
 @pytest.mark.parametrize("sample", [s for s in SAMPLES if s.edits or s.extra_cell], ids=lambda s: s.name)
 def test_each_sample_mistake_is_named(source_nb, sample, capsys):
     module = variant(source_nb, sample.edits, extra=sample.extra_cell, name=sample.name)
-    ok_cases, out_cases = run_check(lambda: problem5.assert_gqa_cases(module.flash_attention_gqa, ATTENTION_CASES),
-                                    capsys)
-    ok_order, out_order = run_check(lambda: problem5.assert_schedule(module.launch_schedule, [(2, 4, 2, 3)]), capsys)
+    ok_cases, found_cases, out_cases = run_check(
+        lambda: problem5.assert_gqa_cases(module.flash_attention_gqa, ATTENTION_CASES), capsys)
+    ok_order, found_order, out_order = run_check(
+        lambda: problem5.assert_schedule(module.launch_schedule, [(2, 4, 2, 3)]), capsys)
     assert not (ok_cases and ok_order)
-    assert sample.expected_cause in causes(out_cases + out_order), out_cases + out_order
+    assert sample.expected_cause in causes(found_cases + found_order), out_cases + out_order
     if sample.expected_cause.startswith("schedule"):
         assert ok_cases, out_cases        # right values, wrong order
     else:
@@ -83,13 +84,14 @@ def test_each_sample_mistake_is_named(source_nb, sample, capsys):
 
 
 def test_untouched_cell_says_not_implemented(repo_root, source_nb, capsys):
-    stub = cell_by_id(read(repo_root / RELEASED), problem5.STUDENT_CELL).source
+    stub = cell_by_id(read(repo_root / RELEASED), problem5.SPEC.student_cell).source
     module = variant(source_nb, student_code=stub, name="untouched")
-    ok_cases, out_cases = run_check(lambda: problem5.assert_gqa_cases(module.flash_attention_gqa, ATTENTION_CASES[:1]),
-                                    capsys)
-    ok_order, out_order = run_check(lambda: problem5.assert_schedule(module.launch_schedule, [(1, 2, 1, 2)]), capsys)
+    ok_cases, found_cases, out_cases = run_check(
+        lambda: problem5.assert_gqa_cases(module.flash_attention_gqa, ATTENTION_CASES[:1]), capsys)
+    ok_order, found_order, out_order = run_check(
+        lambda: problem5.assert_schedule(module.launch_schedule, [(1, 2, 1, 2)]), capsys)
     assert not ok_cases and not ok_order
-    assert causes(out_cases) == {"not_implemented"} and causes(out_order) == {"not_implemented"}
+    assert causes(found_cases) == {"not_implemented"} and causes(found_order) == {"not_implemented"}
     assert "Traceback" not in out_cases + out_order
 
 
@@ -227,13 +229,13 @@ def test_student_notebook_has_no_outputs_ten_points_and_two_stubs(repo_root):
     graded = {c["metadata"]["nbgrader"]["grade_id"]: c["metadata"]["nbgrader"]["points"]
               for c in code if c["metadata"].get("nbgrader", {}).get("grade")}
     assert sum(graded.values()) == 12 and len(graded) == 8 and graded["test_performance"] == 2
-    stub = cell_by_id(nbformat.reads(json.dumps(nb), as_version=4), problem5.STUDENT_CELL).source
+    stub = cell_by_id(nbformat.reads(json.dumps(nb), as_version=4), problem5.SPEC.student_cell).source
     assert stub.count("raise NotImplementedError()") == 2
 
 
 def test_reference_answer_cell_obeys_the_answer_policy(source_nb):
-    answer = strip_markers(cell_by_id(source_nb, problem5.STUDENT_CELL).source)
-    assert answer_cell_violations(answer, problem5.ANSWER_POLICY) == []
+    answer = strip_markers(cell_by_id(source_nb, problem5.SPEC.student_cell).source)
+    assert answer_cell_violations(answer, problem5.SPEC.answer_policy) == []
 
 
 def test_setup_cell_is_problem3s(repo_root, source_nb):
@@ -243,7 +245,7 @@ def test_setup_cell_is_problem3s(repo_root, source_nb):
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.name)
 def test_every_sample_edit_still_applies(source_nb, sample):
-    solution = strip_markers(cell_by_id(source_nb, problem5.STUDENT_CELL).source)
+    solution = strip_markers(cell_by_id(source_nb, problem5.SPEC.student_cell).source)
     assert (apply_edits(solution, sample.edits) != solution) == bool(sample.edits)
 
 

@@ -11,16 +11,15 @@ import torch
 
 from autograder.block_visits import minimal_visits
 from autograder.checks import CheckFailed, run_case
-from autograder.grading import samples as sample_module  # first: it imports the sample sets itself
+from autograder.grading.sample_sets.problem6 import SAMPLES
 from autograder.grading.samples import apply_edits
 from autograder.grading.verify import answer_cell_violations
 from autograder.inputs import Case, make_qkv
 from autograder.notebook_code import cell_by_id, grade_id, read, strip_markers
-from autograder.problems import problem6
+from autograder.problems import problem6, reference_module
 from autograder.references import attention_reference, create_mask_bool
 from tests.helpers import graded_cells, kernel_module, run_graded_cell
 
-SAMPLES = sample_module.SAMPLES["problem6"]
 SOURCE = "solutions/problem6/problem6.ipynb"
 RELEASED = "notebooks/problem6/problem6.ipynb"
 # One input that every sample's mistake shows on: a window shorter than L, sinks that lie in the
@@ -35,7 +34,7 @@ def source_nb(repo_root):
 
 @pytest.fixture(scope="module")
 def reference(repo_root):
-    return problem6.reference_module(repo_root)
+    return reference_module(problem6.SPEC, repo_root)
 
 
 def variant(source_nb, edits=(), student_code=None, name="variant"):
@@ -59,8 +58,8 @@ def test_reference_passes_every_graded_cell(reference, test):
 
 
 def test_reference_answer_cell_is_accepted_by_the_clean_rerun(source_nb):
-    answer = strip_markers(cell_by_id(source_nb, problem6.STUDENT_CELL).source)
-    assert answer_cell_violations(answer, problem6.ANSWER_POLICY) == []
+    answer = strip_markers(cell_by_id(source_nb, problem6.SPEC.student_cell).source)
+    assert answer_cell_violations(answer, problem6.SPEC.answer_policy) == []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,10 +86,10 @@ def test_each_sample_mistake_is_named(source_nb, runtime, sample):
 
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.name)
 def test_every_sample_edit_applies_and_passes_the_answer_policy(source_nb, sample):
-    solution = strip_markers(cell_by_id(source_nb, problem6.STUDENT_CELL).source)
+    solution = strip_markers(cell_by_id(source_nb, problem6.SPEC.student_cell).source)
     edited = apply_edits(solution, sample.edits)
     assert (edited != solution) == bool(sample.edits)
-    assert answer_cell_violations(edited, problem6.ANSWER_POLICY) == []
+    assert answer_cell_violations(edited, problem6.SPEC.answer_policy) == []
 
 
 def test_samples_cover_the_required_mistakes():
@@ -102,7 +101,7 @@ def test_samples_cover_the_required_mistakes():
 
 
 def test_untouched_answer_cell_says_not_implemented(repo_root, source_nb, runtime):
-    stub = cell_by_id(read(repo_root / RELEASED), problem6.STUDENT_CELL).source
+    stub = cell_by_id(read(repo_root / RELEASED), problem6.SPEC.student_cell).source
     assert stub.count("raise NotImplementedError()") == 2
     module = variant(source_nb, student_code=stub, name="untouched")
     result = run_case(module.flash_attention_window, CASE, runtime, diagnoses=problem6.DIAGNOSES)

@@ -3,8 +3,7 @@ import math
 import pytest
 import torch
 
-from autograder.references import (FAULTS, attention_reference, blockwise_attention, create_mask_bool,
-                                   naive_attention, repeat_kv)
+from autograder.references import attention_reference, create_mask_bool, naive_attention, repeat_kv
 
 
 def rand(*shape, seed=0):
@@ -47,25 +46,3 @@ def test_gqa_maps_query_head_to_kv_head_by_integer_division():
         single, _ = attention_reference(q[:, h:h + 1], k[:, h // 4:h // 4 + 1], v[:, h // 4:h // 4 + 1])
         torch.testing.assert_close(out[:, h:h + 1], single, atol=1e-12, rtol=0)
     assert repeat_kv(k, 4).shape == (1, 8, 10, 16)
-
-
-@pytest.mark.parametrize("length,block", [(1, 16), (17, 16), (64, 64), (200, 64), (130, 32)])
-def test_blockwise_online_softmax_is_exact_without_faults(length, block):
-    q, k, v = rand(2, 2, length, 32, seed=10), rand(2, 2, length, 32, seed=11), rand(2, 2, length, 32, seed=12)
-    out, lse = blockwise_attention(q, k, v, block)
-    ref_out, ref_lse = attention_reference(q, k, v)
-    torch.testing.assert_close(out, ref_out, atol=1e-12, rtol=1e-12)
-    torch.testing.assert_close(lse, ref_lse, atol=1e-12, rtol=1e-12)
-
-
-@pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_every_fault_changes_the_output_where_it_applies(fault):
-    q, k, v = rand(1, 2, 200, 32, seed=13), rand(1, 2, 200, 32, seed=14), rand(1, 2, 200, 32, seed=15)
-    out, _ = blockwise_attention(q, k, v, 64, {fault})
-    ref, _ = attention_reference(q, k, v)
-    assert (out - ref).abs().max() > 1e-2
-
-
-def test_unknown_fault_is_rejected():
-    with pytest.raises(ValueError, match="unknown faults"):
-        blockwise_attention(rand(1, 1, 4, 16), rand(1, 1, 4, 16), rand(1, 1, 4, 16), 16, {"typo"})

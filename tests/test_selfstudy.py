@@ -23,18 +23,18 @@ import nbformat
 import pytest
 
 from autograder import course_config, hints, notebook_template, problems
-from autograder.notebook_code import cell_by_id, grade_id, import_source, read, strip_markers
+from autograder.notebook_code import cell_by_id, grade_id, read, strip_markers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENTS = problems.ASSIGNMENTS
 
 
 def source_path(assignment: str) -> Path:
-    return REPO_ROOT / "solutions" / assignment / problems.get(assignment).NOTEBOOK
+    return REPO_ROOT / "solutions" / assignment / problems.get_spec(assignment).notebook
 
 
 def release_path(assignment: str) -> Path:
-    return REPO_ROOT / "notebooks" / assignment / problems.get(assignment).NOTEBOOK
+    return REPO_ROOT / "notebooks" / assignment / problems.get_spec(assignment).notebook
 
 
 def code_cells(nb):
@@ -61,13 +61,16 @@ def test_every_address_is_derived_from_the_one_repository_setting():
 
 
 def test_the_address_is_written_nowhere_but_course_config():
-    """Notebooks carry it generated (checked below); no code or doc may spell it out by hand."""
+    """Notebooks carry it generated (checked below), and so do the source notebooks' paired .py
+    files (tests/test_paired_sources.py); no code or doc may spell it out by hand."""
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     spelled = []
     for name in tracked.stdout.split():
         path = REPO_ROOT / name
         if path.suffix in {".ipynb", ".png"} or name == "autograder/course_config.py" or not path.is_file():
             continue
+        if path.suffix == ".py" and path.with_suffix(".ipynb").is_file():
+            continue  # a notebook's text twin
         try:
             text = path.read_text()
         except UnicodeDecodeError:
@@ -174,16 +177,15 @@ def test_a_turing_gpu_runs_in_the_interpreter_and_says_why(monkeypatch):
 
 def solution_code_lines(assignment: str) -> list[str]:
     """The meaningful lines of the reference solution's student cell."""
-    module = problems.get(assignment)
-    code = strip_markers(cell_by_id(read(source_path(assignment)), module.STUDENT_CELL).source)
+    spec = problems.get_spec(assignment)
+    code = strip_markers(cell_by_id(read(source_path(assignment)), spec.student_cell).source)
     return [line.strip() for line in code.splitlines()
             if len(line.strip()) > 24 and not line.strip().startswith(("#", '"""', "def ", "@", "return"))]
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_hint_ladder_reveals_three_steps_one_at_a_time_and_never_the_code(assignment, monkeypatch):
-    module = problems.get(assignment)
-    steps = getattr(module, "HINTS", ())
+    steps = problems.get_spec(assignment).hints
     assert len(steps) == 3 and all(isinstance(s, str) and len(s) > 40 for s in steps)
     monkeypatch.setattr(hints, "_revealed", {})
     shown = []
@@ -206,7 +208,7 @@ def test_notebook_has_a_self_check_cell_and_a_hint_cell_after_the_students_cell(
     for path in (source_path(assignment), release_path(assignment)):
         nb = read(path)
         cells = code_cells(nb)
-        student = cells.index(cell_by_id(nb, module.STUDENT_CELL))
+        student = cells.index(cell_by_id(nb, module.SPEC.student_cell))
         hint_cells = [i for i, c in enumerate(cells) if re.search(rf"\bhint\(\s*[\"']{assignment}[\"']", c.source)]
         check_cells = [i for i, c in enumerate(cells)
                        if f"autograder.problems.{assignment}" in c.source and re.search(r"\bcheck\(", c.source)]
@@ -218,15 +220,10 @@ def test_notebook_has_a_self_check_cell_and_a_hint_cell_after_the_students_cell(
 
 def kernel_module(assignment: str, edits=()):
     """The problem's kernel cells as a module, the student cell as the solution after `edits`."""
-    from autograder.grading.samples import apply_edits
+    from autograder.kernel_module import import_kernel_module
 
-    module = problems.get(assignment)
-    nb = read(source_path(assignment))
-    parts = []
-    for gid in module.KERNEL_CELLS:
-        code = strip_markers(cell_by_id(nb, gid).source)
-        parts.append(apply_edits(code, edits) if gid == module.STUDENT_CELL else code)
-    return import_source("\n\n".join(parts) + "\n", f"selfstudy_{assignment}")
+    return import_kernel_module(problems.get_spec(assignment), read(source_path(assignment)), edits=edits,
+                                name="selfstudy")
 
 
 def self_check_arguments(module, kernels):
@@ -240,7 +237,7 @@ def self_check_arguments(module, kernels):
         if hasattr(kernels, name):
             kwargs[name] = getattr(kernels, name)
         elif parameter.default is inspect.Parameter.empty:
-            args.append(getattr(kernels, module.KERNEL_FUNCTION))
+            args.append(getattr(kernels, module.SPEC.kernel_function))
     return tuple(args), kwargs
 
 
@@ -248,7 +245,7 @@ def self_check_arguments(module, kernels):
 def test_self_check_names_the_graders_cause_for_a_typical_mistake(assignment):
     """The self-check is the grader's check on the visible shapes: a bundled mistake that those
     shapes show fails it with the cause the grade report names. (The first such mistake is enough:
-    each is interpreted on the CPU, and tests/test_diagnose.py covers the diagnoses themselves.)"""
+    each is interpreted on the CPU, and each problem's tests cover its diagnoses.)"""
     from autograder.checks import CheckFailed
     from autograder.grading.samples import SAMPLES
 
@@ -279,10 +276,10 @@ def filled_in_student_notebook(assignment: str):
     """The released notebook with the reference solution in the student's cell (the "correct" sample)."""
     from autograder.grading.samples import SAMPLES, build_submission
 
-    module = problems.get(assignment)
+    spec = problems.get_spec(assignment)
     correct = next(s for s in SAMPLES[assignment] if s.name == "correct")
     return build_submission(correct, read(source_path(assignment)), read(release_path(assignment)),
-                            module.STUDENT_CELL, module.KERNEL_CELLS[-1])
+                            spec.student_cell, spec.kernel_cells[-1])
 
 
 def text_of(cell, stream=None) -> str:

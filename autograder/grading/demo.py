@@ -31,14 +31,14 @@ def stage_demo(repo_root: Path, course_root: Path, assignments=problems.ASSIGNME
     prepare_course(repo_root, course_root)
     expected, by_assignment = {}, {}
     for assignment in assignments:
-        module = problems.get(assignment)
+        spec = problems.get_spec(assignment)
         release_path = release(course_root, assignment)
         chosen = (SAMPLES[assignment] + (ADVERSARIAL[assignment] if adversarial else ())
                   + (GPU_FAULTS[assignment] if gpu_faults else ()))
         chosen = tuple(s for s in chosen if only is None or s.name in only)
-        samples = write_samples(assignment, course_root / "solutions" / assignment / module.NOTEBOOK,
-                                release_path, course_root / "submitted", module.STUDENT_CELL,
-                                module.KERNEL_CELLS[-1], chosen)
+        samples = write_samples(assignment, course_root / "solutions" / assignment / spec.notebook,
+                                release_path, course_root / "submitted", spec.student_cell,
+                                spec.kernel_cells[-1], chosen)
         expected.update({(s.name, assignment): expected_score(s, assignment) for s in samples})
         by_assignment[assignment] = [(s.name, assignment) for s in samples]
     if not class_size or not expected:

@@ -12,16 +12,15 @@ comparison with the float64 reference, the diagnosis and the points all happen h
 student code runs. The reference kernel is timed in a candidate of its own, so both kernels are
 timed the same way.
 
-RESULT gets {"verdicts": [{"test", "passed", "message", "score", "findings"} per test], "error": ""};
-"findings" maps each likely cause the judge's checks named to its message; "error"
-says why the grader itself could not judge (then there are no verdicts, and no grade is given).
+RESULT gets {"verdicts": [verdict.TestVerdict.to_dict() per test], "error": ""}: per test "test",
+"passed", "message" (why it failed), "score", "findings" (each likely cause the judge's checks named,
+with its message) and "cases" (every case verdict those checks reported); "error" says why the
+grader itself could not judge (then there are no verdicts, and no grade is given).
 """
 from __future__ import annotations
 
 import ast
 import builtins
-import contextlib
-import io
 import json
 import numbers
 import os
@@ -325,31 +324,6 @@ class RemoteFunction:
         return timed
 
 
-class _Tee(io.StringIO):
-    """Keeps what a test cell printed, and prints it too (the judge's log)."""
-
-    def __init__(self, stream):
-        super().__init__()
-        self.stream = stream
-
-    def write(self, text):
-        self.stream.write(text)
-        return super().write(text)
-
-
-def findings_in(text: str) -> dict:
-    """{finding code: message} from the checks' 'likely cause' lines: what the judge's own checks
-    printed, in the judge's process (the notebook's copy of those lines is the student's to forge)."""
-    from .report import CAUSE
-
-    found = {}
-    for line in text.splitlines():
-        match = CAUSE.search(line)
-        if match:
-            found.setdefault(match["code"], match["text"].strip()[:400])
-    return found
-
-
 def module_function_names(source: str) -> list[str]:
     """Top-level functions of a module, found without running it."""
     return [node.name for node in ast.parse(source).body if isinstance(node, ast.FunctionDef)]
@@ -367,7 +341,7 @@ def run_cell(code: str, namespace: dict, name: str):
 
 
 def judge(spec: dict) -> list[dict]:
-    from .. import device, problems
+    from .. import device, problems, verdict
     from ..checks import CheckFailed
 
     runtime = device.configure(verbose=False)
@@ -387,19 +361,19 @@ def judge(spec: dict) -> list[dict]:
         for test, code in spec["tests"]:
             namespace = {"__name__": "__judge__", **names}
             score = None
-            printed = _Tee(sys.stdout)
-            try:
-                with contextlib.redirect_stdout(printed):
+            # The cell's checks run here, so what they report is the judge's own finding; what
+            # they print goes to the judge's log only.
+            with verdict.collect() as cases:
+                try:
                     value = run_cell(code, namespace, test)
-                passed, message = True, ""
-                if isinstance(value, numbers.Real) and not isinstance(value, bool):
-                    score = float(value)
-            except CheckFailed as exc:
-                passed, message = False, exc.message
-            except Exception as exc:  # a test that cannot finish gives no points, with its reason
-                passed, message = False, f"{type(exc).__name__}: {exc}"[:300]
-            verdicts.append({"test": test, "passed": passed, "message": message, "score": score,
-                             "findings": findings_in(printed.getvalue())})
+                    passed, message = True, ""
+                    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+                        score = float(value)
+                except CheckFailed as exc:
+                    passed, message = False, exc.message
+                except Exception as exc:  # a test that cannot finish gives no points, with its reason
+                    passed, message = False, f"{type(exc).__name__}: {exc}"[:300]
+            verdicts.append(verdict.TestVerdict(test, passed, message, cases, score).to_dict())
     finally:
         for host in hosts:
             host.stop()

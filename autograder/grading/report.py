@@ -1,13 +1,8 @@
-"""Read grades back out of nbgrader's gradebook and the autograded notebooks, and show them."""
+"""Read grades back out of nbgrader's gradebook and the judge's verdicts, and show them."""
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import nbformat
-
-CAUSE = re.compile(r"likely cause \((?P<code>[a-z_0-9]+)\): (?P<text>.*)")
 
 
 @dataclass
@@ -20,22 +15,6 @@ class SubmissionGrade:
     causes: dict = field(default_factory=dict)     # code -> first message seen
     problem: str = ""                              # why grading did not complete normally
     notes: list = field(default_factory=list)      # what intake noticed (renamed, tampered, ...)
-
-
-def causes_in_notebook(path: Path) -> dict:
-    """{finding code: message} from the 'likely cause' lines the checks printed."""
-    found = {}
-    nb = nbformat.read(str(path), as_version=4)
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        for out in cell.get("outputs", []):
-            text = out.get("text", "") if out.get("output_type") == "stream" else "\n".join(out.get("traceback", []))
-            for line in text.splitlines():
-                m = CAUSE.search(line)
-                if m:
-                    found.setdefault(m["code"], m["text"].strip())
-    return found
 
 
 def causes_from_judge(path: Path) -> dict | None:
@@ -68,10 +47,8 @@ def read_grades(course_root: Path, assignment: str, notebook: str, students) -> 
             failed = [g.name for g in sorted(sub.grades, key=lambda g: g.name)
                       if g.max_score and (g.score or 0) < g.max_score]
             folder = course_root / "autograded" / student / assignment
-            causes = causes_from_judge(folder / "judge-verdicts.json")
-            if causes is None:  # graded before the judge kept its verdicts
-                autograded = folder / f"{notebook}.ipynb"
-                causes = causes_in_notebook(autograded) if autograded.exists() else {}
+            # Only the judge's verdicts name causes: the notebook's output is the submission's to forge.
+            causes = causes_from_judge(folder / "judge-verdicts.json") or {}
             rows.append(SubmissionGrade(student, assignment, sub.score, sub.max_score, failed, causes))
     return rows
 

@@ -29,7 +29,7 @@ from .nbgrader_cli import run_nbgrader
 from .verify import apply_to_gradebook, verify
 
 # assignment -> its notebook's name without .ipynb, from each problem's module
-ASSIGNMENTS = {a: Path(problems.get(a).NOTEBOOK).stem for a in problems.ASSIGNMENTS}
+ASSIGNMENTS = {a: Path(problems.get_spec(a).notebook).stem for a in problems.ASSIGNMENTS}
 SCRATCH_DIR = "course-grading"      # under each node's temporary folder
 
 GRADE_FIELDS = ("auto_score", "manual_score", "extra_credit", "needs_manual_grade")
@@ -79,14 +79,14 @@ def autograde_submission(course_root: Path, assignment: str, student: str,
         return run_nbgrader(course_root, "autograde", assignment, f"--student={student}", "--force", *extra,
                             timeout_s=submission_timeout_s(), env=env)
 
-    module = problems.get(assignment)
+    spec = problems.get_spec(assignment)
     notebook = ASSIGNMENTS[assignment]
     try:
         outcome = verify(course_root / "submitted" / student / assignment / f"{notebook}.ipynb",
-                         course_root / "solutions" / assignment / module.NOTEBOOK,
-                         course_root / "notebooks" / assignment / module.NOTEBOOK,
-                         module.KERNEL_CELLS, module.STUDENT_CELL,
-                         policy=getattr(module, "ANSWER_POLICY", "triton"), assignment=assignment,
+                         course_root / "solutions" / assignment / spec.notebook,
+                         course_root / "notebooks" / assignment / spec.notebook,
+                         spec.kernel_cells, spec.student_cell,
+                         policy=spec.answer_policy, assignment=assignment,
                          sandboxed=sandboxed, meanwhile=notebook_run)
     except Exception as exc:  # the judge must not cost the rest of the class its grades
         return [], f"the judge failed ({type(exc).__name__}: {str(exc)[:160]})", False

@@ -23,7 +23,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..notebook_code import cell_by_id, grade_id, read, strip_markers
@@ -55,18 +55,17 @@ def graded_test_cells(source_nb) -> list[tuple[str, str]]:
 
 def judge_spec(answer: str, assignment: str, source_path: Path, release_path: Path, kernel_cells,
                student_cell: str, sandboxed: bool = True) -> dict:
-    """What the judge needs: the candidate's module, the graded tests, and the reference kernel
-    when the problem gives performance points."""
+    """What the judge needs: the candidate's module (the released locked cells around `answer`),
+    the graded tests, and the reference kernel when the problem gives performance points."""
     from .. import problems
+    from ..kernel_module import kernel_source
 
     release, source = read(release_path), read(source_path)
-    parts = [answer if gid == student_cell else cell_by_id(release, gid).source for gid in kernel_cells]
-    module = problems.get(assignment)
-    spec = {"assignment": assignment, "kernel_function": module.KERNEL_FUNCTION, "sandboxed": sandboxed,
-            "module": "\n\n".join(parts) + "\n", "tests": graded_test_cells(source)}
-    if problems.performance_points(assignment):
-        spec["reference_module"] = "\n\n".join(strip_markers(cell_by_id(source, gid).source)
-                                                for gid in kernel_cells) + "\n"
+    problem = replace(problems.get_spec(assignment), kernel_cells=tuple(kernel_cells), student_cell=student_cell)
+    spec = {"assignment": assignment, "kernel_function": problem.kernel_function, "sandboxed": sandboxed,
+            "module": kernel_source(problem, release, answer=answer), "tests": graded_test_cells(source)}
+    if problem.performance_points:
+        spec["reference_module"] = kernel_source(problem, source)
     return spec
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
@@ -18,17 +17,12 @@ from ..checks import TOLERANCES, CheckFailed, assert_cases, stderr_to_stdout, ti
 from ..diagnose import Finding, _explains, describe_exception
 from ..inputs import Case
 from ..references import create_mask_bool as reference_mask
-
-ASSIGNMENT = "problem1"
-NOTEBOOK = "problem1.ipynb"
-# No kernel here: the imports cell and the student's functions are the whole module.
-KERNEL_CELLS = ("imports", "attention")
-STUDENT_CELL = "attention"
-KERNEL_FUNCTION = "naive_attention"
-ANSWER_POLICY = "torch"
+from .online_softmax_faults import diagnose_online_softmax
+from .spec import ProblemSpec
+from ..verdict import CaseVerdict, report
 
 # The hint ladder (autograder.hints.hint("problem1")): two nudges, then the idea, never the code.
-HINTS = (
+_HINTS = (
     "Start with the mask, on paper, for L = 6, W = 3, S = 1: write the 6 x 6 grid of which key j each "
     "query i may see, then express each rule as a comparison between a column of query indices and a "
     "row of key indices (broadcasting an (L, 1) against a (1, L) gives the whole grid at once).",
@@ -43,13 +37,23 @@ HINTS = (
     "B * H * L * L elements times the bytes of one element.",
 )
 
-# What a self-learner can run at any time (the visible graded cells' shapes).
-SELF_CHECK_CASES = [
-    Case(1, 2, 64, 32, "float32"),
-    Case(2, 4, 100, 64, H_kv=2, seed=1),
-    Case(1, 2, 77, 32, causal=True, seed=2),
-    Case(1, 2, 50, 16, "float32", window=8, sink=2, seed=3),
-]
+SPEC = ProblemSpec(
+    assignment="problem1",
+    notebook="problem1.ipynb",
+    # No kernel here: the imports cell and the student's functions are the whole module.
+    kernel_cells=("imports", "attention"),
+    student_cell="attention",
+    kernel_function="naive_attention",
+    answer_policy="torch",
+    hints=_HINTS,
+    # What a self-learner can run at any time (the visible graded cells' shapes).
+    self_check_cases=(
+        Case(1, 2, 64, 32, "float32"),
+        Case(2, 4, 100, 64, H_kv=2, seed=1),
+        Case(1, 2, 77, 32, causal=True, seed=2),
+        Case(1, 2, 50, 16, "float32", window=8, sink=2, seed=3),
+    ),
+)
 
 
 # --- calling and checking the student's attention ----------------------------------------------
@@ -96,7 +100,7 @@ def check(fn, create_mask=None, score_bytes=None):
     """Self-check with the visible inputs: naive_attention `fn`, and when given, create_mask_bool and
     score_matrix_bytes. Raises CheckFailed with the grader's likely cause for the first that fails."""
     first_failure = None
-    for run in (lambda: assert_attention(fn, SELF_CHECK_CASES),
+    for run in (lambda: assert_attention(fn, SPEC.self_check_cases),
                 lambda: create_mask and assert_masks(create_mask, SELF_CHECK_MASKS),
                 lambda: score_bytes and assert_score_bytes(score_bytes)):
         try:
@@ -224,8 +228,9 @@ def diagnose_softmax_dim(o64, q, k, v, ref_o, case):
     return []
 
 
-# Tried in order before the generic diagnoses (wrong scale, swapped heads, NaNs, row factors).
-DIAGNOSES = (diagnose_gqa, diagnose_masks, diagnose_unwanted_mask, diagnose_softmax_dim)
+# Tried in order before the generic diagnoses (wrong scale, swapped heads, NaNs, row factors); an
+# unnormalised softmax is the online softmax's missing division, which its re-enactment names.
+DIAGNOSES = (diagnose_gqa, diagnose_masks, diagnose_unwanted_mask, diagnose_softmax_dim, diagnose_online_softmax)
 
 
 # --- create_mask_bool -----------------------------------------------------------------------------
@@ -275,7 +280,7 @@ def assert_masks(fn, combos, title="create_mask_bool(seq_len, window_size, sink_
     by_length: dict[int, list] = {}
     for n, w, s in combos:
         by_length.setdefault(n, []).append((w, s))
-    failed, first = 0, None
+    failed, first, verdicts = 0, None, []
     with stderr_to_stdout():
         print(title)
         for n, pairs in by_length.items():
@@ -283,15 +288,15 @@ def assert_masks(fn, combos, title="create_mask_bool(seq_len, window_size, sink_
             label = f"L={n}: " + (f"W={pairs[0][0]} S={pairs[0][1]}" if len(pairs) == 1
                                   else f"{len(pairs)} (W, S) pairs")
             if not bad:
-                print(f"PASS  {label:<42} same as the seed's mask", flush=True)
+                verdicts.append(report(CaseVerdict(label, True, "same as the seed's mask")))
                 continue
             w, s, finding = bad[0]
             failed += 1
             first = first or (f"L={n} W={w} S={s}", finding)
-            print(f"FAIL  {label:<42} {len(bad)} wrong, first at W={w} S={s}")
-            print(f"      likely cause ({finding.code}): {finding.message}", flush=True)
+            verdicts.append(report(CaseVerdict(label, False, f"{len(bad)} wrong, first at W={w} S={s}", [finding])))
     if failed:
-        raise CheckFailed(f"{failed} of {len(by_length)} lengths failed; first: {first[0]}: {first[1].message}")
+        raise CheckFailed(f"{failed} of {len(by_length)} lengths failed; first: {first[0]}: {first[1].message}",
+                          verdicts)
     print(f"All {len(combos)} mask cases passed.")
 
 
@@ -319,7 +324,7 @@ def _score_bytes_finding(got, b, h, n, dtype) -> Finding:
 
 def assert_score_bytes(fn, cases=SCORE_BYTES_CASES):
     """Compare fn(B, H, L, dtype) with the bytes of one (B, H, L, L) tensor of dtype."""
-    failed, first = 0, None
+    failed, first, verdicts = 0, None, []
     with stderr_to_stdout():
         print("score_matrix_bytes(batch, heads, seq_len, dtype):")
         for b, h, n, dtype in cases:
@@ -335,23 +340,15 @@ def assert_score_bytes(fn, cases=SCORE_BYTES_CASES):
             except Exception as exc:  # student code may raise anything
                 got, finding = None, describe_exception(exc)
             if finding is None:
-                print(f"PASS  {label:<42} {want} bytes ({want / 2 ** 30:.3g} GiB)", flush=True)
+                verdicts.append(report(CaseVerdict(label, True, f"{want} bytes ({want / 2 ** 30:.3g} GiB)")))
                 continue
             failed += 1
             first = first or (label, finding)
-            print(f"FAIL  {label:<42} got {got}, expected {want}")
-            print(f"      likely cause ({finding.code}): {finding.message}", flush=True)
+            verdicts.append(report(CaseVerdict(label, False, f"got {got}, expected {want}", [finding])))
     if failed:
-        raise CheckFailed(f"{failed} of {len(cases)} cases failed; first: {first[0]}: {first[1].message}")
+        raise CheckFailed(f"{failed} of {len(cases)} cases failed; first: {first[0]}: {first[1].message}",
+                          verdicts)
     print(f"All {len(cases)} cases passed.")
-
-
-def reference_module(repo_root):
-    """Import the reference functions from the source notebook (instructor side only)."""
-    from ..notebook_code import import_source, module_source, read
-
-    nb = read(Path(repo_root) / "solutions" / ASSIGNMENT / NOTEBOOK)
-    return import_source(module_source(nb, KERNEL_CELLS), "problem1_reference")
 
 
 # --- measuring memory -------------------------------------------------------------------------------

@@ -15,26 +15,21 @@ the attention honest, a figure, the hints and the benchmark.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 
-from ..checks import (DEFAULT_TIMEOUT_S, TOLERANCES, CheckFailed, Tolerance, assert_cases, stderr_to_stdout,
+from ..checks import (DEFAULT_TIMEOUT_S, TOLERANCES, Tolerance, assert_cases, conclude, stderr_to_stdout,
                       time_limit)
 from ..diagnose import Finding, _explains, describe_exception
 from ..integrity import mutated, snapshot, watch_call
-from ..references import attention_reference, blockwise_attention
+from ..inputs import Case
+from ..references import attention_reference
+from .online_softmax_faults import blockwise_attention, diagnose_online_softmax
+from .spec import ProblemSpec
+from ..verdict import CaseVerdict, report
 
-ASSIGNMENT = "problem2"
-NOTEBOOK = "problem2.ipynb"
-# The answer cell holds plain PyTorch functions; `imports` gives it torch and math.
-KERNEL_CELLS = ("imports", "answer")
-STUDENT_CELL = "answer"
-KERNEL_FUNCTION = "tiled_attention"
-ANSWER_POLICY = "torch"
-
-HINTS = (
+_HINTS = (
     "Start with online_softmax on paper for one row and two blocks. After the first block you know "
     "m1 (its max) and l1 (its sum of exp(x - m1)). The second block brings m2 = max(m1, its own max). "
     "Every term already inside l1 was measured against m1; what single factor turns it into a term "
@@ -49,6 +44,19 @@ HINTS = (
     "compute the block's scores, m_new, alpha, p = exp(s - m_new), l = alpha*l + rowsum(p), "
     "acc = alpha*acc + p @ v_block; after the last block (the partial one too) o = acc / l cast back "
     "to q's dtype, and lse = m + log(l).",
+)
+
+SPEC = ProblemSpec(
+    assignment="problem2",
+    notebook="problem2.ipynb",
+    # The answer cell holds plain PyTorch functions; `imports` gives it torch and math.
+    kernel_cells=("imports", "answer"),
+    student_cell="answer",
+    kernel_function="tiled_attention",
+    answer_policy="torch",
+    hints=_HINTS,
+    # The visible tiled_attention cases (SELF_CHECK_SOFTMAX holds online_softmax's).
+    self_check_cases=(Case(1, 2, 128, 64, "float32"), Case(2, 2, 200, 32, "float32", seed=1)),
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -240,25 +248,21 @@ def diagnose_softmax(out, x, block_size: int, ref, tol: Tolerance) -> list[Findi
     return []
 
 
-@dataclass
-class SoftmaxResult:
-    case: SoftmaxCase
-    passed: bool
-    summary: str
-    findings: list = field(default_factory=list)
-
-    def lines(self) -> list[str]:
-        out = [f"{'PASS' if self.passed else 'FAIL'}  {self.case.label():<46} {self.summary}"]
-        return out + [f"      likely cause ({f.code}): {f.message}" for f in self.findings]
+SOFTMAX_LABEL_WIDTH = 46  # the softmax cases' labels are longer than attention's
 
 
-def run_softmax_case(fn, case: SoftmaxCase, device="cpu", timeout_s: float = DEFAULT_TIMEOUT_S) -> SoftmaxResult:
+def _softmax_verdict(case: SoftmaxCase, passed: bool, summary: str, findings=(), **figures) -> CaseVerdict:
+    return CaseVerdict(case.label(), passed, summary, list(findings), case=case, width=SOFTMAX_LABEL_WIDTH,
+                       **figures)
+
+
+def run_softmax_case(fn, case: SoftmaxCase, device="cpu", timeout_s: float = DEFAULT_TIMEOUT_S) -> CaseVerdict:
     """Call fn(x, case.block_size) on the case's logits and compare with torch.softmax in float64."""
     x = make_logits(case, device)
     before = snapshot((x,))
 
-    def fail(summary, findings):
-        return SoftmaxResult(case, False, summary, list(findings))
+    def fail(summary, findings, **figures):
+        return _softmax_verdict(case, False, summary, findings, **figures)
 
     try:
         with time_limit(timeout_s), watch_call((x,)) as watched:
@@ -288,9 +292,11 @@ def run_softmax_case(fn, case: SoftmaxCase, device="cpu", timeout_s: float = DEF
         rows = bad.any(dim=1).nonzero().flatten().tolist()
         where = f"rows {rows[:4]}{'...' if len(rows) > 4 else ''} ({len(rows)} of {case.rows} wrong)"
         return fail(f"max|err| {err:.2g} > tol {tol.atol:g}; {where}",
-                    diagnose_softmax(out64, x, case.block_size, ref, tol))
+                    diagnose_softmax(out64, x, case.block_size, ref, tol), max_error=err, tolerance=tol.atol,
+                    where=where)
     err = (out64 - ref)[finite].abs().max().item() if finite.any() else 0.0
-    return SoftmaxResult(case, True, f"max|err| {err:.1e} (tol {tol.atol:g})")
+    return _softmax_verdict(case, True, f"max|err| {err:.1e} (tol {tol.atol:g})", max_error=err,
+                            tolerance=tol.atol)
 
 
 def check_online_softmax(fn, cases, title: str = "") -> None:
@@ -303,15 +309,8 @@ def check_online_softmax(fn, cases, title: str = "") -> None:
         if title:
             print(title)
         for case in cases:
-            result = run_softmax_case(fn, case, device=device)
-            print("\n".join(result.lines()), flush=True)
-            results.append(result)
-    failed = [r for r in results if not r.passed]
-    if failed:
-        first = failed[0]
-        reason = first.findings[0].message if first.findings else first.summary
-        raise CheckFailed(f"{len(failed)} of {len(results)} cases failed; first: {first.case.label()}: {reason}")
-    print(f"All {len(results)} cases passed.")
+            results.append(report(run_softmax_case(fn, case, device=device)))
+    conclude(results)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -410,6 +409,10 @@ def diagnose_tiled_attention(o64, q, k, v, ref_o, case) -> list[Finding]:
     return []
 
 
+# This problem's mistakes first, then the online-softmax mistakes in the combinations it does not try.
+ATTENTION_DIAGNOSES = (diagnose_tiled_attention, diagnose_online_softmax)
+
+
 def torch_runtime():
     """The course runtime, allowing float32 inputs: these checks run PyTorch code, not tl.dot,
     so no dtype needs to be swapped for the interpreter."""
@@ -424,23 +427,16 @@ def check_tiled_attention(fn, cases, title: str = "", **kwargs) -> None:
     """assert_cases for a PyTorch attention: no Triton required, no builtin attention, no score matrix."""
     kwargs.setdefault("runtime", torch_runtime())
     assert_cases(fn, cases, title=title, require_triton=False, extra_checks=(no_score_matrix,),
-                 diagnoses=(diagnose_tiled_attention,), **kwargs)
+                 diagnoses=ATTENTION_DIAGNOSES, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
-# Self-check, reference, figure, benchmark
+# Self-check, figure, benchmark
 # ---------------------------------------------------------------------------------------------
 
-def _visible_cases():
-    from ..inputs import Case
-
-    softmax = [SoftmaxCase(4, 256, 64, "float64"), SoftmaxCase(8, 200, 64, "float32", seed=1),
-               SoftmaxCase(3, 100, 7, "float32", seed=2)]
-    attention = [Case(1, 2, 128, 64, "float32"), Case(2, 2, 200, 32, "float32", seed=1)]
-    return softmax, attention
-
-
-SELF_CHECK_SOFTMAX, SELF_CHECK_CASES = _visible_cases()
+# The visible online_softmax cases (the spec holds tiled_attention's).
+SELF_CHECK_SOFTMAX = [SoftmaxCase(4, 256, 64, "float64"), SoftmaxCase(8, 200, 64, "float32", seed=1),
+                      SoftmaxCase(3, 100, 7, "float32", seed=2)]
 
 
 def check(online_softmax=None, tiled_attention=None):
@@ -448,15 +444,7 @@ def check(online_softmax=None, tiled_attention=None):
     if online_softmax is not None:
         check_online_softmax(online_softmax, SELF_CHECK_SOFTMAX, title="Problem 2 self-check: online_softmax")
     if tiled_attention is not None:
-        check_tiled_attention(tiled_attention, SELF_CHECK_CASES, title="Problem 2 self-check: tiled_attention")
-
-
-def reference_module(repo_root):
-    """Import the reference solution from the source notebook (instructor side only)."""
-    from ..notebook_code import import_source, module_source, read
-
-    nb = read(Path(repo_root) / "solutions" / ASSIGNMENT / NOTEBOOK)
-    return import_source(module_source(nb, KERNEL_CELLS), "problem2_reference")
+        check_tiled_attention(tiled_attention, SPEC.self_check_cases, title="Problem 2 self-check: tiled_attention")
 
 
 def plot_overflow_and_memory(seq_lens=(1024, 4096, 16384, 65536), block_n=64, heads=16, ax=None):

@@ -1,23 +1,20 @@
-"""Problem 3: non-causal FlashAttention-2 forward in Triton."""
-from __future__ import annotations
+"""Problem 3: non-causal FlashAttention-2 forward in Triton.
 
-from pathlib import Path
+The graded cells call `assert_forward_cases`: the generic checks, with the online-softmax
+mistakes (online_softmax_faults) re-enacted for a likely cause.
+"""
+from __future__ import annotations
 
 from .. import performance
 from ..performance import TimingPlan
 from ..checks import assert_cases
 from ..inputs import Case
 from . import reference_function
-
-ASSIGNMENT = "problem3"
-NOTEBOOK = "problem3.ipynb"
-# Cells that together make the kernel module: imports, the student's cell, the kernel + wrapper.
-KERNEL_CELLS = ("imports", "online_softmax", "kernel")
-STUDENT_CELL = "online_softmax"
-KERNEL_FUNCTION = "flash_attention_forward"
+from .online_softmax_faults import diagnose_online_softmax
+from .spec import ProblemSpec
 
 # The hint ladder (autograder.hints.hint("problem3")): two nudges, then the idea, never the code.
-HINTS = (
+_HINTS = (
     "Start from the recurrence in section 2 with base-2 exponentials: qk * qk_scale carries "
     "log2(e)/sqrt(D), so exp2(qk * qk_scale - m) is exactly e^(score - max). Do the tail mask first: in the "
     "last block, keys with key_idx >= seq_len_k must score -inf before you take any maximum.",
@@ -30,28 +27,39 @@ HINTS = (
     "Finalize divides acc by l, and the natural-log LSE is the max plus the base-2 log of l, times ln 2.",
 )
 
-# What a self-learner can run at any time (the same shapes as the visible graded cells).
-SELF_CHECK_CASES = [Case(1, 2, 128, 64), Case(2, 2, 256, 32, seed=1), Case(1, 2, 200, 64, seed=2)]
+SPEC = ProblemSpec(
+    assignment="problem3",
+    notebook="problem3.ipynb",
+    # Cells that together make the kernel module: imports, the student's cell, the kernel + wrapper.
+    kernel_cells=("imports", "online_softmax", "kernel"),
+    student_cell="online_softmax",
+    kernel_function="flash_attention_forward",
+    answer_policy="triton",
+    hints=_HINTS,
+    # What a self-learner can run at any time (the same shapes as the visible graded cells).
+    self_check_cases=(Case(1, 2, 128, 64), Case(2, 2, 256, 32, seed=1), Case(1, 2, 200, 64, seed=2)),
+    # Performance points (autograder.performance): the kernel's time over the reference kernel's.
+    performance_points=2,
+    timing=TimingPlan(gpu_case=Case(4, 16, 4096, 64), cpu_case=Case(1, 2, 256, 64)),
+)
+
+# The online-softmax mistakes (a tail left unmasked, a rescale or the final division forgotten),
+# each re-enacted in float64 and named when the output matches it exactly.
+DIAGNOSES = (diagnose_online_softmax,)
+
+
+def assert_forward_cases(fn, cases, title="", **kwargs):
+    """assert_cases with this problem's mistakes re-enacted for a likely cause."""
+    assert_cases(fn, cases, title=title, diagnoses=DIAGNOSES, **kwargs)
 
 
 def check(fn):
     """Self-check with the visible shapes; raises CheckFailed with a likely cause when wrong."""
-    assert_cases(fn, SELF_CHECK_CASES, title="Problem 3 self-check (output and log-sum-exp):")
+    assert_forward_cases(fn, SPEC.self_check_cases, title="Problem 3 self-check (output and log-sum-exp):")
 
 
-# Performance points (autograder.performance): the kernel's time over the reference kernel's.
-PERFORMANCE_POINTS = 2
-TIMING = TimingPlan(gpu_case=Case(4, 16, 4096, 64), cpu_case=Case(1, 2, 256, 64))
-performance_points = performance.points_function(ASSIGNMENT, TIMING, PERFORMANCE_POINTS, gate=check,
-                                                reference=reference_function)
-
-
-def reference_module(repo_root):
-    """Import the reference kernel from the source notebook (instructor side only)."""
-    from ..notebook_code import import_source, module_source, read
-
-    nb = read(Path(repo_root) / "solutions" / ASSIGNMENT / NOTEBOOK)
-    return import_source(module_source(nb, KERNEL_CELLS), "problem3_reference")
+performance_points = performance.points_function(SPEC.assignment, SPEC.timing, SPEC.performance_points,
+                                                gate=check, reference=reference_function)
 
 
 def benchmark(fn, lengths=(1024, 2048, 4096), head_dim=64, batch=4, heads=16, plot_path=None):
@@ -69,7 +77,7 @@ def benchmark(fn, lengths=(1024, 2048, 4096), head_dim=64, batch=4, heads=16, pl
         return None
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     impls = {"your kernel": lambda q, k, v: fn(q, k, v)[0], **bench.peers()}
-    reference = reference_function(ASSIGNMENT)
+    reference = reference_function(SPEC.assignment)
     if reference is not None:  # the course's own kernel, where its sources are at hand
         impls["reference kernel"] = lambda q, k, v: reference(q, k, v)[0]
     rows = bench.run_benchmark(impls, [(batch, heads, n, head_dim) for n in lengths], dtype=dtype)

@@ -13,28 +13,21 @@ Beyond the generic checks this module holds what only a causal kernel needs:
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 
 from .. import performance
 from ..performance import TimingPlan
 from ..block_visits import minimal_visits
-from ..checks import TOLERANCES, CheckFailed, assert_cases, run_case, stderr_to_stdout
+from ..checks import TOLERANCES, assert_cases, conclude, run_case, stderr_to_stdout
 from ..diagnose import Finding, describe_exception
 from ..inputs import Case
+from ..verdict import report
 from . import reference_function
-
-ASSIGNMENT = "problem4"
-NOTEBOOK = "problem4.ipynb"
-# Cells that together make the kernel module: imports, the student's cell, the kernel + wrapper.
-KERNEL_CELLS = ("imports", "causal", "kernel")
-STUDENT_CELL = "causal"
-KERNEL_FUNCTION = "flash_attention_causal"
-ANSWER_POLICY = "triton"
+from .spec import ProblemSpec
 
 # The hint ladder (autograder.hints.hint("problem4")): two nudges, then the idea, never the code.
-HINTS = (
+_HINTS = (
     "Draw the tiles of one query block on paper: its rows are start_m*BLOCK_M ... "
     "start_m*BLOCK_M + BLOCK_M - 1. Which key blocks lie wholly to the left of its first row (every "
     "query sees every key: stage 1), which ones cross the diagonal (stage 2), and which ones lie wholly "
@@ -51,9 +44,23 @@ HINTS = (
     "finalize: as in problem 3.",
 )
 
-# What a self-learner can run at any time (the same shapes as the visible graded cells).
-SELF_CHECK_CASES = [Case(1, 2, 128, 64, causal=True), Case(2, 2, 256, 32, seed=1, causal=True),
-                    Case(1, 2, 200, 64, seed=2, causal=True)]
+SPEC = ProblemSpec(
+    assignment="problem4",
+    notebook="problem4.ipynb",
+    # Cells that together make the kernel module: imports, the student's cell, the kernel + wrapper.
+    kernel_cells=("imports", "causal", "kernel"),
+    student_cell="causal",
+    kernel_function="flash_attention_causal",
+    answer_policy="triton",
+    hints=_HINTS,
+    # What a self-learner can run at any time (the same shapes as the visible graded cells).
+    self_check_cases=(Case(1, 2, 128, 64, causal=True), Case(2, 2, 256, 32, seed=1, causal=True),
+                      Case(1, 2, 200, 64, seed=2, causal=True)),
+    # Performance points (autograder.performance): the kernel's time over the reference kernel's.
+    performance_points=2,
+    timing=TimingPlan(gpu_case=Case(4, 16, 4096, 64, causal=True), cpu_case=Case(1, 2, 384, 64, causal=True)),
+)
+
 SELF_CHECK_VISITS = [Case(1, 2, 300, 32, seed=3, causal=True)]
 
 # Block sizes to try when a function does not say which it uses (most likely first).
@@ -297,42 +304,24 @@ def run_block_visits(fn, cases, title=""):
             if result.passed:
                 result.summary = (f"{record['need']} key-block visits per head, the causal minimum with "
                                   f"{record['block_m']}x{record['block_n']} tiles (non-causal: {record['full']})")
-            print("\n".join(result.lines()), flush=True)
-            results.append(result)
+            results.append(report(result))
     return results
 
 
 def assert_block_visits(fn, cases, title=""):
     """Like assert_cases, for the number of key blocks each program visits: CheckFailed if off."""
-    results = run_block_visits(fn, cases, title)
-    failed = [r for r in results if not r.passed]
-    if failed:
-        first = failed[0]
-        reason = first.findings[0].message if first.findings else first.summary
-        raise CheckFailed(f"{len(failed)} of {len(results)} cases failed; first: {first.case.label()}: {reason}")
-    print(f"All {len(results)} cases passed.")
+    conclude(run_block_visits(fn, cases, title))
 
 
 def check(fn):
     """Self-check with the visible shapes; raises CheckFailed with a likely cause when wrong."""
-    assert_cases(fn, SELF_CHECK_CASES, title="Problem 4 self-check (output and log-sum-exp):",
+    assert_cases(fn, SPEC.self_check_cases, title="Problem 4 self-check (output and log-sum-exp):",
                  diagnoses=causal_diagnoses(fn))
     assert_block_visits(fn, SELF_CHECK_VISITS, title="Problem 4 self-check (blocks above the diagonal skipped):")
 
 
-# Performance points (autograder.performance): the kernel's time over the reference kernel's.
-PERFORMANCE_POINTS = 2
-TIMING = TimingPlan(gpu_case=Case(4, 16, 4096, 64, causal=True), cpu_case=Case(1, 2, 384, 64, causal=True))
-performance_points = performance.points_function(ASSIGNMENT, TIMING, PERFORMANCE_POINTS, gate=check,
-                                                reference=reference_function)
-
-
-def reference_module(repo_root):
-    """Import the reference kernel from the source notebook (instructor side only)."""
-    from ..notebook_code import import_source, module_source, read
-
-    nb = read(Path(repo_root) / "solutions" / ASSIGNMENT / NOTEBOOK)
-    return import_source(module_source(nb, KERNEL_CELLS), "problem4_reference")
+performance_points = performance.points_function(SPEC.assignment, SPEC.timing, SPEC.performance_points,
+                                                gate=check, reference=reference_function)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,16 +350,6 @@ def plot_stages(seq_len=512, block_m=128, block_n=64, axes=None):
     return axes
 
 
-def _noncausal_reference():
-    """Problem 3's reference kernel when the course's sources are at hand (instructor side), else None."""
-    root = Path(__file__).resolve().parents[2]
-    if not (root / "solutions" / "problem3" / "problem3.ipynb").exists():
-        return None
-    from . import problem3
-
-    return problem3.reference_module(root).flash_attention_forward
-
-
 def _sdpa(backend_name, causal=True):
     """SDPA with one backend pinned (so the name in the table is the kernel that ran)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -397,7 +376,7 @@ def benchmark(fn, lengths=(1024, 2048, 4096, 8192, 16384), head_dim=64, batch=4,
         print(reason)
         return None
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    noncausal = _noncausal_reference()
+    noncausal = reference_function("problem3")  # problem 3's kernel, where the sources are at hand
     noncausal_name = "problem 3 reference (non-causal)"
     if noncausal is None:  # a student's machine: the course's solutions are not there
         sdpa_full = _sdpa("FLASH_ATTENTION", causal=False)
@@ -408,7 +387,7 @@ def benchmark(fn, lengths=(1024, 2048, 4096, 8192, 16384), head_dim=64, batch=4,
         "SDPA CUDNN causal": (_sdpa("CUDNN_ATTENTION"), True),
         noncausal_name: ((lambda q, k, v: noncausal(q, k, v)[0]), False),
     }
-    reference = reference_function(ASSIGNMENT)
+    reference = reference_function(SPEC.assignment)
     if reference is not None:  # the course's own causal kernel, where its sources are at hand
         impls["reference kernel"] = (lambda q, k, v: reference(q, k, v)[0], True)
     rows = []

@@ -7,7 +7,6 @@ right numbers for the wrong reason, and the checks here say so.
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 import torch
 
@@ -17,16 +16,12 @@ from ..checks import TOLERANCES, CheckFailed, assert_cases, stderr_to_stdout
 from ..diagnose import Finding, describe_exception
 from ..inputs import Case
 from ..references import attention_reference
+from ..verdict import CaseVerdict, report
 from . import reference_function
+from .online_softmax_faults import diagnose_online_softmax
+from .spec import ProblemSpec
 
-ASSIGNMENT = "problem5"
-NOTEBOOK = "problem5.ipynb"
-KERNEL_CELLS = ("imports", "gqa_mapping", "kernel")
-STUDENT_CELL = "gqa_mapping"
-KERNEL_FUNCTION = "flash_attention_gqa"
-ANSWER_POLICY = "triton"
-
-HINTS = (
+_HINTS = (
     "Start with kv_head: write the group size G = Hq / Hkv for a small case (Hq = 8, Hkv = 2) and list, "
     "for query heads 0 to 7, which K/V head each must read. The heads of one group are neighbours "
     "(0-3, then 4-7), not every Hkv-th head: a remainder spreads them out, a quotient keeps them together.",
@@ -41,8 +36,21 @@ HINTS = (
     "head is K/V head * G + position in the group.",
 )
 
-SELF_CHECK_CASES = [Case(1, 4, 128, 64, H_kv=2), Case(1, 4, 128, 32, H_kv=1, seed=1),
-                    Case(1, 8, 200, 64, H_kv=2, seed=2)]
+SPEC = ProblemSpec(
+    assignment="problem5",
+    notebook="problem5.ipynb",
+    kernel_cells=("imports", "gqa_mapping", "kernel"),
+    student_cell="gqa_mapping",
+    kernel_function="flash_attention_gqa",
+    answer_policy="triton",
+    hints=_HINTS,
+    self_check_cases=(Case(1, 4, 128, 64, H_kv=2), Case(1, 4, 128, 32, H_kv=1, seed=1),
+                      Case(1, 8, 200, 64, H_kv=2, seed=2)),
+    # Performance points (autograder.performance): the kernel's time over the reference kernel's.
+    performance_points=2,
+    timing=TimingPlan(gpu_case=Case(4, 32, 4096, 64, H_kv=8), cpu_case=Case(1, 4, 256, 32, H_kv=2)),
+)
+
 SELF_CHECK_SCHEDULES = [(2, 4, 2, 3)]
 
 
@@ -210,10 +218,14 @@ def diagnose_kv_heads(o64, q, k, v, ref_o, case):
     return []
 
 
+# A wrong K/V head first; then the online-softmax mistakes, which a GQA kernel can make as problem 3's can.
+DIAGNOSES = (diagnose_kv_heads, diagnose_online_softmax)
+
+
 def assert_gqa_cases(fn, cases, title="", **kwargs):
     """assert_cases with this problem's K/V-copy check and head-mapping diagnosis."""
     watched = _KVWatch(fn)
-    assert_cases(watched, cases, title=title, extra_checks=(watched.check,), diagnoses=(diagnose_kv_heads,),
+    assert_cases(watched, cases, title=title, extra_checks=(watched.check,), diagnoses=DIAGNOSES,
                  **kwargs)
 
 
@@ -267,7 +279,7 @@ def schedule_findings(got, batch, n_q_heads, n_kv_heads, n_m_blocks) -> list[Fin
 
 def assert_schedule(launch_schedule, configs, title=""):
     """Check the program order for each (B, Hq, Hkv, n_m_blocks); one line each, CheckFailed if any fails."""
-    failures = []
+    failures, verdicts = [], []
     with stderr_to_stdout():
         if title:
             print(title)
@@ -280,37 +292,24 @@ def assert_schedule(launch_schedule, configs, title=""):
                 summary = "wrong order" if findings else f"{len(got)} programs, each block once, in group order"
             except Exception as exc:  # student code may raise anything; the verdict must not crash
                 findings, summary = [describe_exception(exc)], "the schedule probe did not run"
-            print(f"{'FAIL' if findings else 'PASS'}  {label:<42} {summary}")
-            for f in findings:
-                print(f"      likely cause ({f.code}): {f.message}")
+            verdicts.append(report(CaseVerdict(label, not findings, summary, findings)))
             if findings:
                 failures.append((label, findings[0].message))
     if failures:
         label, reason = failures[0]
-        raise CheckFailed(f"{len(failures)} of {len(configs)} schedules wrong; first: {label}: {reason}")
+        raise CheckFailed(f"{len(failures)} of {len(configs)} schedules wrong; first: {label}: {reason}", verdicts)
     print(f"All {len(configs)} schedules in the right order.")
 
 
 def check(fn, launch_schedule=None):
     """Self-check with the visible shapes; raises CheckFailed with a likely cause when wrong."""
-    assert_gqa_cases(fn, SELF_CHECK_CASES, title="Problem 5 self-check (output and log-sum-exp):")
+    assert_gqa_cases(fn, SPEC.self_check_cases, title="Problem 5 self-check (output and log-sum-exp):")
     if launch_schedule is not None:
         assert_schedule(launch_schedule, SELF_CHECK_SCHEDULES, title="Problem 5 self-check (launch order):")
 
 
-# Performance points (autograder.performance): the kernel's time over the reference kernel's.
-PERFORMANCE_POINTS = 2
-TIMING = TimingPlan(gpu_case=Case(4, 32, 4096, 64, H_kv=8), cpu_case=Case(1, 4, 256, 32, H_kv=2))
-performance_points = performance.points_function(ASSIGNMENT, TIMING, PERFORMANCE_POINTS, gate=check,
-                                                reference=reference_function)
-
-
-def reference_module(repo_root):
-    """Import the reference kernel from the source notebook (instructor side only)."""
-    from ..notebook_code import import_source, module_source, read
-
-    nb = read(Path(repo_root) / "solutions" / ASSIGNMENT / NOTEBOOK)
-    return import_source(module_source(nb, KERNEL_CELLS), "problem5_reference")
+performance_points = performance.points_function(SPEC.assignment, SPEC.timing, SPEC.performance_points,
+                                                gate=check, reference=reference_function)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,7 +448,7 @@ def benchmark(fn, lengths=(1024, 2048, 4096, 8192), head_dim=128, batch=4, n_q_h
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     shapes = [(batch, n_q_heads, n_kv_heads, n, head_dim) for n in lengths]
     impls = gqa_peers(fn)
-    reference = reference_function(ASSIGNMENT)
+    reference = reference_function(SPEC.assignment)
     if reference is not None:  # the course's own kernel, where its sources are at hand
         impls["reference kernel"] = lambda q, k, v: reference(q, k, v)[0]
     rows = run_gqa_benchmark(impls, shapes, dtype)

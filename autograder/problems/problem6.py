@@ -13,7 +13,6 @@ visible key, each once; the checks here grade that as well as the values:
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 
@@ -22,20 +21,14 @@ from ..performance import TimingPlan
 from ..block_visits import key_blocks, minimal_visits
 from ..checks import DEFAULT_TIMEOUT_S, TOLERANCES, CheckFailed, assert_cases, stderr_to_stdout, time_limit
 from ..diagnose import Finding, _explains, describe_exception
+from ..verdict import CaseVerdict, report
 from ..inputs import Case, make_qkv
 from ..references import attention_reference, repeat_kv
 from . import reference_function
-
-ASSIGNMENT = "problem6"
-NOTEBOOK = "problem6.ipynb"
-# imports, the given online-softmax update, the student's window rules, the kernel + wrapper.
-KERNEL_CELLS = ("imports", "online_softmax", "window_rules", "kernel")
-STUDENT_CELL = "window_rules"
-KERNEL_FUNCTION = "flash_attention_window"
-ANSWER_POLICY = "triton"
+from .spec import ProblemSpec
 
 # The hint ladder (autograder.hints.hint("problem6")): two nudges, then the idea, never the code.
-HINTS = (
+_HINTS = (
     "Start with `visible` and write the two rules of section 2 for one query i and one key j before "
     "thinking in blocks: the window holds W keys counting i itself, so its first key is i - (W - 1); "
     "a sink is a key with j < S, and it is still subject to causality. Then broadcast: q_idx as a column, "
@@ -51,11 +44,24 @@ HINTS = (
     "min(S, q_end) rounded up to a multiple of BLOCK_N, then capped at window_lo.",
 )
 
-# What a self-learner can run at any time (the same inputs as the visible graded cells).
-SELF_CHECK_CASES = [
-    Case(1, 2, 256, 64, window=128, sink=4, seed=1),
-    Case(1, 4, 200, 32, H_kv=2, window=16, sink=1, seed=2),
-]
+SPEC = ProblemSpec(
+    assignment="problem6",
+    notebook="problem6.ipynb",
+    # imports, the given online-softmax update, the student's window rules, the kernel + wrapper.
+    kernel_cells=("imports", "online_softmax", "window_rules", "kernel"),
+    student_cell="window_rules",
+    kernel_function="flash_attention_window",
+    answer_policy="triton",
+    hints=_HINTS,
+    # What a self-learner can run at any time (the same inputs as the visible graded cells).
+    self_check_cases=(Case(1, 2, 256, 64, window=128, sink=4, seed=1),
+                      Case(1, 4, 200, 32, H_kv=2, window=16, sink=1, seed=2)),
+    # Performance points (autograder.performance): the kernel's time over the reference kernel's.
+    performance_points=2,
+    timing=TimingPlan(gpu_case=Case(1, 16, 16384, 64, H_kv=4, window=1024, sink=4),
+                      cpu_case=Case(1, 2, 384, 32, window=64, sink=4)),
+)
+
 SELF_CHECK_VISITS = [Case(1, 1, 300, 16, window=16, sink=64), Case(1, 1, 256, 16, window=128, sink=4)]
 
 # Tile shapes a kernel is likely to use, most likely first (the course's kernel uses 64 x 64).
@@ -324,7 +330,7 @@ def check_visits(fn, cases, title=""):
     from .. import device as device_mod
 
     runtime = device_mod.current()
-    failures = []
+    failures, verdicts = [], []
     with stderr_to_stdout():
         if title:
             print(title)
@@ -348,37 +354,24 @@ def check_visits(fn, cases, title=""):
                            f"{case.B * case.H * _cdiv(case.L, bm) * _cdiv(case.L, bn)})")
             except Exception as exc:  # student code may raise anything; the verdict must not crash
                 findings, summary = [describe_exception(exc)], "the kernel did not run"
-            print(f"{'FAIL' if findings else 'PASS'}  {label:<42} {summary}")
-            for f in findings:
-                print(f"      likely cause ({f.code}): {f.message}")
+            verdicts.append(report(CaseVerdict(label, not findings, summary, findings, case=case)))
             if findings:
                 failures.append((label, findings[0].message))
     if failures:
         label, reason = failures[0]
-        raise CheckFailed(f"{len(failures)} of {len(cases)} cases visit the wrong blocks; first: {label}: {reason}")
+        raise CheckFailed(f"{len(failures)} of {len(cases)} cases visit the wrong blocks; first: {label}: {reason}",
+                          verdicts)
     print(f"All {len(cases)} cases visit exactly the blocks they need.")
 
 
 def check(fn):
     """Self-check with the visible inputs: values, then block visits."""
-    assert_window_cases(fn, SELF_CHECK_CASES, title="Problem 6 self-check (output and log-sum-exp):")
+    assert_window_cases(fn, SPEC.self_check_cases, title="Problem 6 self-check (output and log-sum-exp):")
     check_visits(fn, SELF_CHECK_VISITS, title="Problem 6 self-check (key blocks visited):")
 
 
-# Performance points (autograder.performance): the kernel's time over the reference kernel's.
-PERFORMANCE_POINTS = 2
-TIMING = TimingPlan(gpu_case=Case(1, 16, 16384, 64, H_kv=4, window=1024, sink=4),
-                    cpu_case=Case(1, 2, 384, 32, window=64, sink=4))
-performance_points = performance.points_function(ASSIGNMENT, TIMING, PERFORMANCE_POINTS, gate=check,
-                                                reference=reference_function)
-
-
-def reference_module(repo_root):
-    """Import the reference kernel from the source notebook (instructor side only)."""
-    from ..notebook_code import import_source, module_source, read
-
-    nb = read(Path(repo_root) / "solutions" / ASSIGNMENT / NOTEBOOK)
-    return import_source(module_source(nb, KERNEL_CELLS), "problem6_reference")
+performance_points = performance.points_function(SPEC.assignment, SPEC.timing, SPEC.performance_points,
+                                                gate=check, reference=reference_function)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,7 +447,7 @@ def benchmark(fn, lengths=(4096, 16384, 65536), window=1024, sink=4, head_dim=12
     except ImportError:
         has_flex = False
         print(f"FlexAttention is not in torch {torch.__version__} (it needs torch >= 2.5): timing without it.")
-    reference = reference_function(ASSIGNMENT)
+    reference = reference_function(SPEC.assignment)
     rows = []
     for n in lengths:
         gen = torch.Generator(device="cuda").manual_seed(0)

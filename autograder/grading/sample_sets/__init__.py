@@ -1,1 +1,1 @@
-"""Sample submissions per assignment (problem 3's live in ..samples): each module defines SAMPLES."""
+"""Sample submissions per assignment: each module defines SAMPLES, and may define ADVERSARIAL and GPU_FAULTS."""

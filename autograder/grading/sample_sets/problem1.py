@@ -5,7 +5,7 @@ from which graded cells the mistake fails (see solutions/problem1/problem1.ipynb
 test_create_mask 1, test_full_attention 2, test_causal 1, test_score_bytes 1 (visible);
 test_hidden_masks 2, test_hidden_gqa 1, test_hidden_shapes 1, test_hidden_create_mask 1.
 """
-from ..samples import Sample
+from ..sample import Sample
 
 SDPA_CHEAT = '''
 import torch.nn.functional as F

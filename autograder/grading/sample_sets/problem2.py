@@ -5,7 +5,7 @@ expected_points follow from which graded cells the mistake fails (softmax 2 + 2 
 attention 2, no score matrix 1, hidden shapes 1, hidden large logits 2). A materialised score
 matrix is caught in every attention cell that has a case large enough to tell it from a block.
 """
-from ..samples import Sample
+from ..sample import Sample
 
 # The attention body written the obvious way: every score of a head at once.
 _TILED_BODY = '''    scale = 1.0 / math.sqrt(q.shape[-1])

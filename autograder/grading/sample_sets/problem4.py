@@ -2,7 +2,7 @@
 
 Points out of 10: values 2 + 1 (visible) + 2 + 2 + 1 (hidden), block skipping 1 (visible) + 1 (hidden).
 """
-from ..samples import Sample
+from ..sample import Sample
 
 # The reference ranges, as they read in the solution cell.
 HI1 = "    hi1 = start_m * BLOCK_M\n"

@@ -5,7 +5,7 @@ submission whose attention is wrong (or right for the wrong reason) but whose la
 right keeps exactly those 2; every attention test holds a case with Hkv > 1 and Hq > Hkv, where
 each mapping mistake below shows.
 """
-from ..samples import Sample
+from ..sample import Sample
 
 KV_HEAD_RETURN = "    off_hkv = off_hq // group\n"
 KV_GROUP_LINE = "    group = n_q_heads // n_kv_heads  # query heads per K/V head\n"

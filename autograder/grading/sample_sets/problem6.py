@@ -4,7 +4,7 @@ Each is the reference answer cell after one typical edit. `expected_points` foll
 graded cells the mistake breaks: the window cell has no sinks, the two visit cells grade only
 the blocks visited, the other value cells mix windows and sinks.
 """
-from ..samples import Sample
+from ..sample import Sample
 
 SINK_CAP = "    sink_hi = tl.minimum(sink_hi, window_lo)                 # blocks from window_lo on are the window's\n"
 

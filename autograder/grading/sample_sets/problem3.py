@@ -1,0 +1,135 @@
+"""Problem 3's sample submissions: the reference, the untouched release, typical mistakes in the
+online softmax, submissions that misbehave as submissions, and faults only a GPU can have."""
+from ..sample import Sample
+
+SDPA_CHEAT = '''
+import torch.nn.functional as F
+
+
+def flash_attention_forward(q, k, v):
+    # Let PyTorch do it: fast, correct, and not a Triton kernel.
+    o = F.scaled_dot_product_attention(q, k, v)
+    s = (q.float() @ k.float().transpose(-1, -2)) / q.shape[-1] ** 0.5
+    return o, torch.logsumexp(s, dim=-1)
+'''
+
+NOISY_WRAPPER = '''
+import sys
+import warnings
+
+_quiet_forward = flash_attention_forward
+
+
+def flash_attention_forward(q, k, v):
+    # Correct, but chatty on stderr: grading must not zero a test for a warning.
+    warnings.warn("this kernel has not been tuned yet", UserWarning)
+    print("debug: launching kernel", file=sys.stderr)
+    return _quiet_forward(q, k, v)
+'''
+
+PATCH_CHECKS = '''
+import autograder.checks as _checks
+
+_checks.assert_cases = lambda *args, **kwargs: print("All cases passed.")
+'''
+
+PATCH_ISCLOSE = '''
+import torch
+
+torch.isclose = lambda a, b, **kwargs: torch.ones_like(a, dtype=torch.bool)
+'''
+
+MASK_LINES = '''    if MASK_KEYS:
+        # Padded keys were loaded as zeros, which would score 0, not -inf.
+        qk = tl.where(key_idx[None, :] < seq_len_k, qk, float("-inf"))
+'''
+
+SAMPLES = (
+    Sample("correct", "the reference solution", 10),
+    Sample("untouched", "the released notebook, nothing filled in", 0, untouched=True,
+           expected_cause="not_implemented"),
+    Sample("unmasked_tail", "keys past the end are not masked (the seed's bug)", 6,
+           edits=((MASK_LINES, ""),), expected_cause="unmasked_tail"),
+    Sample("correct_noisy", "correct, but warns and prints to stderr while running", 10,
+           extra_cell=NOISY_WRAPPER),
+    Sample("no_alpha_rescale", "acc is not rescaled by alpha", 1,
+           edits=(("    acc = acc * alpha[:, None]\n", ""),), expected_cause="no_acc_rescale"),
+    Sample("no_normalisation", "acc is never divided by l_i", 1,
+           edits=(("    o = acc / l_i[:, None]\n", "    o = acc\n"),), expected_cause="no_normalise"),
+    Sample("exp_not_exp2", "tl.exp where tl.math.exp2 is meant", 0,
+           edits=(("alpha = tl.math.exp2(", "alpha = tl.exp("), ("p = tl.math.exp2(", "p = tl.exp(")),
+           expected_cause="wrong_scale"),
+    Sample("sdpa_instead_of_kernel", "the answer cell defines a wrapper that calls scaled_dot_product_attention", 0,
+           answer_suffix=SDPA_CHEAT, expected_note="answer cell rejected"),
+)
+
+# Submissions that misbehave as submissions: crash, exit, loop, tamper, arrive broken.
+ADVERSARIAL = (
+    Sample("kernel_exits", "os._exit(1) right after the kernel: the notebook's feedback stops there, the judge "
+           "still grades the answer cell", 10, extra_cell="import os\nos._exit(1)", expected_note="kernel died"),
+    Sample("sys_exit", "sys.exit() in a cell: IPython catches it and grading goes on", 10,
+           extra_cell="import sys\nsys.exit('done early')"),
+    Sample("endless_cell", "a cell that never finishes: interrupted at the cell time limit", 10,
+           extra_cell="while True:\n    pass"),
+    Sample("edited_test", "a locked test cell replaced by `pass`: nbgrader restores it", 10,
+           locked_edits=(("test_tail_block", "pass"),), expected_note="locked cells edited"),
+    Sample("deleted_test", "a locked test cell deleted: the judge runs every test all the same", 10,
+           locked_edits=(("test_tail_block", None),), expected_note="locked cells deleted"),
+    Sample("other_kernelspec", "asks for a Julia kernel: graded with Python", 10,
+           kernelspec="julia-1.10", expected_note="kernel 'julia-1.10'"),
+    Sample("renamed_notebook", "handed in as my_problem3.ipynb", 10,
+           filename="my_problem3.ipynb", expected_note="was named my_problem3.ipynb"),
+    Sample("invalid_json", "a truncated file that is not JSON", None,
+           raw='{"cells": [', expected_note="not a readable notebook"),
+    Sample("no_notebook", "an empty submission folder", None, missing=True, expected_note="no notebook submitted"),
+    Sample("patched_checks", "nothing implemented, but a cell makes assert_cases always pass", 0, untouched=True,
+           extra_cell=PATCH_CHECKS, expected_note="not in the judge's clean run"),
+    Sample("patched_isclose", "the unmasked-tail bug, plus a cell that makes torch.isclose always true", 6,
+           edits=((MASK_LINES, ""),), extra_cell=PATCH_ISCLOSE, expected_note="not in the judge's clean run"),
+    Sample("patch_in_answer_cell", "the answer cell itself patches the checks at import time", 0, untouched=True,
+           answer_suffix=PATCH_CHECKS, expected_note="answer cell rejected"),
+)
+
+
+# Faults only a GPU can have. Graded by the GPU-marked tests on a GPU runner.
+ILLEGAL_ACCESS = '''
+@triton.jit
+def _scribble(ptr):
+    tl.store(ptr + (1 << 40), 1.0)  # far outside any allocation
+
+
+_scribble[(1,)](torch.empty(1, device="cuda"))
+torch.cuda.synchronize()
+'''
+
+HOG_MEMORY = '''
+_hog = []
+while True:  # take the GPU's memory and keep it
+    try:
+        _hog.append(torch.empty(1 << 30, dtype=torch.uint8, device="cuda"))
+    except torch.OutOfMemoryError:
+        break
+'''
+
+ENDLESS_KERNEL = '''
+@triton.jit
+def _spin(counter):
+    while tl.atomic_add(counter, 1) >= 0:  # an atomic per turn: the compiler cannot drop the loop
+        pass
+
+
+_spin[(1,)](torch.zeros(1, device="cuda", dtype=torch.int64))  # 2**63 turns to wrap
+torch.cuda.synchronize()
+'''
+
+GPU_FAULTS = (
+    # Each fault is in a cell of its own: it wrecks the notebook's run (the feedback), while the judge
+    # grades the answer cell, which is right, in a fresh sandboxed process once the notebook is done.
+    Sample("illegal_memory_access", "launches a kernel that writes far out of bounds", 10,
+           extra_cell=ILLEGAL_ACCESS),
+    Sample("gpu_memory_hog", "takes GPU memory until allocation fails and keeps it, until the notebook ends", 10,
+           extra_cell=HOG_MEMORY),
+    Sample("endless_gpu_kernel", "launches a GPU kernel that never ends: nbgrader gives up on the notebook", 10,
+           extra_cell=ENDLESS_KERNEL, expected_note="CellTimeoutError"),
+    Sample("z_correct_after_faults", "the reference solution, graded after the faults above", 10),
+)

@@ -1,0 +1,206 @@
+"""Problem 3: the reference kernel against the float64 reference on awkward inputs, its online-softmax
+mistakes re-enacted and named, its samples, and the problem's spec."""
+import pytest
+import torch
+
+from autograder import problems
+from autograder.checks import TOLERANCES, run_case
+from autograder.grading.sample_sets.problem3 import SAMPLES
+from autograder.grading.samples import apply_edits
+from autograder.inputs import Case, make_qkv
+from autograder.notebook_code import cell_by_id, read, strip_markers
+from autograder.problems import problem3
+from autograder.problems.online_softmax_faults import FAULTS, blockwise_attention
+from autograder.references import attention_reference
+from tests.helpers import SOURCE, kernel_variant
+
+KERNEL_SAMPLES = [s for s in SAMPLES if s.edits]
+CASE = Case(1, 2, 200, 64, seed=3)
+
+
+def codes(result):
+    return [f.code for f in result.findings]
+
+
+# --- the reference kernel ----------------------------------------------------------------------
+
+AWKWARD = [
+    Case(1, 1, 1, 16, seed=1),
+    Case(2, 3, 17, 32, seed=2),
+    Case(1, 2, 200, 64, seed=3),
+    Case(1, 1, 1000, 128, seed=4),
+    Case(3, 2, 128, 64, layout="bshd", seed=5),
+    Case(1, 2, 100, 32, layout="strided_d", seed=6),
+    Case(1, 2, 130, 64, L_k=70, seed=7),
+    Case(1, 2, 64, 16, L_k=300, seed=8),
+]
+
+
+@pytest.mark.parametrize("case", AWKWARD, ids=Case.label)
+def test_reference_kernel_passes_awkward_shapes(reference_kernel, runtime, case):
+    result = run_case(reference_kernel.flash_attention_forward, case, runtime)
+    assert result.passed, "\n".join(result.lines())
+
+
+@pytest.mark.parametrize("config", [(32, 32, 4, 2), (64, 16, 4, 3)])
+def test_wrapper_takes_the_launch_config_and_kernel_body_as_arguments(reference_kernel, runtime, config):
+    # What scripts/tune_kernels.py sweeps: other tiles, or the pointer kernel where tensor
+    # descriptors would be taken, and the same attention.
+    case = Case(1, 2, 100, 32, seed=10)
+    fn = reference_kernel.flash_attention_forward
+    result = run_case(lambda q, k, v: fn(q, k, v, config=config, tma=False), case, runtime)
+    assert result.passed, "\n".join(result.lines())
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_reference_kernel_error_is_far_inside_the_tolerance(reference_kernel, runtime, dtype):
+    """The tolerance leaves room, but not much: the kernel sits at about a quarter of it."""
+    if getattr(torch, dtype) not in runtime.dtypes:
+        pytest.skip(f"{dtype} tl.dot is not trustworthy on this runtime")
+    case = Case(2, 2, 300, 64, dtype, seed=9)
+    q, k, v = make_qkv(case, runtime.device)
+    o, _ = reference_kernel.flash_attention_forward(q, k, v)
+    ref, _ = attention_reference(q, k, v)
+    tol = TOLERANCES[q.dtype]
+    err = ((o.double() - ref).abs() - tol.rtol * ref.abs()).max().item()
+    assert err < tol.atol / 2
+
+
+def test_output_perturbed_by_a_few_ulps_fails(reference_kernel, runtime):
+    """The check is tight: shifting the right answer by 8 fp16 ulps at 1.0 is caught."""
+    def perturbed(q, k, v):
+        o, lse = reference_kernel.flash_attention_forward(q, k, v)
+        return o + 8 * 2 ** -10, lse
+
+    result = run_case(perturbed, Case(1, 1, 64, 16), runtime)
+    assert not result.passed
+
+
+BAD_INPUTS = [
+    ("4 dimensions", lambda q, k, v: (q[0], k, v)),
+    ("dtype torch.float32", lambda q, k, v: (q.float(), k, v)),
+    ("share one dtype", lambda q, k, v: (q, k.to(torch.bfloat16 if k.dtype == torch.float16 else torch.float16), v)),
+    ("same shape", lambda q, k, v: (q, k, v[:, :, :5])),
+    ("head dim D=24", lambda q, k, v: (q[..., :24], k[..., :24], v[..., :24])),
+    ("equal head counts", lambda q, k, v: (q, k[:, :1], v[:, :1])),
+    ("batch", lambda q, k, v: (q, k[:1], v[:1])),
+    ("torch.Tensor", lambda q, k, v: (q.tolist(), k, v)),
+]
+
+
+@pytest.mark.parametrize("message,mangle", BAD_INPUTS, ids=[m for m, _ in BAD_INPUTS])
+def test_bad_input_gets_a_value_error_naming_the_problem(reference_kernel, runtime, message, mangle):
+    q, k, v = make_qkv(Case(2, 2, 16, 32), runtime.device)
+    with pytest.raises(ValueError, match=message):
+        reference_kernel.flash_attention_forward(*mangle(q, k, v))
+
+
+def test_cpu_tensors_are_refused_on_a_gpu_runtime(reference_kernel, runtime, monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    q, k, v = make_qkv(Case(1, 1, 16, 16), "cpu")
+    with pytest.raises(ValueError, match="move them to the GPU"):
+        reference_kernel.flash_attention_forward(q, k, v)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", [
+    Case(2, 3, 1000, 128, "bfloat16", seed=11), Case(4, 16, 4096, 16, "bfloat16", seed=12),
+    Case(1, 2, 8192, 64, "bfloat16", "bshd", seed=13), Case(2, 2, 333, 64, "float16", "strided_d", seed=14),
+    Case(1, 1, 1, 128, "bfloat16", seed=15), Case(1, 4, 4097, 64, "bfloat16", seed=16),
+], ids=Case.label)
+def test_gpu_bf16_and_long_sequences(reference_kernel, runtime, case):
+    result = run_case(reference_kernel.flash_attention_forward, case, runtime)
+    assert result.passed and not result.note, "\n".join(result.lines())
+
+
+def test_every_output_element_is_written(reference_kernel, runtime, monkeypatch):
+    """Poison the output buffers: a row the kernel forgets to store stays NaN."""
+    real_empty_like, real_empty = torch.empty_like, torch.empty
+    monkeypatch.setattr(torch, "empty_like", lambda t, **kw: real_empty_like(t, **kw).fill_(float("nan")))
+    monkeypatch.setattr(torch, "empty", lambda *a, **kw: real_empty(*a, **kw).fill_(float("nan")))
+    q, k, v = make_qkv(Case(2, 3, 201, 32, seed=17), runtime.device)
+    o, lse = reference_kernel.flash_attention_forward(q, k, v)
+    assert bool(torch.isfinite(o).all()) and bool(torch.isfinite(lse).all())
+
+
+# --- the typical mistakes, named ---------------------------------------------------------------
+
+@pytest.mark.parametrize("sample", KERNEL_SAMPLES, ids=lambda s: s.name)
+def test_each_kernel_mistake_is_named(runtime, sample):
+    module = kernel_variant(sample.edits, name=sample.name)
+    result = run_case(module.flash_attention_forward, CASE, runtime, diagnoses=problem3.DIAGNOSES)
+    assert not result.passed
+    assert sample.expected_cause in codes(result), "\n".join(result.lines())
+
+
+def test_untouched_student_cell_says_not_implemented(runtime):
+    stub = '''
+@triton.jit
+def online_softmax_update(acc, l_i, m_i, qk, v, key_idx, seq_len_k, qk_scale, MASK_KEYS: tl.constexpr):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+    return acc, l_i, m_i
+
+
+@triton.jit
+def finalize(acc, l_i, m_i):
+    # YOUR CODE HERE
+    raise NotImplementedError()
+    return o, lse
+'''
+    module = kernel_variant(student_code=stub, name="untouched")
+    result = run_case(module.flash_attention_forward, CASE, runtime)
+    assert codes(result) == ["not_implemented"]
+    assert "Traceback" not in "\n".join(result.lines())
+
+
+def test_the_generic_checks_leave_the_online_softmax_mistakes_to_the_problem(runtime):
+    """Without problem 3's diagnoses the same wrong kernel gets no online-softmax cause: the
+    generic layer knows no problem's mistakes."""
+    sample = next(s for s in KERNEL_SAMPLES if s.expected_cause == "no_acc_rescale")
+    module = kernel_variant(sample.edits, name=sample.name)
+    result = run_case(module.flash_attention_forward, CASE, runtime)
+    assert not result.passed and not set(codes(result)) & set(FAULTS)
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.name)
+def test_every_sample_edit_still_applies_to_the_solution(sample):
+    solution = strip_markers(cell_by_id(read(SOURCE), problem3.SPEC.student_cell).source)
+    edited = apply_edits(solution, sample.edits)
+    assert (edited != solution) == bool(sample.edits)
+
+
+# --- the float64 re-enactment of the online softmax ---------------------------------------------
+
+def rand(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+@pytest.mark.parametrize("length,block", [(1, 16), (17, 16), (64, 64), (200, 64), (130, 32)])
+def test_blockwise_online_softmax_is_exact_without_faults(length, block):
+    q, k, v = rand(2, 2, length, 32, seed=10), rand(2, 2, length, 32, seed=11), rand(2, 2, length, 32, seed=12)
+    out, lse = blockwise_attention(q, k, v, block)
+    ref_out, ref_lse = attention_reference(q, k, v)
+    torch.testing.assert_close(out, ref_out, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(lse, ref_lse, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_every_fault_changes_the_output_where_it_applies(fault):
+    q, k, v = rand(1, 2, 200, 32, seed=13), rand(1, 2, 200, 32, seed=14), rand(1, 2, 200, 32, seed=15)
+    out, _ = blockwise_attention(q, k, v, 64, {fault})
+    ref, _ = attention_reference(q, k, v)
+    assert (out - ref).abs().max() > 1e-2
+
+
+def test_unknown_fault_is_rejected():
+    with pytest.raises(ValueError, match="unknown faults"):
+        blockwise_attention(rand(1, 1, 4, 16), rand(1, 1, 4, 16), rand(1, 1, 4, 16), 16, {"typo"})
+
+
+# --- the spec ------------------------------------------------------------------------------------
+
+def test_problem3_spec_is_a_triton_problem_with_performance_points():
+    spec = problems.get_spec("problem3")
+    assert spec is problem3.SPEC and spec.answer_policy == "triton" and spec.performance_points == 2
+    assert spec.student_cell in spec.kernel_cells and spec.kernel_function == "flash_attention_forward"
