@@ -33,7 +33,7 @@ def visible_key_ranges(q_start: int, q_end: int, seq_len: int, causal: bool = Tr
 def key_blocks(q_start: int, q_end: int, seq_len: int, block_n: int, causal: bool = True,
                window: int | None = None, sink: int = 0) -> list[int]:
     """Indices of the key blocks of size `block_n` that hold at least one visible key."""
-    blocks = []
+    blocks: list[int] = []
     for lo, hi in visible_key_ranges(q_start, q_end, seq_len, causal, window, sink):
         blocks.extend(range(lo // block_n, (hi - 1) // block_n + 1))
     return sorted(set(blocks))

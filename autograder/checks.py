@@ -74,8 +74,8 @@ def stderr_to_stdout():
     try:
         with contextlib.redirect_stderr(sys.stdout), warnings.catch_warnings():
             warnings.simplefilter("default")  # each warning once per place, not once per block
-            warnings.showwarning = lambda msg, cat, fn, ln, file=None, line=None: print(
-                f"warning: {cat.__name__}: {msg}", file=sys.stdout)
+            warnings.showwarning = lambda message, category, filename, lineno, file=None, line=None: print(
+                f"warning: {category.__name__}: {message}", file=sys.stdout)
             yield
     finally:
         sys.stdout.flush()

@@ -3,7 +3,8 @@
 Everything a learner clicks or installs is derived from the two values below:
 
 * the "Open in Colab" badge at the top of every student notebook
-  (`colab_url("problem3")` -> colab.research.google.com/github/<owner>/<repo>/blob/<branch>/notebooks/problem3/problem3.ipynb);
+  (`colab_url("problem3")` ->
+  colab.research.google.com/github/<owner>/<repo>/blob/<branch>/notebooks/problem3/problem3.ipynb);
 * the pip spec of the notebooks' setup cell (`pip_spec()` -> git+https://github.com/<owner>/<repo>@<branch>),
   which Colab uses to install the course package.
 

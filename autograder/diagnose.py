@@ -161,7 +161,8 @@ def diagnose_lse(lse, ref_lse, q, k, atol, case=None) -> list[Finding]:
 def describe_exception(exc: BaseException) -> Finding:
     """One sentence for an exception raised by student code (including Triton compile errors)."""
     text = f"{type(exc).__name__}: {exc}"
-    chain, seen = [], exc
+    chain: list[str] = []
+    seen: BaseException | None = exc
     while seen is not None and len(chain) < 10:  # Triton nests the helper's error as the cause
         chain.append(f"{type(seen).__name__}: {seen}")
         seen = seen.__cause__ or seen.__context__

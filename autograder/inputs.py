@@ -72,7 +72,7 @@ class Case:
     def torch_dtype(self) -> torch.dtype:
         return DTYPES[self.dtype]
 
-    def with_dtype(self, dtype: str) -> "Case":
+    def with_dtype(self, dtype: str) -> Case:
         return replace(self, dtype=dtype)
 
     def label(self) -> str:

@@ -159,4 +159,4 @@ def mutated(before, after) -> list[int]:
     """Indices of tensors whose bits changed (bitwise, so a NaN written in is caught too)."""
     def bits(t):
         return t.view(torch.int16) if t.element_size() == 2 else t.view(torch.int32)
-    return [i for i, (a, b) in enumerate(zip(before, after)) if not torch.equal(bits(a), bits(b))]
+    return [i for i, (a, b) in enumerate(zip(before, after, strict=True)) if not torch.equal(bits(a), bits(b))]

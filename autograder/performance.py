@@ -157,8 +157,9 @@ def check_timed_outputs(fn, reference, input_sets, runtime) -> None:
         if runtime.device == "cuda":
             torch.cuda.synchronize()
     if watched.forbidden_ops or watched.triton_launches == 0:
+        calls = f" (it calls {', '.join(watched.forbidden_ops)})" if watched.forbidden_ops else ""
         raise CheckFailed("no performance points: at the timed shape the result does not come from a Triton "
-                          "kernel" + (f" (it calls {', '.join(watched.forbidden_ops)})" if watched.forbidden_ops else ""))
+                          "kernel" + calls)
     want = _first_output(reference(*args, **kwargs))
     if not isinstance(got, torch.Tensor) or got.shape != want.shape:
         raise CheckFailed("no performance points: at the timed shape the output has the wrong type or shape")

@@ -78,7 +78,7 @@ class TestVerdict:
 
     def findings(self) -> dict:
         """{code: message} of every likely cause its cases named, first message per code, one line each."""
-        found = {}
+        found: dict[str, str] = {}
         for case in self.cases:
             for f in case.findings:
                 first_line = (f.message.splitlines() or [""])[0]

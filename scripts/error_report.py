@@ -16,9 +16,9 @@ runtime = device.configure()
 
 import torch  # noqa: E402
 
+from autograder import problems  # noqa: E402
 from autograder.checks import LSE_TOLERANCE, TOLERANCES  # noqa: E402
 from autograder.inputs import Case, make_qkv  # noqa: E402
-from autograder import problems  # noqa: E402
 from autograder.references import attention_reference  # noqa: E402
 
 UNIT_ROUNDOFF = {torch.float16: 2.0 ** -11, torch.bfloat16: 2.0 ** -8}

@@ -144,7 +144,8 @@ def time_on_gpu(out_dir: Path):
         flops = 4.0 * batch * heads * seq_len**2 * head_dim
         row = {"shape": [batch, heads, seq_len, head_dim], "dtype": "bfloat16", "peers": {}, "variants": []}
         for name, fn in [("SDPA FLASH", _sdpa("FLASH_ATTENTION")), ("SDPA CUDNN", _sdpa("CUDNN_ATTENTION"))]:
-            row["peers"][name] = flops / triton.testing.do_bench(lambda: fn(q, k, v), rep=300) / 1e9
+            ms = triton.testing.do_bench(lambda fn=fn, q=q, k=k, v=v: fn(q, k, v), rep=300)
+            row["peers"][name] = flops / ms / 1e9
         for config in CONFIGS[head_dim]:
             for variant in VARIANTS:
                 entry = {"config": list(config), "variant": variant}
@@ -153,7 +154,9 @@ def time_on_gpu(out_dir: Path):
                     torch.cuda.synchronize()
                     entry["max_abs_error"] = (o.float() - expected).abs().max().item()
                     entry["warp_specialized"] = "ttg.warp_specialize" in kernel.asm["ttgir"]
-                    ms = triton.testing.do_bench(lambda: attention(q, k, v, config, variant), rep=300)
+                    ms = triton.testing.do_bench(
+                        lambda q=q, k=k, v=v, config=config, variant=variant: attention(q, k, v, config, variant),
+                        rep=300)
                     entry["tflops"] = flops / ms / 1e9
                 except Exception as error:  # a variant that does not compile is a result too
                     lines = [l for l in str(error).splitlines() if l.strip()] or [repr(error)]
@@ -189,7 +192,8 @@ def count_exp2_instructions():
                  for name, rows in [("desc_q", block_m), ("desc_k", block_n), ("desc_v", block_n), ("desc_o", block_m)]}
     signature.update(seq_len="i32", qk_scale="fp32", **{c: "constexpr" for c in
                      ["HEAD_DIM", "BLOCK_M", "BLOCK_N", "EXP", "WARP_SPECIALIZE", "EARLY_SCORES"]})
-    print(f"sm_90, D={head_dim}, {block_m}x{block_n} tile, {num_warps} warps: {scores_per_thread} scores per thread per block")
+    print(f"sm_90, D={head_dim}, {block_m}x{block_n} tile, {num_warps} warps: "
+          f"{scores_per_thread} scores per thread per block")
     for variant in ["baseline", "exp2_f16x2", "exp2_bf16x2"]:
         exp, _, _ = VARIANTS[variant]
         source = ASTSource(_attention, signature=signature, constexprs=dict(
@@ -202,7 +206,8 @@ def count_exp2_instructions():
             sass = subprocess.run([str(cuobjdump), "-sass", cubin.name], capture_output=True, text=True).stdout
         loop = _inner_loop(sass)
         mufu = collections.Counter(op for op in loop if op.startswith("MUFU.EX2"))
-        print(f"  {variant:12s} " + ", ".join(f"{op}: {n / scores_per_thread:.2f} per score" for op, n in sorted(mufu.items())))
+        print(f"  {variant:12s} "
+              + ", ".join(f"{op}: {n / scores_per_thread:.2f} per score" for op, n in sorted(mufu.items())))
 
 
 def _inner_loop(sass: str) -> list[str]:
@@ -221,7 +226,8 @@ def _inner_loop(sass: str) -> list[str]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="build/experiments", help="folder for hopper-experiments.json")
-    parser.add_argument("--sass", action="store_true", help="compile for sm_90 and count exp2 instructions; no GPU needed")
+    parser.add_argument("--sass", action="store_true",
+                        help="compile for sm_90 and count exp2 instructions; no GPU needed")
     args = parser.parse_args()
     if os.environ.get("TRITON_INTERPRET") == "1":
         sys.exit("unset TRITON_INTERPRET: this script compiles for the GPU")

@@ -103,8 +103,8 @@ def main():
     env = environment()
     (out / "performance.json").write_text(json.dumps({"environment": env, "runtime": runtime.describe(),
                                                       "rows": rows}, indent=1))
-    lines = [f"Environment: {env}", "", "| problem | kernel | points (run 1, run 2) | ratio (run 1, run 2) | deserves |",
-             "|---|---|---|---|---|"]
+    lines = [f"Environment: {env}", "",
+             "| problem | kernel | points (run 1, run 2) | ratio (run 1, run 2) | deserves |", "|---|---|---|---|---|"]
     for row in rows:
         pts = ", ".join(f"{r['points']:g}" for r in row["runs"])
         rat = ", ".join("-" if r["ratio"] is None else f"{r['ratio']:.3f}" for r in row["runs"])

@@ -25,7 +25,7 @@ def main(out, paths):
             runs.append(run)
     fig, axes = plt.subplots(len(runs), 1, figsize=(7, 2.6 * len(runs)), squeeze=False, sharex=True)
     top = max(max(r["task_seconds"]) for r in runs)
-    for ax, run in zip(axes[:, 0], runs):
+    for ax, run in zip(axes[:, 0], runs, strict=True):
         secs = run["task_seconds"]
         ax.hist(secs, bins=range(0, int(top) + 5, 2), color="tab:blue", alpha=0.8)
         med = statistics.median(secs)

@@ -13,8 +13,9 @@ Writes OUTDIR/<run>/course/ (grades.csv, grade_report.csv, feedback/), OUTDIR/<r
 (wall times, per-task seconds, scores, the run's summary) and OUTDIR/summary.txt, and exits
 non-zero when a run's grades or CSV files differ from the first run's in OUTDIR (or from what the
 samples deserve). A sequential run cut off by a time limit goes on with `--resume`; its wall
-time is the sum of its parts, each counted up to its last graded submission. A run is named after its mode, or `--label` (one mode only): e.g. grade the
-same class on 1, 2 and 4 GPUs of one machine with `--num-gpus N --label ray-Ngpu`.
+time is the sum of its parts, each counted up to its last graded submission. A run is named after
+its mode, or `--label` (one mode only): e.g. grade the same class on 1, 2 and 4 GPUs of one
+machine with `--num-gpus N --label ray-Ngpu`.
 """
 from __future__ import annotations
 

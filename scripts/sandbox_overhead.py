@@ -24,7 +24,8 @@ from autograder import device  # noqa: E402
 
 
 def grade_once(course: Path, assignment: str, samples, sandboxed: bool, log: Path) -> dict:
-    from autograder.grading import autograde, course as course_folder, demo, export, scratch
+    from autograder.grading import autograde, demo, export, scratch
+    from autograder.grading import course as course_folder
     from autograder.notebook_code import read
 
     expected = demo.stage_demo(REPO, course, assignments=(assignment,), only=set(samples))

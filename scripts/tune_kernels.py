@@ -124,9 +124,10 @@ def main():
         flops = problem.flops(b, h, n, d)
         shape = [b, h, n, d]
         peers = problem.peers(n)
-        time_ms(lambda: next(iter(peers.values()))(q, k, v), 300)  # let the GPU's clocks settle first
+        first_peer = next(iter(peers.values()))
+        time_ms(lambda fn=first_peer, q=q, k=k, v=v: fn(q, k, v), 300)  # let the GPU's clocks settle first
         for name, fn in peers.items():
-            ms = time_ms(lambda: fn(q, k, v), args.rep)
+            ms = time_ms(lambda fn=fn, q=q, k=k, v=v: fn(q, k, v), args.rep)
             rows.append({"impl": name, "shape": shape, "ms": ms, "tflops": flops / ms / 1e9})
         for body in bodies:
             for cfg, group in itertools.product(
@@ -140,7 +141,7 @@ def main():
                     err = (problem.call(module, q, k, v, **launch)[0].float() - expect).abs().max().item()
                     if not err < 0.05:
                         raise AssertionError(f"wrong output (max err {err:.3g})")
-                    ms = time_ms(lambda: problem.call(module, q, k, v, **launch), args.rep)
+                    ms = time_ms(lambda q=q, k=k, v=v, launch=launch: problem.call(module, q, k, v, **launch), args.rep)
                     row.update(ms=ms, tflops=flops / ms / 1e9)
                 except Exception as exc:  # out of shared memory, too many registers: a result, not a crash
                     row["error"] = f"{type(exc).__name__}: {str(exc)[:120]}"

@@ -189,7 +189,7 @@ def test_the_import_graph_sees_imports_inside_functions():
 
 def _describe(graph: dict, members: list[str]) -> str:
     cycle = a_cycle(graph, members)
-    steps = [f"  {a} -> {b}: " + ", ".join(graph[a][b]) for a, b in zip(cycle, cycle[1:])]
+    steps = [f"  {a} -> {b}: " + ", ".join(graph[a][b]) for a, b in zip(cycle, cycle[1:], strict=False)]
     return " -> ".join(cycle) + "\n" + "\n".join(steps)
 
 

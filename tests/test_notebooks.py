@@ -5,9 +5,9 @@ import re
 import nbformat
 import pytest
 
+from autograder import problems
 from autograder.grading.course import prepare_course, release
 from autograder.notebook_code import cell_by_id, grade_id
-from autograder import problems
 from autograder.problems import ASSIGNMENTS, problem3
 
 SOURCE = "solutions/problem3/problem3.ipynb"

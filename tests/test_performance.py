@@ -7,6 +7,7 @@ from autograder.inputs import Case
 from autograder.performance import TimingPlan, award, band_share, time_against_reference
 from autograder.problems import problem3
 
+
 @pytest.fixture(scope="module")
 def reference(reference_kernel):
     return reference_kernel.flash_attention_forward

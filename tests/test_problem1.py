@@ -17,8 +17,8 @@ from autograder.checks import CheckFailed, run_case
 from autograder.grading.samples import SAMPLES, apply_edits
 from autograder.grading.verify import answer_cell_violations, graded_test_cells
 from autograder.inputs import Case
-from autograder.memory import PeakTensorMemory, peak_call_bytes
 from autograder.kernel_module import import_kernel_module
+from autograder.memory import PeakTensorMemory, peak_call_bytes
 from autograder.notebook_code import cell_by_id, read, strip_markers
 from autograder.problems import problem1, reference_module
 
@@ -220,7 +220,8 @@ MASK_MISTAKES = {
 def test_each_mask_mistake_is_named(code):
     out = io.StringIO()
     with redirect_stdout(out), pytest.raises(CheckFailed):
-        problem1.assert_masks(MASK_MISTAKES[code], [(12, 4, 3), (12, 12, 0)] if code != "sinks_ignored" else [(12, 4, 3)])
+        shapes = [(12, 4, 3), (12, 12, 0)] if code != "sinks_ignored" else [(12, 4, 3)]
+        problem1.assert_masks(MASK_MISTAKES[code], shapes)
     assert f"likely cause ({code})" in out.getvalue(), out.getvalue()
 
 

@@ -16,8 +16,15 @@ from autograder.integrity import watch_call
 from autograder.kernel_module import import_kernel_module
 from autograder.notebook_code import cell_by_id, grade_id, read, strip_markers
 from autograder.problems import problem2, reference_module
-from autograder.problems.problem2 import (SoftmaxCase, check_online_softmax, check_tiled_attention, make_logits,
-                                          no_score_matrix, run_softmax_case, score_matrix_limit, torch_runtime)
+from autograder.problems.problem2 import (
+    SoftmaxCase,
+    check_tiled_attention,
+    make_logits,
+    no_score_matrix,
+    run_softmax_case,
+    score_matrix_limit,
+    torch_runtime,
+)
 from tests.helpers import REPO_ROOT
 
 SOURCE = "solutions/problem2/problem2.ipynb"
@@ -145,7 +152,8 @@ SOFTMAX_MISTAKES = [
     ("dropped_tail", (("    for start in range(0, n, block_size):\n",
                        "    for start in range(0, n - block_size + 1, block_size):\n"),),
      SoftmaxCase(8, 200, 64, seed=1), "dropped_tail"),
-    ("no_normalise", (("    return torch.exp(x - m[:, None]) / l[:, None]\n", "    return torch.exp(x - m[:, None])\n"),),
+    ("no_normalise", (("    return torch.exp(x - m[:, None]) / l[:, None]\n",
+                       "    return torch.exp(x - m[:, None])\n"),),
      SoftmaxCase(8, 200, 64, seed=1), "no_normalise"),
     ("no_l_rescale_at_1e4", (("        l = l * alpha + torch.exp", "        l = l + torch.exp"),),
      SoftmaxCase(8, 300, 64, logit_scale=1e4, seed=10), "no_l_rescale"),

@@ -10,8 +10,6 @@ from autograder.grading.scratch import DONE_MARKER
 from autograder.problems import total_points
 
 
-
-
 @pytest.fixture(scope="module")
 def graded(tmp_path_factory, repo_root):
     mp = pytest.MonkeyPatch()
@@ -41,7 +39,8 @@ def test_each_misbehaving_submission_gets_exactly_its_outcome(graded, sample):
 @pytest.mark.slow
 def test_the_well_behaved_neighbour_is_graded_normally(graded):
     _, rows, _ = graded
-    assert rows["correct"].score == total_points("problem3") and not rows["correct"].notes and not rows["correct"].problem
+    correct = rows["correct"]
+    assert correct.score == total_points("problem3") and not correct.notes and not correct.problem
 
 
 @pytest.mark.slow
@@ -113,8 +112,10 @@ def test_a_submission_over_its_time_limit_is_stopped_with_its_kernel(tmp_path, r
 
 
 @pytest.mark.parametrize("output,expect", [
-    ("x\n[AutogradeApp | ERROR] boom\n    nbclient.exceptions.CellTimeoutError: A cell timed out while it was being executed\n"
-     "[AutogradeApp | ERROR] Please see the the above traceback for details on the specific errors on the above failures.",
+    ("x\n[AutogradeApp | ERROR] boom\n"
+     "    nbclient.exceptions.CellTimeoutError: A cell timed out while it was being executed\n"
+     "[AutogradeApp | ERROR] Please see the the above traceback for details on the specific errors "
+     "on the above failures.",
      "CellTimeoutError: A cell timed out"),
     ("... DeadKernelError: Kernel died\n", "kernel died"),
     ("partial\nnbgrader autograde did not finish within 20 s; it and the notebook's kernel were stopped",

@@ -196,7 +196,7 @@ def test_hint_ladder_reveals_three_steps_one_at_a_time_and_never_the_code(assign
         shown.append(out.getvalue())
     assert [s.split(":")[0] for s in shown] == ["Hint 1 (step 1 of 3)", "Hint 2 (step 2 of 3)",
                                                 "The idea (step 3 of 3)", "The idea (step 3 of 3)"]
-    for step, text in zip(steps + steps[-1:], shown):
+    for step, text in zip(steps + steps[-1:], shown, strict=True):
         assert step in text
     given_away = [line for line in solution_code_lines(assignment) if any(line in s for s in steps)]
     assert not given_away, f"hints quote the solution: {given_away}"

@@ -434,8 +434,8 @@ class _Checker:
             self.add(fn, "signature", f"`{fn.name}`: a @triton.jit function takes plain parameters only "
                                       f"(no *args, **kwargs, `*` or `/` markers)")
         positional = args.posonlyargs + args.args
-        pairs = list(zip(positional[len(positional) - len(args.defaults):], args.defaults))
-        pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults) if d is not None]
+        pairs = list(zip(positional[len(positional) - len(args.defaults):], args.defaults, strict=True))
+        pairs += [(a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True) if d is not None]
         for arg, default in pairs:
             if not _is_literal(default):
                 self.add(default, "default_not_literal",
@@ -575,6 +575,7 @@ class _Checker:
                 self.add(st, "statement", "the only `with` allowed is `with torch.no_grad():` "
                                           "(or torch.inference_mode())")
             else:
+                assert item is not None  # ok says so
                 self.expr(item.context_expr, ctx)
             return self.block(st.body, defined, dead)
         if isinstance(st, ast.Delete) and not jit:
@@ -658,7 +659,7 @@ class _Checker:
         if isinstance(target, ast.Starred) and not self.p.jit:
             return self.target(target.value, ctx)
         if isinstance(target, ast.Subscript) and not self.p.jit:
-            base = target
+            base: ast.expr = target
             while isinstance(base, ast.Subscript):
                 self.expr(base.slice, ctx)
                 base = base.value
@@ -723,7 +724,7 @@ class _Checker:
                     self.expr(elt, ctx)
             return _VALUE
         if isinstance(node, ast.Dict) and not jit:
-            for key, value in zip(node.keys, node.values):
+            for key, value in zip(node.keys, node.values, strict=True):
                 if key is not None:
                     self.expr(key, ctx)
                 self.expr(value, ctx)

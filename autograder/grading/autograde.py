@@ -34,8 +34,15 @@ from . import sandbox
 from .course import assignments_with_submissions, release_path, submitted_students, use_judge_cache
 from .export import export_gradebook, grade_rows, has_feedback, write_feedback
 from .intake import inspect_submission
-from .scratch import (ASSIGNMENTS, SubmissionResult, course_template, grade_in_scratch, handed_in, is_graded,
-                      record_result)
+from .scratch import (
+    ASSIGNMENTS,
+    SubmissionResult,
+    course_template,
+    grade_in_scratch,
+    handed_in,
+    is_graded,
+    record_result,
+)
 
 
 @dataclass
@@ -78,7 +85,7 @@ class Tally:
 
     def __init__(self, course_root: Path, run: GradingRun, outcome: dict, total: int, label: str, progress: bool):
         self.course_root, self.run, self.outcome, self.total = course_root, run, outcome, total
-        self.done = Counter()
+        self.done: Counter[str] = Counter()
         self.bar = tqdm(total=total, desc=label, unit="submission", disable=not progress)
 
     def running(self, slots: int, how: str, gpus_per_task: float | None = None) -> None:
@@ -250,7 +257,7 @@ def format_run(run: GradingRun) -> str:
     width = max([len(a) for a in run.counts] + [10])
     lines = [f"{'assignment':<{width}}  {'submissions':>11}  " + "  ".join(f"{k:>12}" for k in kinds),
              "-" * (width + 15 + 14 * len(kinds))]
-    total = Counter()
+    total: Counter[str] = Counter()
     for assignment, counts in run.counts.items():
         n = sum(counts[k] for k in kinds[:4])
         total.update(counts)

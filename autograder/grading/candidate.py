@@ -34,7 +34,8 @@ EXCHANGE = "exchange"
 
 
 def _error(exc: BaseException) -> dict:
-    chain, seen = [], exc
+    chain: list[dict] = []
+    seen: BaseException | None = exc
     while seen is not None and len(chain) < 10:  # Triton nests the helper's error as the cause
         chain.append({"type": type(seen).__name__, "message": str(seen)[:4000]})
         seen = seen.__cause__ or seen.__context__
@@ -63,6 +64,7 @@ def _bits_equal(a, b) -> bool:
 class Candidate:
     def __init__(self, workdir: Path):
         from autograder import device
+
         from .wire import Exchange
 
         self.runtime = device.configure(verbose=False)  # before any @triton.jit is defined
@@ -70,6 +72,7 @@ class Candidate:
 
     def load(self, workdir: Path) -> None:
         spec = importlib.util.spec_from_file_location("candidate_module", workdir / MODULE_FILE)
+        assert spec is not None and spec.loader is not None  # a .py path always has a source loader
         self.module = importlib.util.module_from_spec(spec)
         sys.modules["candidate_module"] = self.module
         self.load_error = None
@@ -77,7 +80,7 @@ class Candidate:
             spec.loader.exec_module(self.module)
         except BaseException as exc:  # reported on every call: the judge decides what it means
             self.load_error = exc
-        self.sets = {}
+        self.sets: dict[str, list] = {}
 
     def _decode_args(self, request):
         # Tensors land on the device the judge made them on (a PyTorch exercise checks on the CPU
@@ -104,7 +107,8 @@ class Candidate:
                 torch.cuda.synchronize()
         # Mirror writes into the arguments back to the judge (a counter the kernel fills, or a
         # kernel that wrongly writes into q): the judge's tensors then change as a local call's would.
-        after = [None if b is None or _bits_equal(b, a) else self.wire.encode(a) for a, b in zip(args, before)]
+        after = [None if b is None or _bits_equal(b, a) else self.wire.encode(a)
+                 for a, b in zip(args, before, strict=True)]
         after_kw = {k: self.wire.encode(kwargs[k]) for k, b in before_kw.items() if not _bits_equal(b, kwargs[k])}
         # A dict or list argument is a place the call may report into (problem 6's `_visits=dict()`):
         # it goes back whole.

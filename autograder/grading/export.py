@@ -68,7 +68,8 @@ def summary(rows, expected=None) -> str:
     text = format_table(rows)
     if expected:
         wrong = [f"{r.student}: got {r.score}, expected {expected[(r.student, r.assignment)]}"
-                 for r in rows if (r.student, r.assignment) in expected and r.score != expected[(r.student, r.assignment)]]
+                 for r in rows
+                 if (r.student, r.assignment) in expected and r.score != expected[(r.student, r.assignment)]]
         text += "\n\n" + ("Every sample got the score it deserves." if not wrong
                           else "UNEXPECTED GRADES:\n  " + "\n  ".join(wrong))
     return text

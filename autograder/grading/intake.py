@@ -29,7 +29,8 @@ def inspect_submission(folder: Path, notebook: str, release_nb) -> tuple[list[st
             shutil.copy(others[0], expected)
             notes.append(f"notebook was named {others[0].name}; graded it as {expected.name}")
         elif others:
-            return [f"no {expected.name}; found {', '.join(p.name for p in others)} and cannot tell which to grade"], False
+            found = ", ".join(p.name for p in others)
+            return [f"no {expected.name}; found {found} and cannot tell which to grade"], False
         else:
             return [f"no notebook submitted (expected {expected.name})"], False
     try:

@@ -58,7 +58,7 @@ def _exception_class(name: str):
     (TimeoutError, NotImplementedError, ...) so that the checks' diagnosis reads it as it would."""
     safe = name if name.isidentifier() else "RemoteError"
     base = getattr(builtins, safe, None)
-    bases = (RemoteError,)
+    bases: tuple[type, ...] = (RemoteError,)
     if isinstance(base, type) and issubclass(base, Exception) and base is not Exception:
         bases = (RemoteError, base)
     return type(safe, bases, {})
@@ -71,6 +71,7 @@ def rebuild_exception(error: dict) -> BaseException:
         exc = _exception_class(str(item.get("type", "Error")))(str(item.get("message", ""))[:4000])
         exc.__cause__ = built
         built = exc
+    assert built is not None  # chain has at least one item
     if error.get("error_message"):
         built.error_message = str(error["error_message"])[:2000]  # Triton's CompilationError
     return built
@@ -83,9 +84,10 @@ class CandidateProcess:
                  timeout_s: float = 600):
         self.source, self.sandboxed, self.gpu, self.label, self.timeout_s = (
             module_source, sandboxed, gpu, label, timeout_s)
-        self.proc = None
-        self.workdir = None
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.workdir: Path | None = None
         self.restarts = 0
+        self._stored: str | None = None  # the key of the input sets the candidate holds (remote_timer)
 
     # ------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -106,6 +108,7 @@ class CandidateProcess:
         self.log = open(self.workdir / "candidate.log", "w+b")
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
                                      env=popen_env, cwd=self.workdir, start_new_session=True)
+        assert self.proc.stdout is not None  # stdout=PIPE
         self.selector = selectors.DefaultSelector()
         self.selector.register(self.proc.stdout, selectors.EVENT_READ)
         self.buffer = b""
@@ -130,6 +133,7 @@ class CandidateProcess:
     def stop(self) -> None:
         if self.proc is None:
             return
+        assert self.proc.stdin is not None and self.workdir is not None  # stdin=PIPE; start() made both
         try:
             self.proc.stdin.write(b'{"op": "exit"}\n')
             self.proc.stdin.flush()
@@ -152,6 +156,7 @@ class CandidateProcess:
         candidate cannot forge."""
         import psutil
 
+        assert self.proc is not None  # called while the candidate runs
         total = 0.0
         try:
             root = psutil.Process(self.proc.pid)
@@ -167,6 +172,7 @@ class CandidateProcess:
 
     # ------------------------------------------------------------------------------------------
     def _read_line(self, timeout_s: float) -> bytes:
+        assert self.proc is not None and self.proc.stdout is not None  # start() made it; stdout=PIPE
         deadline = time.monotonic() + timeout_s
         while b"\n" not in self.buffer:
             left = deadline - time.monotonic()
@@ -199,7 +205,9 @@ class CandidateProcess:
             except JudgeFailure:
                 raise
             except Exception as exc:  # bwrap missing, a bad path: the grader's problem
-                raise JudgeFailure(f"the {self.label} process could not be started: {type(exc).__name__}: {exc}") from None
+                raise JudgeFailure(f"the {self.label} process could not be started: "
+                                   f"{type(exc).__name__}: {exc}") from None
+        assert self.proc is not None and self.proc.stdin is not None  # start() made it; stdin=PIPE
         try:
             self.proc.stdin.write((json.dumps(message) + "\n").encode())
             self.proc.stdin.flush()
@@ -240,7 +248,8 @@ class CandidateProcess:
                 target.update(value)
             elif isinstance(target, list) and isinstance(value, list):
                 target[:] = value
-        pairs = list(zip(args, after)) + [(kwargs[k], new) for k, new in after_kw.items()]
+        # zip stops at the shorter: a reply may list fewer arguments than the call (never more: checked above).
+        pairs = list(zip(args, after, strict=False)) + [(kwargs[k], new) for k, new in after_kw.items()]
         for arg, new in pairs:
             if new is not None and isinstance(arg, torch.Tensor):
                 value = self.wire.decode(new)
@@ -333,7 +342,10 @@ def run_cell(code: str, namespace: dict, name: str):
     """exec a test cell; if it ends in an expression, return its value (nbgrader's partial credit
     comes from a cell's last value, e.g. the performance points)."""
     tree = ast.parse(code)
-    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    tail = tree.body[-1] if tree.body else None
+    last = tail if isinstance(tail, ast.Expr) else None
+    if last is not None:
+        tree.body.pop()
     exec(compile(tree, f"<{name}>", "exec"), namespace)
     if last is None:
         return None

@@ -150,8 +150,8 @@ def dispatch(jobs, launch, on_result, on_failure, on_retry, *, slots, attempts: 
     """
     import ray
 
-    pending = deque((job, 1, []) for job in jobs)
-    running = {}  # ref -> (job, attempt, reasons, started)
+    pending: deque[tuple] = deque((job, 1, []) for job in jobs)
+    running: dict = {}  # ref -> (job, attempt, reasons, started)
     capacity, checked = slots(), time.monotonic()
 
     def failed(job, attempt, reasons, reason):

@@ -24,7 +24,7 @@ def causes_from_judge(path: Path) -> dict | None:
 
     if not path.exists():
         return None
-    found = {}
+    found: dict[str, str] = {}
     for verdict in json.loads(path.read_text()).get("verdicts", []):
         if not verdict.get("passed"):
             for code, text in verdict.get("findings", {}).items():
@@ -79,11 +79,11 @@ def plot_grades(rows: list[SubmissionGrade], path: Path):
     graded = [r for r in rows if r.score is not None]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(graded) + 1.5))
     names = [f"{r.student} ({r.assignment})" for r in graded]
-    scores = [r.score for r in graded]
+    scores = [r.score for r in graded if r.score is not None]  # all of graded: said for the type checker
     maxima = [r.max_score for r in graded]
     ax.barh(names, maxima, color="#eeeeee", label="available")
     ax.barh(names, scores, color="#3182bd", label="scored")
-    for i, (s, m) in enumerate(zip(scores, maxima)):
+    for i, (s, m) in enumerate(zip(scores, maxima, strict=True)):
         ax.text(m, i, f" {s:g}/{m:g}", va="center", fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("points")

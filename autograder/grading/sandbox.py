@@ -154,8 +154,8 @@ def command(argv: list[str], *, scratch: Path, readable: tuple = (), writable: t
     files the sandbox writes there belong to the caller's uid outside."""
     scratch = Path(scratch).resolve()
     home, cache = scratch / "home", scratch / "triton-cache"
-    for d in (scratch, home, cache):
-        d.mkdir(parents=True, exist_ok=True)
+    for folder in (scratch, home, cache):
+        folder.mkdir(parents=True, exist_ok=True)
     scratch.chmod(0o700)  # other host users must not reach (or run) what the sandbox leaves here
 
     # Every namespace (net, pid, ipc, uts, cgroup; user is required, not "try"); killed with its

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .. import problems
 from ..notebook_code import read
-from .nbgrader_cli import run_nbgrader
+from .nbgrader_cli import StepResult, run_nbgrader
 from .verify import apply_to_gradebook, verify
 
 # assignment -> its notebook's name without .ipynb, from each problem's module
@@ -71,7 +71,8 @@ def autograde_submission(course_root: Path, assignment: str, student: str,
 
     from .sandboxed_kernel import install_kernelspec
 
-    env, extra = {}, []
+    env: dict[str, str] = {}
+    extra: list[str] = []
     if sandboxed:
         env, extra = install_kernelspec(course_root)  # the kernel reaches nbgrader by Unix sockets
 
@@ -91,6 +92,7 @@ def autograde_submission(course_root: Path, assignment: str, student: str,
     except Exception as exc:  # the judge must not cost the rest of the class its grades
         return [], f"the judge failed ({type(exc).__name__}: {str(exc)[:160]})", False
     result = outcome.meanwhile
+    assert isinstance(result, StepResult)  # what notebook_run returned
     problem = "" if result.ok else _last_error(result.output)
     if problem and "kernel died" not in problem.lower():
         problem = "nbgrader could not finish: " + problem

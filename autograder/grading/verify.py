@@ -48,7 +48,7 @@ class Verification:
     verdicts: list = field(default_factory=list)   # the judge's verdict per test, as it wrote them
 
 
-def graded_test_cells(source_nb) -> list[tuple[str, str]]:
+def graded_test_cells(source_nb) -> list[tuple[str | None, str]]:
     return [(grade_id(c), strip_markers(c.source)) for c in source_nb.cells
             if c.cell_type == "code" and c.get("metadata", {}).get("nbgrader", {}).get("grade")]
 
@@ -122,7 +122,8 @@ def verify(submission: Path, source_path: Path, release_path: Path, kernel_cells
         outcome.log = logs.read()[-20000:]
         logs.close()
         if not result_path.exists():
-            outcome.grader_error = "the judge failed: " + ((outcome.log.strip().splitlines() or ["no output"])[-1][:200])
+            last = (outcome.log.strip().splitlines() or ["no output"])[-1]
+            outcome.grader_error = "the judge failed: " + last[:200]
             return outcome
         result = json.loads(result_path.read_text())
         _read_verdicts(outcome, result)

@@ -73,7 +73,7 @@ class Exchange:
         if t.dtype not in _NAME_OF:
             raise WireError(f"tensors of dtype {t.dtype} cannot be sent")
         # The smallest stretch of memory that holds every element of the view, so strides survive.
-        span = 1 + sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride())) if t.numel() else 0
+        span = 1 + sum((n - 1) * abs(s) for n, s in zip(t.shape, t.stride(), strict=True)) if t.numel() else 0
         if any(s < 0 for s in t.stride()):
             raise WireError("negative strides cannot be sent")
         flat = torch.as_strided(t, (span,), (1,), t.storage_offset()).cpu().contiguous() if span else \
@@ -132,7 +132,7 @@ class Exchange:
             raise WireError("bad tensor shape or strides")
         torch_dtype, np_dtype = _DTYPES[dtype]
         numel = math.prod(shape)
-        span = 1 + sum((n - 1) * s for n, s in zip(shape, stride)) if numel else 0
+        span = 1 + sum((n - 1) * s for n, s in zip(shape, stride, strict=True)) if numel else 0
         if span * torch.empty(0, dtype=torch_dtype).element_size() > MAX_TENSOR_BYTES:
             raise WireError(f"tensor of {span} elements is larger than the judge accepts")
         path = self.folder / name

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import TypedDict
 
 import torch
 
@@ -17,9 +18,9 @@ from ..checks import TOLERANCES, CheckFailed, assert_cases, stderr_to_stdout, ti
 from ..diagnose import Finding, _explains, describe_exception
 from ..inputs import Case
 from ..references import create_mask_bool as reference_mask
+from ..verdict import CaseVerdict, report
 from .online_softmax_faults import diagnose_online_softmax
 from .spec import ProblemSpec
-from ..verdict import CaseVerdict, report
 
 # The hint ladder (autograder.hints.hint("problem1")): two nudges, then the idea, never the code.
 _HINTS = (
@@ -295,6 +296,7 @@ def assert_masks(fn, combos, title="create_mask_bool(seq_len, window_size, sink_
             first = first or (f"L={n} W={w} S={s}", finding)
             verdicts.append(report(CaseVerdict(label, False, f"{len(bad)} wrong, first at W={w} S={s}", [finding])))
     if failed:
+        assert first is not None  # set with the first failure
         raise CheckFailed(f"{failed} of {len(by_length)} lengths failed; first: {first[0]}: {first[1].message}",
                           verdicts)
     print(f"All {len(combos)} mask cases passed.")
@@ -346,6 +348,7 @@ def assert_score_bytes(fn, cases=SCORE_BYTES_CASES):
             first = first or (label, finding)
             verdicts.append(report(CaseVerdict(label, False, f"got {got}, expected {want}", [finding])))
     if failed:
+        assert first is not None  # set with the first failure
         raise CheckFailed(f"{failed} of {len(cases)} cases failed; first: {first[0]}: {first[1].message}",
                           verdicts)
     print(f"All {len(cases)} cases passed.")
@@ -353,9 +356,15 @@ def assert_score_bytes(fn, cases=SCORE_BYTES_CASES):
 
 # --- measuring memory -------------------------------------------------------------------------------
 
+class _Target(TypedDict):
+    batch: int
+    heads: int
+    dtype: torch.dtype
+
+
 GIB = 2 ** 30
 # Where the extrapolation asks "does it fit": one sequence of a 16-head layer in float16.
-TARGET = {"batch": 1, "heads": 16, "dtype": torch.float16}
+TARGET: _Target = {"batch": 1, "heads": 16, "dtype": torch.float16}
 DEVICES = {"H100 (80 GiB)": 80 * GIB, "T4 (16 GiB)": 16 * GIB}
 
 
@@ -508,7 +517,7 @@ def plot_memory(result, dtype=torch.float16, max_length=2 ** 17):
                  label=f"naive: {per_score:.0f} bytes per score")
     right.loglog(xs, [tb * th * n * n * TARGET["dtype"].itemsize for n in xs], ":", base=2,
                  label="S alone (float16)")
-    for (name, cap), color in zip(DEVICES.items(), ("C3", "C2")):
+    for (name, cap), color in zip(DEVICES.items(), ("C3", "C2"), strict=True):
         right.axhline(cap, color=color, lw=1)
         n = result["limits"][name]
         right.plot([n], [cap], "o", color=color)

@@ -19,15 +19,14 @@ from dataclasses import dataclass
 
 import torch
 
-from ..checks import (DEFAULT_TIMEOUT_S, TOLERANCES, Tolerance, assert_cases, conclude, stderr_to_stdout,
-                      time_limit)
+from ..checks import DEFAULT_TIMEOUT_S, TOLERANCES, Tolerance, assert_cases, conclude, stderr_to_stdout, time_limit
 from ..diagnose import Finding, _explains, describe_exception
-from ..integrity import mutated, snapshot, watch_call
 from ..inputs import Case
+from ..integrity import mutated, snapshot, watch_call
 from ..references import attention_reference
+from ..verdict import CaseVerdict, report
 from .online_softmax_faults import blockwise_attention, diagnose_online_softmax
 from .spec import ProblemSpec
-from ..verdict import CaseVerdict, report
 
 _HINTS = (
     "Start with online_softmax on paper for one row and two blocks. After the first block you know "

@@ -6,9 +6,9 @@ mistakes (online_softmax_faults) re-enacted for a likely cause.
 from __future__ import annotations
 
 from .. import performance
-from ..performance import TimingPlan
 from ..checks import assert_cases
 from ..inputs import Case
+from ..performance import TimingPlan
 from . import reference_function
 from .online_softmax_faults import diagnose_online_softmax
 from .spec import ProblemSpec
@@ -58,6 +58,7 @@ def check(fn):
     assert_forward_cases(fn, SPEC.self_check_cases, title="Problem 3 self-check (output and log-sum-exp):")
 
 
+assert SPEC.timing is not None  # the performance cell times against this plan
 performance_points = performance.points_function(SPEC.assignment, SPEC.timing, SPEC.performance_points,
                                                 gate=check, reference=reference_function)
 

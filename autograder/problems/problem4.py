@@ -17,11 +17,11 @@ import math
 import torch
 
 from .. import performance
-from ..performance import TimingPlan
 from ..block_visits import minimal_visits
 from ..checks import TOLERANCES, assert_cases, conclude, run_case, stderr_to_stdout
 from ..diagnose import Finding, describe_exception
 from ..inputs import Case
+from ..performance import TimingPlan
 from ..verdict import report
 from . import reference_function
 from .spec import ProblemSpec
@@ -298,7 +298,7 @@ def run_block_visits(fn, cases, title=""):
         if title:
             print(title)
         for index, case in enumerate(cases):
-            record = {}
+            record: dict = {}
             result = run_case(fn, case, check_output=False, check_lse=False, fresh_call=(index == 0),
                               extra_checks=[block_visit_check(fn, record)])
             if result.passed:
@@ -320,6 +320,7 @@ def check(fn):
     assert_block_visits(fn, SELF_CHECK_VISITS, title="Problem 4 self-check (blocks above the diagonal skipped):")
 
 
+assert SPEC.timing is not None  # the performance cell times against this plan
 performance_points = performance.points_function(SPEC.assignment, SPEC.timing, SPEC.performance_points,
                                                 gate=check, reference=reference_function)
 

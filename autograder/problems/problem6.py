@@ -13,17 +13,18 @@ visible key, each once; the checks here grade that as well as the values:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
 from .. import performance
-from ..performance import TimingPlan
 from ..block_visits import key_blocks, minimal_visits
 from ..checks import DEFAULT_TIMEOUT_S, TOLERANCES, CheckFailed, assert_cases, stderr_to_stdout, time_limit
 from ..diagnose import Finding, _explains, describe_exception
-from ..verdict import CaseVerdict, report
 from ..inputs import Case, make_qkv
+from ..performance import TimingPlan
 from ..references import attention_reference, repeat_kv
+from ..verdict import CaseVerdict, report
 from . import reference_function
 from .spec import ProblemSpec
 
@@ -302,11 +303,12 @@ def visit_findings(counts, seq_len, block_m, block_n, window, sink) -> list[Find
         return []
     if len(got) != len(want):
         return [Finding("visits_shape", f"{len(got)} query blocks reported visits, expected {len(want)}")]
-    m = next(i for i, (a, b) in enumerate(zip(got, want)) if a != b)
+    m = next(i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a != b)
     where = (f"the program for {_rows(block_m, seq_len, m)} visited {got[m]} key blocks of {block_n}, "
-             f"and {want[m]} {'holds' if want[m] == 1 else 'hold'} keys it may see ({key_blocks(m * block_m, (m + 1) * block_m, seq_len, block_n, True, window, sink)})")
-    if any(a < b for a, b in zip(got, want)):
-        m = next(i for i, (a, b) in enumerate(zip(got, want)) if a < b)
+             f"and {want[m]} {'holds' if want[m] == 1 else 'hold'} keys it may see "
+             f"({key_blocks(m * block_m, (m + 1) * block_m, seq_len, block_n, True, window, sink)})")
+    if any(a < b for a, b in zip(got, want, strict=True)):
+        m = next(i for i, (a, b) in enumerate(zip(got, want, strict=True)) if a < b)
         return [Finding("too_few_visits", f"the program for {_rows(block_m, seq_len, m)} visited {got[m]} key "
                                           f"blocks, but {want[m]} hold keys it may see: visible keys were skipped")]
     if got == visit_counts(seq_len, block_m, block_n, window, sink, "double_sink"):
@@ -339,7 +341,7 @@ def check_visits(fn, cases, title=""):
                 case = case.with_dtype(str(runtime.default_dtype).replace("torch.", ""))
             w, s = _window_sink(case)
             label = case.label()
-            record = {}
+            record: dict = {}
             try:
                 q, k, v = make_qkv(case, device=runtime.device)
                 with time_limit(DEFAULT_TIMEOUT_S):
@@ -370,6 +372,7 @@ def check(fn):
     check_visits(fn, SELF_CHECK_VISITS, title="Problem 6 self-check (key blocks visited):")
 
 
+assert SPEC.timing is not None  # the performance cell times against this plan
 performance_points = performance.points_function(SPEC.assignment, SPEC.timing, SPEC.performance_points,
                                                 gate=check, reference=reference_function)
 
@@ -455,7 +458,9 @@ def benchmark(fn, lengths=(4096, 16384, 65536), window=1024, sink=4, head_dim=12
         k, v = (torch.randn(batch, kv_heads, n, head_dim, device="cuda", dtype=dtype, generator=gen)
                 for _ in range(2))
         flops = 4.0 * batch * heads * head_dim * visible_pairs(n, window, sink)
-        impls = {"your kernel": lambda q, k, v: fn(q, k, v, window_size=window, sink_size=sink)[0]}
+        # a function to time, or (kind, maker, n): a peer made for this length when its turn comes
+        impls: dict[str, Callable | tuple[str, Callable, int]] = {
+            "your kernel": lambda q, k, v: fn(q, k, v, window_size=window, sink_size=sink)[0]}
         if reference is not None:  # the course's own kernel, where its sources are at hand
             impls["reference kernel"] = lambda q, k, v: reference(q, k, v, window_size=window, sink_size=sink)[0]
         if has_flex:
@@ -482,7 +487,7 @@ def benchmark(fn, lengths=(4096, 16384, 65536), window=1024, sink=4, head_dim=12
     mine = {r["L"]: r["ms"] for r in rows if r["impl"] == "your kernel" and "ms" in r}
     if len(mine) > 1:
         first = min(mine)
-        print("your kernel, time relative to L=%d: " % first
+        print(f"your kernel, time relative to L={first}: "
               + ", ".join(f"L={n}: {mine[n] / mine[first]:.1f}x for {n / first:g}x the tokens" for n in sorted(mine)))
     for n in sorted(mine):
         for r in rows:
