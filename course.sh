@@ -33,7 +33,11 @@ case "${1:-}" in
     ;;
   test)
     setup
-    exec "$VENV/bin/python" -m pytest "${@:2}"
+    echo "==> ruff and mypy"
+    "$VENV/bin/ruff" check autograder tests scripts
+    "$VENV/bin/mypy"
+    # Two workers (pytest-xdist) share the machine; tests/conftest.py keeps each module on one.
+    exec "$VENV/bin/python" -m pytest -n "${TEST_WORKERS:-2}" --dist loadgroup "${@:2}"
     ;;
   *)
     echo "usage: bash course.sh demo|test [extra arguments]" >&2

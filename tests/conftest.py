@@ -1,4 +1,7 @@
-"""Choose GPU or interpreter before any test module defines a Triton kernel."""
+"""Choose GPU or interpreter before any test module defines a Triton kernel; share one judge
+verdict cache across the session (and across pytest-xdist workers)."""
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -6,6 +9,13 @@ import pytest
 from autograder import device
 
 RUNTIME = device.configure(verbose=False)
+
+# The judge's verdicts are a pure function of their spec (answer, locked cells, tests, reference,
+# device, versions, the grader's code: verify.judge_cache_path), so a correct answer graded by the
+# demo, the Ray class and the robustness tests is judged once per test run. Every nbgrader run
+# still happens; writes into the cache are atomic, so workers may share it.
+_RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
+os.environ.setdefault("COURSE_JUDGE_CACHE", str(Path(tempfile.gettempdir()) / f"course-judge-cache-{_RUN_ID}"))
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CLASS_SIZE = 20
 
@@ -14,12 +24,28 @@ def pytest_report_header(config):
     return f"course runtime: {RUNTIME.describe()}"
 
 
+# Under pytest-xdist (`--dist loadgroup`, as course.sh runs the suite) a group runs on one worker,
+# so a module's fixtures are built once. The demo's graded class is shared by the pipeline and Ray
+# tests (sequential_demo); the longest groups are handed out first so that none starts last.
+SHARED_GROUPS = {"test_pipeline.py": "graded-class", "test_ray_grading.py": "graded-class"}
+LONGEST_FIRST = ("graded-class", "test_adversarial.py", "test_robust_grading.py", "test_selfstudy.py",
+                 "test_sandbox.py")
+
+
 def pytest_collection_modifyitems(config, items):
     if RUNTIME.interpreter:
         skip = pytest.mark.skip(reason="needs a CUDA GPU that Triton supports")
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+    for item in items:
+        name = item.path.name
+        item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(name, name)))
+
+    def rank(item):
+        group = SHARED_GROUPS.get(item.path.name, item.path.name)
+        return LONGEST_FIRST.index(group) if group in LONGEST_FIRST else len(LONGEST_FIRST)
+    items.sort(key=rank)  # stable: within a group, the collection order stays
 
 
 @pytest.fixture(scope="session")
