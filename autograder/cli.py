@@ -8,6 +8,7 @@
                                            autograde a real course folder's submissions
                                            (--ray: one task per submission on a Ray cluster)
     autograder bench [--problem N]         time a reference kernel against PyTorch (GPU)
+    autograder publish DEST                write the student edition (no solutions, no grading) to DEST
 """
 # Each command imports what it needs when it runs: the grading modules bring in torch, which
 # `--help` and `env` should not wait for, and `env` must configure the device before triton.
@@ -219,6 +220,17 @@ def _bench_problem(args):
     return 0
 
 
+def cmd_publish(args):
+    from . import edition
+
+    repo = _repo(args)
+    dest = Path(args.dest).resolve()
+    if dest == repo or dest in repo.parents:
+        sys.exit(f"{dest}: publish into a folder of its own, not the course repository or a folder above it")
+    edition.publish(dest, repo)
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="autograder", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -266,6 +278,10 @@ def main(argv=None):
     p.add_argument("--no-naive", action="store_true", help="skip the materialising PyTorch peer")
     p.add_argument("--out", default=str(REPO_ROOT / "build" / "bench"))
     p.set_defaults(func=cmd_bench)
+    p = sub.add_parser("publish", help="write the student edition: notebooks and the student-facing package")
+    p.add_argument("dest", help="the edition's folder, e.g. a clone of the student repository "
+                                "(emptied first, .git kept)")
+    p.set_defaults(func=cmd_publish)
     args = parser.parse_args(argv)
     return args.func(args)
 

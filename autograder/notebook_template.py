@@ -3,7 +3,8 @@
 Two cells are the same in every problem and must never drift apart:
 
 * `colab_badge` (markdown, first cell): the "Open in Colab" badge for this problem's student
-  notebook, and a link to the self-study guide;
+  notebook in the student edition (`course_config.STUDENT_REPOSITORY`), and a link to the
+  edition's README (where to run it, and what each place can do);
 * `setup` (code, before any kernel): installs the course package when it is missing (Colab),
   then decides GPU or Triton interpreter before any `@triton.jit` runs.
 
@@ -30,7 +31,7 @@ def _nbgrader(grade_id: str) -> dict:
 
 
 def badge_source(assignment: str, notebook: str | None = None) -> str:
-    guide = f"{course_config.REPOSITORY}/blob/{course_config.BRANCH}/docs/self-study.md"
+    guide = f"{course_config.STUDENT_REPOSITORY}/blob/{course_config.STUDENT_BRANCH}/README.md#start"
     return (f"[![Open In Colab]({course_config.COLAB_BADGE_IMAGE})]"
             f"({course_config.colab_url(assignment, notebook)})\n\n"
             f"Runs in Colab (GPU or CPU), on a laptop without a GPU, or on a GPU machine: "
@@ -52,7 +53,7 @@ import importlib.util
 import subprocess
 import sys
 
-# Where pip finds the course: generated from autograder/course_config.py (a fork changes it there).
+# Where pip finds the course: the student edition of the course.
 COURSE_PIP_SPEC = "{course_config.pip_spec()}"
 
 if importlib.util.find_spec("autograder") is None:  # Colab, or a fresh environment

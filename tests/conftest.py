@@ -79,3 +79,23 @@ def sequential_demo(tmp_path_factory):
     # mistakes of each): the whole bundled set is `bash course.sh demo`, too long for CI.
     run, expected = run_demo(REPO_ROOT, course, progress=False, class_size=DEMO_CLASS_SIZE)
     return course, {(r.student, r.assignment): r for r in run.rows}, expected
+
+
+@pytest.fixture(scope="session")
+def student_edition(tmp_path_factory):
+    """The student edition (`autograder publish`), written once per test run and shared by the
+    pytest-xdist workers: the edition tests scan it, the self-study test runs its notebooks."""
+    from filelock import FileLock
+
+    from autograder import edition
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's folder, above each worker's own
+    dest = shared / "student-edition"
+    with FileLock(str(shared / "student-edition.lock")):
+        done = shared / "student-edition.done"
+        if not done.exists():
+            edition.publish(dest, REPO_ROOT, log=lambda *_: None)
+            done.touch()
+    return dest

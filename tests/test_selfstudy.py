@@ -1,12 +1,14 @@
 """Self-study: what a learner without an instructor relies on, for every registered problem.
 
-- the course's address lives in `autograder/course_config.py` only, and every notebook's badge and
-  setup cell are generated from it (`autograder/notebook_template.py`);
+- the course's two addresses live in `autograder/course_config.py` only: the student edition's,
+  which every notebook's badge and setup cell are generated from (`autograder/notebook_template.py`),
+  and this repository's, which nothing a student gets names;
 - the setup cell installs only the course package where it is missing (Colab);
 - each problem has a self-check that names the same likely cause as the grader, and a hint ladder
   of three steps that never gives away the solution's code;
-- each student notebook, filled in with the reference solution, runs from top to bottom in a fresh
-  kernel (nbclient, the "python3" kernel of this environment), with every check cell passing.
+- each student notebook of the student edition (`autograder publish`), filled in with the reference
+  solution, runs from top to bottom in a fresh kernel (nbclient, the "python3" kernel of this
+  environment) that imports the edition's package, with every check cell passing.
 """
 from __future__ import annotations
 
@@ -44,13 +46,16 @@ def code_cells(nb):
 # --- the course's address, in one place -------------------------------------------------------
 
 
-def test_every_address_is_derived_from_the_one_repository_setting():
+def test_every_address_is_derived_from_the_student_repository_setting():
     owner_repo = course_config.github_path()
-    assert course_config.REPOSITORY == f"https://github.com/{owner_repo}"
+    assert course_config.STUDENT_REPOSITORY == f"https://github.com/{owner_repo}"
     assert course_config.colab_url("problem3") == (
-        f"https://colab.research.google.com/github/{owner_repo}/blob/{course_config.BRANCH}"
+        f"https://colab.research.google.com/github/{owner_repo}/blob/{course_config.STUDENT_BRANCH}"
         f"/notebooks/problem3/problem3.ipynb")
-    assert course_config.pip_spec() == f"git+{course_config.REPOSITORY}.git@{course_config.BRANCH}"
+    assert course_config.pip_spec() == \
+        f"git+{course_config.STUDENT_REPOSITORY}.git@{course_config.STUDENT_BRANCH}"
+    # The private course repository is another one, and no link a student gets points at it.
+    assert course_config.github_path(course_config.COURSE_REPOSITORY) != owner_repo
     # A fork passes its own address and branch, and nothing else has to change.
     fork = course_config.colab_url("problem5", repository="https://github.com/someone/fork.git", branch="dev")
     assert fork.endswith("/github/someone/fork/blob/dev/notebooks/problem5/problem5.ipynb")
@@ -60,9 +65,10 @@ def test_every_address_is_derived_from_the_one_repository_setting():
         course_config.github_path("https://gitlab.com/someone/fork")  # Colab opens GitHub notebooks only
 
 
-def test_the_address_is_written_nowhere_but_course_config():
-    """Notebooks carry it generated (checked below), and so do the source notebooks' paired .py
-    files (tests/test_paired_sources.py); no code or doc may spell it out by hand."""
+def test_the_addresses_are_written_nowhere_but_course_config():
+    """Notebooks carry the student edition's generated (checked below), and so do the source
+    notebooks' paired .py files (tests/test_paired_sources.py); no code or doc may spell either
+    address out by hand."""
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     spelled = []
     for name in tracked.stdout.split():
@@ -75,7 +81,8 @@ def test_the_address_is_written_nowhere_but_course_config():
             text = path.read_text()
         except UnicodeDecodeError:
             continue
-        if course_config.github_path() in text:
+        if any(course_config.github_path(r) in text
+               for r in (course_config.STUDENT_REPOSITORY, course_config.COURSE_REPOSITORY)):
             spelled.append(name)
     assert not spelled, f"the repository address is spelled out in {spelled}: derive it from course_config"
 
@@ -272,13 +279,14 @@ def test_self_check_names_the_graders_cause_for_a_typical_mistake(assignment):
 VERDICT = re.compile(r"^All \d+ \w+", re.M)
 
 
-def filled_in_student_notebook(assignment: str):
-    """The released notebook with the reference solution in the student's cell (the "correct" sample)."""
+def filled_in_student_notebook(assignment: str, release: Path | None = None):
+    """The released notebook (this repository's, or `release`) with the reference solution in the
+    student's cell (the "correct" sample)."""
     from autograder.grading.samples import SAMPLES, build_submission
 
     spec = problems.get_spec(assignment)
     correct = next(s for s in SAMPLES[assignment] if s.name == "correct")
-    return build_submission(correct, read(source_path(assignment)), read(release_path(assignment)),
+    return build_submission(correct, read(source_path(assignment)), read(release or release_path(assignment)),
                             spec.student_cell, spec.kernel_cells[-1])
 
 
@@ -289,12 +297,16 @@ def text_of(cell, stream=None) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
-def test_filled_in_student_notebook_runs_top_to_bottom(assignment, tmp_path):
+def test_filled_in_student_notebook_runs_top_to_bottom(assignment, tmp_path, student_edition, monkeypatch):
+    """Run from the student edition (`autograder publish`): its notebook, and its package as what
+    the notebook imports, as a student who installed the edition has it."""
     from nbclient import NotebookClient
 
-    nb = filled_in_student_notebook(assignment)
-    # Which Python ran it: the "python3" kernel must be this environment's own.
-    probe = nbformat.v4.new_code_cell("import sys\nprint(sys.prefix)")
+    spec = problems.get_spec(assignment)
+    nb = filled_in_student_notebook(assignment, student_edition / "notebooks" / assignment / spec.notebook)
+    monkeypatch.setenv("PYTHONPATH", str(student_edition))  # the kernel finds the edition's package first
+    # Which Python ran it (the "python3" kernel must be this environment's own), and which package.
+    probe = nbformat.v4.new_code_cell("import sys, autograder\nprint(sys.prefix)\nprint(autograder.__file__)")
     nb.cells.append(probe)
     start = time.perf_counter()
     NotebookClient(nb, timeout=600, kernel_name="python3",
@@ -305,7 +317,9 @@ def test_filled_in_student_notebook_runs_top_to_bottom(assignment, tmp_path):
     errors = [f"{grade_id(c) or c.get('id')}: {o.ename}: {o.evalue}"
               for c in code_cells(nb) for o in c.outputs if o.output_type == "error"]
     assert not errors
-    assert text_of(probe).strip() == sys.prefix
+    prefix, package = text_of(probe).split()
+    assert prefix == sys.prefix
+    assert Path(package).is_relative_to(student_edition), package
 
     graded = [c for c in code_cells(nb) if c.metadata.get("nbgrader", {}).get("grade")]
     # Graded cells that still hold code in the student's copy (hidden tests are left as comments).

@@ -1,0 +1,326 @@
+"""The student edition: what `autograder publish DEST` writes, and what it leaves out.
+
+The course repository (solutions, hidden tests, grading) stays private. The edition is a
+repository of its own that students clone, open in Colab or install with pip: the student
+notebooks, the student-facing part of the package, a README, environment.yml and pyproject.toml.
+What ships is decided here, module by module:
+
+* SHIPPED: copied as they are;
+* RECORDED: shipped with some functions replaced by their recorded outputs (`autograder.recorded`),
+  because the function's code would answer an exercise;
+* EXCLUDED: left out, each with its reason.
+
+Every module of the package must appear in exactly one of them (a test checks it), so a new module
+is a decision, not an accident.
+"""
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+SHIPPED = (
+    "autograder/__init__.py",
+    "autograder/__main__.py",
+    "autograder/cli.py",             # `autograder env` and `bench`; the instructor commands say what they need
+    "autograder/benchmark.py",
+    "autograder/block_visits.py",
+    "autograder/checks.py",
+    "autograder/device.py",
+    "autograder/diagnose.py",
+    "autograder/hints.py",
+    "autograder/inputs.py",
+    "autograder/integrity.py",
+    "autograder/kernel_module.py",
+    "autograder/memory.py",
+    "autograder/notebook_code.py",
+    "autograder/performance.py",
+    "autograder/plots.py",
+    "autograder/recorded.py",
+    "autograder/tma.py",
+    "autograder/validation.py",
+    "autograder/verdict.py",
+    "autograder/problems/__init__.py",
+    "autograder/problems/spec.py",
+    "autograder/problems/problem3.py",
+    "autograder/problems/problem4.py",
+    "autograder/problems/problem5.py",
+    "autograder/problems/problem6.py",
+)
+
+# module -> (functions replaced by recorded outputs, why)
+RECORDED = {
+    "autograder/references.py": (
+        ("create_mask_bool", "repeat_kv", "attention_mask", "attention_reference", "naive_attention"),
+        "create_mask_bool is problem 1's exercise word for word, and the float64 and naive attention "
+        "(masks, GQA, log-sum-exp) answer its naive_attention"),
+    "autograder/problems/online_softmax_faults.py": (
+        ("blockwise_attention",),
+        "the block-wise attention is problem 2's tiled attention (and problem 3's recurrence) written out"),
+    "autograder/problems/problem1.py": (
+        ("_attention64",),
+        "float64 attention with any mask and head map: problem 1's naive_attention"),
+    "autograder/problems/problem2.py": (
+        ("softmax_reference", "simulate_online_softmax", "_dropped_tail"),
+        "the one-pass softmax re-enacted in float64 is problem 2's online_softmax"),
+}
+
+# module (or folder) -> why it stays in the course repository
+EXCLUDED = {
+    "autograder/grading": "the grading pipeline: hidden tests, the judge, sample submissions made of solution lines",
+    "autograder/edition.py": "publishes from solutions/: instructor only",
+    "autograder/course_config.py": "names the course's private repository",
+    "autograder/notebook_template.py": "writes the badge and setup cells into the source notebooks (instructor only)",
+    "autograder/paired_sources.py": "keeps the source notebooks and their .py twins in line (instructor only)",
+}
+
+
+def package_modules(repo: Path = REPO_ROOT) -> list[str]:
+    """Every module of the package, as a path relative to the repository."""
+    return sorted(str(p.relative_to(repo)) for p in (repo / "autograder").rglob("*.py"))
+
+
+def undecided(repo: Path = REPO_ROOT) -> list[str]:
+    """Modules that none of SHIPPED, RECORDED, EXCLUDED decides about (should be empty)."""
+    decided = set(SHIPPED) | set(RECORDED)
+    return [m for m in package_modules(repo)
+            if m not in decided and not any(m == e or m.startswith(e + "/") for e in EXCLUDED)]
+
+
+def recorded_names() -> list[str]:
+    """'module.function' of every recorded function."""
+    return [path.removesuffix(".py").replace("/", ".") + "." + f for path, (fns, _) in RECORDED.items() for f in fns]
+
+
+def replace_with_recordings(source: str, module: str, functions) -> str:
+    """`source` with each named top-level function's body replaced by a lookup of its recorded output.
+
+    The signature stays (callers bind arguments the same way); docstring, comments and body go.
+    """
+    tree = ast.parse(source)
+    lines = source.splitlines()
+    found = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in functions}
+    missing = set(functions) - set(found)
+    if missing:
+        raise ValueError(f"{module}: no top-level function {sorted(missing)}")
+    for name, node in sorted(found.items(), key=lambda kv: -kv[1].lineno):
+        start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+        body_start = node.body[0].lineno - 1
+        signature = [line for line in lines[start:body_start] if not line.strip().startswith("#")]
+        stub = signature + [
+            '    """Recorded outputs for the self-checks\' inputs (the code would answer an exercise)."""',
+            f'    return _replay("{module}.{name}", locals())',
+        ]
+        lines[start:node.end_lineno] = stub
+    # The import goes after the module docstring and `from __future__` (which must come first).
+    anchor = 0
+    for statement in tree.body:
+        is_doc = (isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant)
+                  and statement is tree.body[0])
+        if is_doc or (isinstance(statement, ast.ImportFrom) and statement.module == "__future__"):
+            anchor = statement.end_lineno or anchor
+        else:
+            break
+    lines.insert(anchor, "from autograder.recorded import replay as _replay")
+    return "\n".join(lines) + "\n"
+
+
+# --- recording: run the reference through every visible check ----------------------------------
+
+def _filled_in_notebook_code(assignment: str, repo: Path) -> str:
+    """The student notebook with the reference answer in its cell, as one Python module."""
+    from . import problems
+    from .grading.samples import SAMPLES, build_submission
+    from .notebook_code import read
+
+    spec = problems.get_spec(assignment)
+    correct = next(s for s in SAMPLES[assignment] if s.name == "correct")
+    nb = build_submission(correct, read(repo / "solutions" / assignment / spec.notebook),
+                          read(repo / "notebooks" / assignment / spec.notebook), spec.student_cell,
+                          spec.kernel_cells[-1])
+    cells = [c.source for c in nb.cells if c.cell_type == "code"]
+    return "\n\n".join(cells) + "\n"
+
+
+def record_outputs(repo: Path = REPO_ROOT, assignments=None, log=print) -> dict:
+    """Run every student notebook, filled in with the reference answer, and each problem's bundled
+    wrong answers through its self-check, recording what the reference functions return."""
+    import contextlib
+    import io
+    import tempfile
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from . import checks, device, problems
+    from .recorded import Recorder
+
+    runtime = device.configure()
+    recorder = Recorder(recorded_names())
+    seen_cases: list = []
+    original_run_case = checks.run_case
+
+    def run_case(fn, case, *args, **kwargs):
+        seen_cases.append(case)
+        return original_run_case(fn, case, *args, **kwargs)
+
+    chosen = assignments or problems.ASSIGNMENTS
+    done: list = []
+    with recorder.recording():
+        checks.run_case = run_case  # assert_cases calls it through the module
+        try:
+            for assignment in chosen:
+                log(f"recording {assignment}: the notebook with the reference answer")
+                code = _filled_in_notebook_code(assignment, repo)
+                with tempfile.TemporaryDirectory() as work, contextlib.redirect_stdout(io.StringIO()):
+                    cwd = os.getcwd()
+                    os.chdir(work)
+                    try:
+                        from .notebook_code import import_source
+
+                        import_source(code, name_hint=f"edition_{assignment}")
+                    finally:
+                        os.chdir(cwd)
+                _record_wrong_answers(assignment, repo, log)
+                _record_diagnoses(assignment, [c for c in seen_cases if c not in done], runtime)
+                done.extend(seen_cases)
+            # A GPU checks Triton kernels in the dtypes the interpreter cannot (bfloat16): record the
+            # reference for those inputs too.
+            from .inputs import make_qkv
+            from .references import attention_reference
+
+            for case in dict.fromkeys(seen_cases):
+                if case.torch_dtype not in runtime.dtypes:
+                    q, k, v = make_qkv(case)
+                    attention_reference(q, k, v, **case.mask_kwargs)
+        finally:
+            checks.run_case = original_run_case
+    log("recorded: " + ", ".join(f"{name.rsplit('.', 1)[-1]} {n} ({recorder.sizes[name] / 1e6:.1f} MB)"
+                                 for name, n in sorted(recorder.counts.items())))
+    return recorder.table
+
+
+def _record_diagnoses(assignment: str, cases, runtime) -> None:
+    """Each diagnosis of a Triton problem tried on an output that is wrong everywhere, for every
+    case its notebook checked: every re-enactment a diagnosis may compare with gets recorded."""
+    import contextlib
+
+    from . import problems
+    from .checks import TOLERANCES
+    from .diagnose import diagnose_output
+    from .inputs import make_qkv
+    from .references import attention_reference
+
+    module = problems.get(assignment)
+    if problems.get_spec(assignment).answer_policy != "triton":
+        return
+    diagnoses = list(getattr(module, "DIAGNOSES", ()))
+    for case in dict.fromkeys(cases):
+        if case.torch_dtype not in runtime.dtypes:
+            case = case.with_dtype(str(runtime.default_dtype).replace("torch.", ""))
+        q, k, v = make_qkv(case)
+        ref_o, _ = attention_reference(q, k, v, **case.mask_kwargs)
+        wrong = ref_o + 1.0
+        tol = TOLERANCES[q.dtype]
+        for diagnose in diagnoses:
+            with contextlib.suppress(Exception):
+                diagnose(wrong, q, k, v, ref_o, case)
+        with contextlib.suppress(Exception):
+            diagnose_output(wrong, q, k, v, ref_o, tol.atol, tol.rtol, case)
+
+
+def _record_wrong_answers(assignment: str, repo: Path, log) -> None:
+    """The problem's bundled wrong answers through its self-check (PyTorch problems: cheap on a CPU),
+    so the edition's self-check names those mistakes too."""
+    import contextlib
+    import io
+
+    from . import problems
+    from .checks import CheckFailed
+    from .grading.samples import SAMPLES, sample_kernel_function
+
+    spec = problems.get_spec(assignment)
+    if spec.answer_policy != "torch":
+        return  # the Triton problems' diagnoses: _record_diagnoses
+    module = problems.get(assignment)
+    for sample in SAMPLES[assignment]:
+        if not sample.edits:
+            continue
+        log(f"recording {assignment}: {sample.name}")
+        try:
+            fn = sample_kernel_function(assignment, sample, repo)
+        except Exception:  # noqa: BLE001 - a sample that does not even import has nothing to record
+            continue
+        answer_module = __import__("sys").modules.get(fn.__module__)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(CheckFailed):
+            module.check(*_check_arguments(assignment, answer_module, fn))
+
+
+def _check_arguments(assignment: str, answer_module, fn):
+    if assignment == "problem1":
+        return (fn, getattr(answer_module, "create_mask_bool", None),
+                getattr(answer_module, "score_matrix_bytes", None))
+    if assignment == "problem2":
+        return (getattr(answer_module, "online_softmax", None), getattr(answer_module, "tiled_attention", None))
+    return (fn,)
+
+
+# --- writing the edition -------------------------------------------------------------------------
+
+# The edition's README: docs/student-edition-readme.md (kept with the docs, edited as one).
+STUDENT_README = "docs/student-edition-readme.md"
+
+
+def _pyproject(repo: Path) -> str:
+    """The course's pyproject.toml, cut down to what a student installs."""
+    import re
+
+    text = (repo / "pyproject.toml").read_text()
+    head = text.split("[project.optional-dependencies]")[0]
+    head = re.sub(r'description = ".*"', 'description = "FlashAttention-2 in Triton: the student edition '
+                                         '(notebooks, self-checks, hints, benchmarks)"', head)
+    return (head + '[project.optional-dependencies]\nnotebooks = ["jupyterlab>=4", "ipykernel>=6"]\n\n'
+            '[tool.setuptools.packages.find]\ninclude = ["autograder*"]\n\n'
+            '[tool.setuptools.package-data]\nautograder = ["recorded_outputs.pt"]\n')
+
+
+def _environment(repo: Path) -> str:
+    """environment.yml without the instructor's tools."""
+    lines = (repo / "environment.yml").read_text().splitlines()
+    return "\n".join(line.replace("-e .[dev]", "-e .") for line in lines) + "\n"
+
+
+def publish(dest: Path, repo: Path = REPO_ROOT, log=print, table: dict | None = None) -> Path:
+    """Write the student edition into `dest` (emptied first, except for a .git folder) and return it."""
+    import torch
+
+    dest = Path(dest).resolve()
+    if undecided(repo):
+        raise RuntimeError(f"edition.py decides nothing about {undecided(repo)}: ship, record or exclude each")
+    dest.mkdir(parents=True, exist_ok=True)
+    for entry in dest.iterdir():  # a clone of the student repository keeps its history
+        if entry.name != ".git":
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    shutil.copytree(repo / "notebooks", dest / "notebooks",
+                    ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    for module in SHIPPED:
+        target = dest / module
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(repo / module, target)
+    for module, (functions, _why) in RECORDED.items():
+        target = dest / module
+        target.parent.mkdir(parents=True, exist_ok=True)
+        name = module.removesuffix(".py").replace("/", ".")
+        target.write_text(replace_with_recordings((repo / module).read_text(), name, functions))
+    if table is None:
+        table = record_outputs(repo, log=log)
+    torch.save(table, dest / "autograder" / "recorded_outputs.pt")
+    shutil.copy(repo / STUDENT_README, dest / "README.md")
+    (dest / "pyproject.toml").write_text(_pyproject(repo))
+    (dest / "environment.yml").write_text(_environment(repo))
+    (dest / ".gitignore").write_text("__pycache__/\n*.egg-info/\nbuild/\n.ipynb_checkpoints/\n")
+    log(f"wrote the student edition to {dest} ({len(table)} recorded outputs)")
+    return dest
