@@ -27,7 +27,6 @@ SHIPPED = (
     "autograder/__main__.py",
     "autograder/cli.py",             # `autograder env` and `bench`; the instructor commands say what they need
     "autograder/benchmark.py",
-    "autograder/block_visits.py",
     "autograder/checks.py",
     "autograder/device.py",
     "autograder/diagnose.py",
@@ -47,7 +46,6 @@ SHIPPED = (
     "autograder/problems/spec.py",
     "autograder/problems/problem3.py",
     "autograder/problems/problem4.py",
-    "autograder/problems/problem5.py",
     "autograder/problems/problem6.py",
 )
 
@@ -63,6 +61,13 @@ RECORDED = {
     "autograder/problems/problem1.py": (
         ("_attention64",),
         "float64 attention with any mask and head map: problem 1's naive_attention"),
+    "autograder/block_visits.py": (
+        ("visible_key_ranges", "key_blocks", "minimal_visits"),
+        "the closed-form key ranges of a causal, windowed or sink-masked query block are problems 4 and 6's "
+        "exercise"),
+    "autograder/problems/problem5.py": (
+        ("expected_schedule",),
+        "the launch order per program id is problem 5's second function, inverted"),
     "autograder/problems/problem2.py": (
         ("softmax_reference", "simulate_online_softmax", "_dropped_tail"),
         "the one-pass softmax re-enacted in float64 is problem 2's online_softmax"),
@@ -196,6 +201,15 @@ def record_outputs(repo: Path = REPO_ROOT, assignments=None, log=print) -> dict:
                 if case.torch_dtype not in runtime.dtypes:
                     q, k, v = make_qkv(case)
                     attention_reference(q, k, v, **case.mask_kwargs)
+            # A learner may pick other tiles than the reference kernel: the minimal block visits of
+            # every checked mask for every power-of-two tile from 16 to 256.
+            from . import block_visits
+
+            tiles = (16, 32, 64, 128, 256)
+            for arguments in list(recorder.calls.get("autograder.block_visits.minimal_visits", ())):
+                for block_m in tiles:
+                    for block_n in tiles:
+                        block_visits.minimal_visits(**{**arguments, "block_m": block_m, "block_n": block_n})
         finally:
             checks.run_case = original_run_case
     log("recorded: " + ", ".join(f"{name.rsplit('.', 1)[-1]} {n} ({recorder.sizes[name] / 1e6:.1f} MB)"

@@ -124,6 +124,7 @@ class Recorder:
         self.table: dict = {}
         self.counts: dict = {}     # outputs recorded per function
         self.sizes: dict = {}      # and their bytes
+        self.calls: dict = {}      # the arguments of every recorded call, per function
         self._patched: list = []
         self._depth = 0
         self._unique: dict = {}
@@ -143,6 +144,7 @@ class Recorder:
                 bound = signature.bind(*args, **kwargs)
                 bound.apply_defaults()
                 wanted = key(name, dict(bound.arguments))
+                recorder.calls.setdefault(name, []).append(dict(bound.arguments))
                 if wanted not in recorder.table:
                     recorder.table[wanted] = recorder._shared(_stored(result))
                     recorder.counts[name] = recorder.counts.get(name, 0) + 1

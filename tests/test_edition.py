@@ -33,9 +33,21 @@ def _normalise(line: str) -> str:
     return " ".join(line.split())
 
 
+# Solution lines that restate what every student notebook gives in words, each with where.
+GIVEN = {
+    "scale = 1.0 / math.sqrt(q.shape[-1])": "the softmax scale 1/sqrt(D), stated in every chapter",
+    "group = n_q_heads // n_kv_heads": "problem 5's docstring: runs of n_q_heads // n_kv_heads query heads",
+}
+
+
 def _trivial(line: str) -> bool:
+    """Blank, `pass`, comments, brackets, short lines, a call's opening line, reading a shape, and
+    lines that neither assign nor call (`if is_causal:`, `return o, lse`): any attention code has them."""
     return (len(line) < MIN_SECRET_CHARS or line.startswith("#") or line == "pass"
-            or not re.search(r"[A-Za-z0-9]", line))
+            or not re.search(r"[A-Za-z0-9]", line) or not re.search(r"[=(]", line)
+            or line.endswith(("[", "(", "{", ","))
+            or re.fullmatch(r"[\w, ]+ = \w+\.shape(\[-?\d\])?", line) is not None
+            or line.split(" #")[0].strip() in GIVEN)
 
 
 def _regions(source_nb):
@@ -82,11 +94,10 @@ def leaks(root: Path, secrets: dict[str, str]) -> dict[str, list[str]]:
             texts = [(str(path.relative_to(root)), path.read_bytes().decode(errors="ignore"))]
         for name, text in texts:
             if path.suffix == ".ipynb" or name.endswith(".ipynb"):
-                lines = {_normalise(line) for cell in json.loads(text)["cells"]
-                         for line in "".join(cell["source"]).splitlines()}
-            else:
-                lines = {_normalise(line) for line in text.splitlines()}
-            hits = [s for s in secrets if s in lines]
+                text = "\n".join("".join(cell["source"]) for cell in json.loads(text)["cells"])
+            # A secret line anywhere in a line: inside a string, a longer statement, a pickle.
+            normalised = "\n".join(_normalise(line) for line in text.splitlines())
+            hits = [s for s in secrets if s in normalised]
             if hits:
                 found[name] = hits
     return found
@@ -108,9 +119,10 @@ def test_every_module_is_shipped_recorded_or_excluded_with_a_reason():
 
 
 def test_the_scan_finds_solution_lines_where_they_are(secrets):
-    # The course repository's own sample submissions and source notebooks are made of them.
+    # The course repository's own sample submissions and source notebooks are made of them (the
+    # samples of problems 3, 4 and 6 edit lines that problems 5 and 6 release as given code).
     found = leaks(REPO_ROOT / "autograder" / "grading" / "sample_sets", secrets)
-    assert len(found) >= 5, found
+    assert {"problem1.py", "problem2.py", "problem5.py"} <= set(found), found
     assert leaks(REPO_ROOT / "solutions", secrets)
 
 
