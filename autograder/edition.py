@@ -45,8 +45,6 @@ SHIPPED = (
     "autograder/problems/__init__.py",
     "autograder/problems/spec.py",
     "autograder/problems/problem3.py",
-    "autograder/problems/problem4.py",
-    "autograder/problems/problem6.py",
 )
 
 # module -> (functions replaced by recorded outputs, why)
@@ -65,9 +63,16 @@ RECORDED = {
         ("visible_key_ranges", "key_blocks", "minimal_visits"),
         "the closed-form key ranges of a causal, windowed or sink-masked query block are problems 4 and 6's "
         "exercise"),
+    "autograder/problems/problem4.py": (
+        ("_ranges_correct", "visit_weights", "reenact"),
+        "the float64 re-enactment of the causal kernel's two stages holds problem 4's key ranges"),
     "autograder/problems/problem5.py": (
         ("expected_schedule",),
         "the launch order per program id is problem 5's second function, inverted"),
+    "autograder/problems/problem6.py": (
+        ("visible_pairs", "_flex_peer", "_sdpa_dense_peer"),
+        "the benchmark's pair count and its FlexAttention and dense-mask peers spell out the seed's mask "
+        "rule, problem 1's create_mask_bool (in the edition the two peers are reported as skipped)"),
     "autograder/problems/problem2.py": (
         ("softmax_reference", "simulate_online_softmax", "_dropped_tail"),
         "the one-pass softmax re-enacted in float64 is problem 2's online_softmax"),
@@ -204,7 +209,10 @@ def record_outputs(repo: Path = REPO_ROOT, assignments=None, log=print) -> dict:
             # A learner may pick other tiles than the reference kernel: the minimal block visits of
             # every checked mask for every power-of-two tile from 16 to 256.
             from . import block_visits
+            from .problems import problem6
 
+            for n in (4096, 16384, 65536):  # problem 6's benchmark at its default shapes
+                problem6.visible_pairs(n, 1024, 4)
             tiles = (16, 32, 64, 128, 256)
             for arguments in list(recorder.calls.get("autograder.block_visits.minimal_visits", ())):
                 for block_m in tiles:
@@ -232,6 +240,8 @@ def _record_diagnoses(assignment: str, cases, runtime) -> None:
     if problems.get_spec(assignment).answer_policy != "triton":
         return
     diagnoses = list(getattr(module, "DIAGNOSES", ()))
+    if hasattr(module, "causal_diagnoses"):  # problem 4: re-enacted with its usual tiles
+        diagnoses += module.causal_diagnoses(None)
     for case in dict.fromkeys(cases):
         if case.torch_dtype not in runtime.dtypes:
             case = case.with_dtype(str(runtime.default_dtype).replace("torch.", ""))

@@ -27,6 +27,12 @@ class NotRecorded(LookupError):
     """The student edition has no recorded output for these inputs."""
 
 
+def is_recorded(fn) -> bool:
+    """True for a function whose code the student edition replaced by recorded outputs."""
+    code = getattr(fn, "__code__", None)
+    return code is not None and "_replay" in code.co_names
+
+
 def _canonical(value):
     import torch
 

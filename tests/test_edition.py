@@ -210,3 +210,21 @@ except CheckFailed as exc:
     assert result.returncode == 0, result.stderr
     causes = re.search(r"^CAUSES (.*)$", result.stdout, re.M)
     assert causes and sample.expected_cause in causes.group(1), result.stdout[-3000:]
+
+
+def test_the_editions_wheel_holds_the_package_and_no_secret(student_edition, tmp_path, secrets):
+    """What `pip install` of the student repository installs (built offline from a copy of the edition)."""
+    import shutil
+
+    source = tmp_path / "edition"
+    shutil.copytree(student_edition, source)
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+                             "-q", "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True)
+    if result.returncode and "setuptools" in result.stderr:
+        pytest.skip("no setuptools here to build the wheel offline")
+    assert result.returncode == 0, result.stderr
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "autograder/recorded_outputs.pt" in names and "autograder/problems/problem3.py" in names
+    assert not [n for n in names if n.startswith("autograder/grading") or n.endswith("course_config.py")]
+    assert not leaks(tmp_path / "dist", secrets)
