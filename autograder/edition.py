@@ -270,6 +270,9 @@ def _record_wrong_answers(assignment: str, repo: Path, log) -> None:
     if spec.answer_policy != "torch":
         return  # the Triton problems' diagnoses: _record_diagnoses
     module = problems.get(assignment)
+    # An answer wrong everywhere first: every diagnosis then tries every re-enactment it knows.
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(CheckFailed):
+        module.check(*_wrong_everywhere(assignment))
     for sample in SAMPLES[assignment]:
         if not sample.edits:
             continue
@@ -281,6 +284,22 @@ def _record_wrong_answers(assignment: str, repo: Path, log) -> None:
         answer_module = __import__("sys").modules.get(fn.__module__)
         with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(CheckFailed):
             module.check(*_check_arguments(assignment, answer_module, fn))
+
+
+def _wrong_everywhere(assignment: str):
+    """Answers of the right shapes and dtypes that no diagnosis explains."""
+    import torch
+
+    def attention(q, k, v, is_causal=False, window_size=None, sink_size=None):
+        o = torch.full_like(q, 0.5)
+        return o, torch.full(q.shape[:-1], 3.0, dtype=torch.float32, device=q.device)
+
+    if assignment == "problem1":
+        return (attention, lambda n, w, s, device=None: torch.eye(n, dtype=torch.bool, device=device),
+                lambda b, h, n, dtype: 1)
+    if assignment == "problem2":
+        return (lambda x, block_size: torch.full_like(x, 0.25), lambda q, k, v, block_n=64: attention(q, k, v))
+    return ()
 
 
 def _check_arguments(assignment: str, answer_module, fn):

@@ -330,6 +330,10 @@ def test_filled_in_student_notebook_runs_top_to_bottom(assignment, tmp_path, stu
     assert visible
     for cell in checks:
         printed = text_of(cell)
+        if grade_id(cell) == "test_performance":
+            # The edition has no reference kernel to time against: the grader measures the points.
+            assert "performance points are measured when your notebook is graded" in printed, printed
+            continue
         assert VERDICT.search(printed) and re.search(r"^PASS ", printed, re.M), f"{grade_id(cell)}:\n{printed}"
         assert not re.search(r"^FAIL ", printed, re.M)
     for cell in graded:  # nbgrader gives zero points to a graded cell that writes to stderr

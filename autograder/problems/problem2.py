@@ -19,7 +19,16 @@ from dataclasses import dataclass
 
 import torch
 
-from ..checks import DEFAULT_TIMEOUT_S, TOLERANCES, Tolerance, assert_cases, conclude, stderr_to_stdout, time_limit
+from ..checks import (
+    DEFAULT_TIMEOUT_S,
+    TOLERANCES,
+    Tolerance,
+    _unless_unrecorded,
+    assert_cases,
+    conclude,
+    stderr_to_stdout,
+    time_limit,
+)
 from ..diagnose import Finding, _explains, describe_exception
 from ..inputs import Case
 from ..integrity import mutated, snapshot, watch_call
@@ -291,7 +300,8 @@ def run_softmax_case(fn, case: SoftmaxCase, device="cpu", timeout_s: float = DEF
         rows = bad.any(dim=1).nonzero().flatten().tolist()
         where = f"rows {rows[:4]}{'...' if len(rows) > 4 else ''} ({len(rows)} of {case.rows} wrong)"
         return fail(f"max|err| {err:.2g} > tol {tol.atol:g}; {where}",
-                    diagnose_softmax(out64, x, case.block_size, ref, tol), max_error=err, tolerance=tol.atol,
+                    _unless_unrecorded(diagnose_softmax, out64, x, case.block_size, ref, tol), max_error=err,
+                    tolerance=tol.atol,
                     where=where)
     err = (out64 - ref)[finite].abs().max().item() if finite.any() else 0.0
     return _softmax_verdict(case, True, f"max|err| {err:.1e} (tol {tol.atol:g})", max_error=err,
