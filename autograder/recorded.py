@@ -20,6 +20,7 @@ from pathlib import Path
 
 TABLE_FILE = Path(__file__).with_name("recorded_outputs.pt")
 _IGNORED = ("device",)  # arguments that say where, not what
+FLOAT64 = "float64"       # marks a float64 result stored as float32
 
 
 class NotRecorded(LookupError):
@@ -56,20 +57,31 @@ def key(name: str, arguments: dict) -> str:
     return hashlib.sha256(repr((name, sorted(shown.items()))).encode()).hexdigest()
 
 
-def _stored(value):
-    """What the table keeps of a result: tensors on the CPU, exactly (float64 checks compare at 1e-12)."""
+def _stored(value, coarse: bool = False):
+    """What the table keeps of a result: tensors on the CPU; with `coarse` (every input tensor was
+    16-bit, so every comparison is at 16-bit tolerances), float64 ones as float32, half the size."""
     import torch
 
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu().clone()
+        value = value.detach().cpu()
+        return {FLOAT64: value.float()} if coarse and value.dtype == torch.float64 else value.clone()
     if isinstance(value, (tuple, list)):
-        return type(value)(_stored(v) for v in value)
+        return type(value)(_stored(v, coarse) for v in value)
     return value
+
+
+def _sixteen_bit_inputs(arguments: dict) -> bool:
+    import torch
+
+    tensors = [v for v in arguments.values() if isinstance(v, torch.Tensor)]
+    return bool(tensors) and all(t.dtype in (torch.float16, torch.bfloat16) for t in tensors)
 
 
 def _restored(value, device):
     import torch
 
+    if isinstance(value, dict) and FLOAT64 in value:
+        return value[FLOAT64].double().to(device)
     if isinstance(value, torch.Tensor):
         return value.to(device)
     if isinstance(value, (tuple, list)):
@@ -147,7 +159,8 @@ class Recorder:
                 wanted = key(name, dict(bound.arguments))
                 recorder.calls.setdefault(name, []).append(dict(bound.arguments))
                 if wanted not in recorder.table:
-                    recorder.table[wanted] = recorder._shared(_stored(result))
+                    coarse = _sixteen_bit_inputs(dict(bound.arguments))
+                    recorder.table[wanted] = recorder._shared(_stored(result, coarse))
                     recorder.counts[name] = recorder.counts.get(name, 0) + 1
                     recorder.sizes[name] = recorder.sizes.get(name, 0) + _size(recorder.table[wanted])
             return result

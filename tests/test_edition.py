@@ -132,6 +132,8 @@ def test_edition_holds_no_solution_hidden_test_or_grading(student_edition, secre
     assert not [n for n in names if n.startswith(("solutions", "autograder/grading"))]
     assert {"README.md", "pyproject.toml", "environment.yml", "autograder/recorded_outputs.pt"} <= names
     assert {f"notebooks/{a}/{problems.get_spec(a).notebook}" for a in problems.ASSIGNMENTS} <= names
+    # A repository host refuses files of 100 MB and warns from 50 MB.
+    assert (student_edition / "autograder" / "recorded_outputs.pt").stat().st_size < 50 * 2**20
     for name in names:
         text = (student_edition / name).read_bytes().decode(errors="ignore")
         if name.endswith(".ipynb"):  # (the package names the markers, to strip them from a source)
