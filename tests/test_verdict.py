@@ -136,8 +136,13 @@ def test_mask_check_reports_one_verdict_per_length():
 
 @pytest.mark.skipif(not sandbox.probe().available, reason=f"no sandbox: {sandbox.probe().reason}")
 @pytest.mark.parametrize("sample_name", ["correct", "unmasked_tail"])
-def test_the_judge_records_findings_and_cases_as_data(repo_root, tmp_path, sample_name):
+def test_the_judge_records_findings_and_cases_as_data(repo_root, tmp_path, sample_name, monkeypatch):
     import nbformat
+
+    # The judge runs its own checks even where the notebook's graded run would skip the self-check
+    # (feedback_run.py): a wrong kernel must not pass the performance gate. No cached verdicts here.
+    monkeypatch.setenv("COURSE_FEEDBACK_RUN", "1")
+    monkeypatch.delenv("COURSE_JUDGE_CACHE", raising=False)
 
     from autograder.grading.samples import SAMPLES, build_submission
     from autograder.grading.verify import verify
@@ -163,6 +168,7 @@ def test_the_judge_records_findings_and_cases_as_data(repo_root, tmp_path, sampl
     if sample_name == "correct":
         assert not failed and causes == {}
     else:
+        assert not by_test["test_performance"]["passed"], by_test["test_performance"]
         assert set(by_test["test_tail_block"]["findings"]) == {"unmasked_tail"}
         assert set(causes) == {"unmasked_tail"} and causes["unmasked_tail"].startswith("keys past the end")
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .. import performance
 from ..checks import assert_cases
+from ..feedback_run import SELF_CHECK
 from ..inputs import Case
 from ..performance import TimingPlan
 from . import reference_function
@@ -53,6 +54,7 @@ def assert_forward_cases(fn, cases, title="", **kwargs):
     assert_cases(fn, cases, title=title, diagnoses=DIAGNOSES, **kwargs)
 
 
+@SELF_CHECK
 def check(fn):
     """Self-check with the visible shapes; raises CheckFailed with a likely cause when wrong."""
     assert_forward_cases(fn, SPEC.self_check_cases, title="Problem 3 self-check (output and log-sum-exp):")
