@@ -37,6 +37,10 @@ CANVAS = re.compile(r"^(?P<name>.+?)_(?:(?P<late>late)_)?(?P<id>\d+)_(?P<submiss
 MOODLE = re.compile(r"(?:^|/)(?P<name>[^/]+?)_(?P<id>\d+)_assignsubmission_file_(?:/|(?P<file>[^/]+)$)")
 
 
+NOT_A_NOTEBOOK = "not a notebook"
+METADATA = "hidden or macOS metadata file"
+
+
 class ImportRefused(Exception):
     """The whole import was refused before anything in the course changed."""
 
@@ -65,8 +69,9 @@ class ImportReport:
 
     @property
     def complete(self) -> bool:
-        """Every student's notebook in the zip is in the course (imported now or before)."""
-        return not self.refused and not any(name.lower().endswith(".ipynb") for name, _ in self.unmatched)
+        """Every notebook in the zip is in the course (imported now or before): nothing refused,
+        and nothing unmatched but files that are no notebooks."""
+        return not self.refused and all(reason in (NOT_A_NOTEBOOK, METADATA) for _, reason in self.unmatched)
 
     def describe(self) -> str:
         lines = [f"import of {self.zip_path} as {self.assignment} into {self.course_root / 'submitted'}:",
@@ -106,9 +111,9 @@ def classify(info: zipfile.ZipInfo) -> Found | str:
         return f"unsafe name, ignored: {unsafe_name(name)}"
     base = name.rsplit("/", 1)[-1]
     if name.startswith("__MACOSX/") or base.startswith("."):
-        return "hidden or macOS metadata file"
+        return METADATA
     if not base.lower().endswith(".ipynb"):
-        return "not a notebook"
+        return NOT_A_NOTEBOOK
     moodle = MOODLE.search(name)
     if moodle:
         who = moodle["name"]
