@@ -165,7 +165,11 @@ def cmd_course_init(args):
     if course.exists() and not course.is_dir():
         sys.exit(f"{course} is a file, not a folder")
     print(f"releasing {', '.join(args.assignment or ASSIGNMENTS)} into {course} (nbgrader generate_assignment) ...")
-    print(init_course(_repo(args), course, args.assignment).describe())
+    try:
+        report = init_course(_repo(args), course, args.assignment)
+    except RuntimeError as exc:  # nbgrader refused, e.g. a graded cell removed that has grades
+        sys.exit(f"course init stopped; what nbgrader said:\n{exc}")
+    print(report.describe())
     return 0
 
 
