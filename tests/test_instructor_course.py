@@ -175,6 +175,33 @@ def test_grade_says_what_a_course_folder_lacks(tmp_path):
     assert missing_for_grading(tmp_path / "nowhere", ["problem1"]) == [f"the folder {tmp_path / 'nowhere'} itself"]
 
 
+def test_course_init_again_keeps_submissions_grades_and_an_edited_config(tmp_path):
+    course = tmp_path / "course"
+    first = init_course(REPO_ROOT, course, assignments=[])   # no release: nothing for nbgrader to do
+    assert first.created and (course / "nbgrader_config.py").exists() and (course / "solutions" / "problem1").is_dir()
+    (course / "nbgrader_config.py").write_text((course / "nbgrader_config.py").read_text() + "\n# ours\n")
+    (course / "submitted" / "alice" / "problem1").mkdir(parents=True)
+    (course / "submitted" / "alice" / "problem1" / "problem1.ipynb").write_bytes(NOTEBOOK)
+    (course / "autograded" / "alice" / "problem1").mkdir(parents=True)
+    (course / "autograded" / "alice" / "problem1" / DONE_MARKER).write_text("ok")
+    (course / "grades.csv").write_text("kept")
+    (course / "solutions" / "stale.txt").write_text("gone after init")
+    again = init_course(REPO_ROOT, course, assignments=[])
+    assert (course / "nbgrader_config.py").read_text().endswith("# ours\n")
+    assert (course / "submitted" / "alice" / "problem1" / "problem1.ipynb").read_bytes() == NOTEBOOK
+    assert (course / "grades.csv").read_text() == "kept" and not (course / "solutions" / "stale.txt").exists()
+    kept = "\n".join(again.kept)
+    assert "submitted/ (1 submission)" in kept and "autograded/ (1 graded)" in kept and "grades.csv" in kept
+    assert "nbgrader_config.py (it differs" in kept and "kept: " in again.describe()
+
+
+def test_course_init_refuses_a_folder_holding_the_repository(capsys):
+    with pytest.raises(SystemExit, match="needs a folder of its own"):
+        cli.main(["course", "init", str(REPO_ROOT)])
+    with pytest.raises(SystemExit, match="unknown assignment problem9"):
+        cli.main(["course", "init", "somewhere", "--assignment", "problem9"])
+
+
 # ---------------------------------------------------------------------------------------------
 # The README's commands, word for word (slow: nbgrader releases every problem, and grades two)
 

@@ -72,6 +72,10 @@ class InitReport:
         return "\n".join(lines)
 
 
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
 def _what_is_kept(course_root: Path) -> list[str]:
     kept = []
     db = course_root / GRADEBOOK
@@ -79,10 +83,10 @@ def _what_is_kept(course_root: Path) -> list[str]:
         with sqlite3.connect(db) as con:
             students = con.execute("SELECT COUNT(*) FROM student").fetchone()[0]
             graded = con.execute("SELECT COUNT(*) FROM submitted_assignment").fetchone()[0]
-        kept.append(f"the gradebook ({students} students, {graded} graded submissions)")
+        kept.append(f"the gradebook ({_count(students, 'student')}, {_count(graded, 'graded submission')})")
     handed_in = [p for p in (course_root / "submitted").glob("*/*") if p.is_dir()]
     if handed_in:
-        kept.append(f"submitted/ ({len(handed_in)} submissions)")
+        kept.append(f"submitted/ ({_count(len(handed_in), 'submission')})")
     graded_folders = list((course_root / "autograded").glob(f"*/*/{DONE_MARKER}"))
     if graded_folders:
         kept.append(f"autograded/ ({len(graded_folders)} graded)")
