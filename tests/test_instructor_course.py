@@ -66,11 +66,12 @@ def test_moodle_folders_give_the_slug_of_the_full_name(tmp_path):
         "Ann O'Neil_103_assignsubmission_file_problem1.ipynb": b"ann",   # older Moodle: flat names
         "Jane Doe_101_assignsubmission_onlinetext_/onlinetext.html": b"<p>hi</p>",
         "__MACOSX/Jane Doe_101_assignsubmission_file_/._problem1.ipynb": b"junk",
+        "Jane Doe_101_assignsubmission_file_/.ipynb_checkpoints/problem1-checkpoint.ipynb": b"old",
     })
     report = import_zip(course, zip_path, "problem1")
     assert sorted(s for s, _, _ in report.imported) == ["ann-o-neil", "jane-doe", "jose-nunez"]
     assert (course / "submitted" / "jose-nunez" / "problem1" / "problem1.ipynb").read_bytes() == b"jose"
-    assert len(report.unmatched) == 2 and report.complete
+    assert len(report.unmatched) == 3 and report.complete
     assert student_slug("李雷") == student_slug("李雷") and re.fullmatch(r"student-[0-9a-f]{10}", student_slug("李雷"))
 
 

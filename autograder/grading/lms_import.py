@@ -110,7 +110,7 @@ def classify(info: zipfile.ZipInfo) -> Found | str:
     if unsafe_name(name):
         return f"unsafe name, ignored: {unsafe_name(name)}"
     base = name.rsplit("/", 1)[-1]
-    if name.startswith("__MACOSX/") or base.startswith("."):
+    if name.startswith("__MACOSX/") or any(part.startswith(".") for part in name.split("/")):  # .ipynb_checkpoints
         return METADATA
     if not base.lower().endswith(".ipynb"):
         return NOT_A_NOTEBOOK
