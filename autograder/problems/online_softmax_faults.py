@@ -148,12 +148,22 @@ def _explains_with_overflow(o, q, k, v, ref, block_n, faults, limit, atol, rtol)
     return not bool(good.any()) or explains(o[good], hi[good], ref[good], atol, rtol)
 
 
+def _uninformative(sim) -> bool:
+    finite = sim[torch.isfinite(sim)]
+    return finite.numel() == 0 or bool((finite == finite.flatten()[0]).all())
+
+
 def kernel_fault_matches(o, q, k, v, ref, atol, rtol) -> list[Finding]:
     """fault_matches, then the mistakes of a Triton kernel's update (KERNEL_FAULTS), each at the
     key-block sizes a kernel uses."""
     found = fault_matches(o, q, k, v, ref, atol, rtol)
     if found:
         return found
+    if bool((o == 0).all()):
+        return [Finding("all_zero", "every output element is 0, whatever the inputs: either acc stays 0 "
+                                    "(rescaled by alpha = 0 after p @ v was added, while the old max is -inf) "
+                                    "or l_i is infinite (a sum over scores that include the masked -inf); "
+                                    "rescale acc before adding p @ v, and add the row sums of p to l_i")]
     lk = k.shape[2]
     # p is cast to v's dtype for tl.dot and computed by a float32 exp2: the smaller range bounds it.
     limit = min(torch.finfo(v.dtype).max if v.dtype.is_floating_point else math.inf, torch.finfo(torch.float32).max)
@@ -166,6 +176,8 @@ def kernel_fault_matches(o, q, k, v, ref, atol, rtol) -> list[Finding]:
             matched = _explains_with_overflow(o, q, k, v, ref, block_n, {fault}, limit, atol, rtol)
         else:
             sim, _ = blockwise_attention(q, k, v, block_n, frozenset({fault}))
+            if _uninformative(sim):
+                continue  # zeros (or one value) everywhere: many mistakes give that, it names none
             matched = explains(o, sim, ref, atol, rtol) if bool(torch.isfinite(sim).all()) else (
                 bool((o.isnan() == sim.isnan()).all()) and explains(o.nan_to_num(), sim.nan_to_num(), ref,
                                                                      atol, rtol))
