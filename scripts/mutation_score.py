@@ -342,7 +342,13 @@ def summarise(rows: list[dict], total: dict, limit) -> dict:
             "known_faults": len(known), "known_faults_right": sum(bool(r["expected_cause_given"]) for r in known),
             "accused_of_caching": [r["id"] for r in mine if r["accused_of_caching"]],
             "unnamed": [f"{r['id']}: {r['what']}" for r in killed if not r["cause_named"]],
-            "survivors": [f"{r['id']}: {r['what']}" for r in mine if r["status"] == "survived"],
+            "survivors": [f"{r['id']}: {r['what']} ({r.get('random_inputs', '')}; "
+                          f"{r.get('equivalent_reason', 'differs from the reference')})"
+                          for r in mine if r["status"] == "survived"],
+            "equivalents": [f"{r['id']}: {r['what']}: {r['equivalent_reason']} ({r['random_inputs']})"
+                            for r in mine if r["status"] == "equivalent"],
+            "misnamed": [f"{r['id']}: {r['what']}: expected {r['expected_cause']}, got {r['causes']}"
+                         for r in killed if r["expected_cause"] and not r["expected_cause_given"]],
         }
     return out
 
@@ -366,7 +372,9 @@ def markdown(summary: dict, meta: dict) -> str:
               "of killed mutants whose lost points came with a named likely cause (a mutant that loses only "
               "performance points counts as named: the timing is the cause).", ""]
     for a, s in summary.items():
-        for title, items in (("survived", s["survivors"]), ("killed without a named cause", s["unnamed"]),
+        for title, items in (("equivalent", s["equivalents"]), ("survived", s["survivors"]),
+                             ("killed without a named cause", s["unnamed"]),
+                             ("a known mistake, named otherwise", s["misnamed"]),
                              ("accused of returning a cached result", s["accused_of_caching"])):
             if items:
                 lines += [f"## {a}: {title}", ""] + [f"- {item}" for item in items] + [""]

@@ -287,3 +287,22 @@ def test_correct_variants_pass(runtime, name):
     for case in (CASE, Case(1, 2, 128, 64, seed=4), Case(1, 1, 1, 64, seed=10), Case(1, 2, 130, 64, L_k=70, seed=15)):
         result = run_case(module.flash_attention_forward, case, runtime, diagnoses=problem3.DIAGNOSES, fresh_call=True)
         assert result.passed, "\n".join(result.lines())
+
+
+# Mutations that are none of the named mistakes: no re-enactment may claim them on thin evidence
+# (a 0/0 re-enactment, or an output where every row overflows).
+NOT_A_NAMED_MISTAKE = {
+    "mask_flipped": ((("key_idx[None, :] < seq_len_k", "key_idx[None, :] > seq_len_k"),),
+                     Case(1, 1, 1, 16, seed=40), False),
+    "max_divided_by_scale": ((("tl.max(qk, axis=1) * qk_scale", "tl.max(qk, axis=1) / qk_scale"),), CASE, True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_A_NAMED_MISTAKE))
+def test_a_different_mistake_is_not_misnamed(runtime, name):
+    edits, case, check_output = NOT_A_NAMED_MISTAKE[name]
+    module = kernel_variant(edits, name=name)
+    result = run_case(module.flash_attention_forward, case, runtime, check_output=check_output,
+                      diagnoses=problem3.DIAGNOSES, lse_diagnoses=problem3.LSE_DIAGNOSES)
+    assert not result.passed and not set(codes(result)) & {"tail_drops_last", "p_unscaled"}, \
+        "\n".join(result.lines())

@@ -145,12 +145,13 @@ def _explains_with_overflow(o, q, k, v, ref, block_n, faults, limit, atol, rtol)
     if not bool(o_bad.any()) or bool((sure_bad & ~o_bad).any()) or bool((o_bad & ~maybe_bad).any()):
         return False
     good = ~maybe_bad
-    return not bool(good.any()) or explains(o[good], hi[good], ref[good], atol, rtol)
+    # Every row overflowing says only that something overflows: finite rows must match as well.
+    return bool(good.any()) and explains(o[good], hi[good], ref[good], atol, rtol)
 
 
 def _uninformative(sim) -> bool:
-    finite = sim[torch.isfinite(sim)]
-    return finite.numel() == 0 or bool((finite == finite.flatten()[0]).all())
+    """NaN, inf, zeros or one value everywhere: many mistakes give that, so it names none."""
+    return not bool(torch.isfinite(sim).all()) or sim.numel() == 0 or bool((sim == sim.flatten()[0]).all())
 
 
 def kernel_fault_matches(o, q, k, v, ref, atol, rtol) -> list[Finding]:
@@ -177,10 +178,8 @@ def kernel_fault_matches(o, q, k, v, ref, atol, rtol) -> list[Finding]:
         else:
             sim, _ = blockwise_attention(q, k, v, block_n, frozenset({fault}))
             if _uninformative(sim):
-                continue  # zeros (or one value) everywhere: many mistakes give that, it names none
-            matched = explains(o, sim, ref, atol, rtol) if bool(torch.isfinite(sim).all()) else (
-                bool((o.isnan() == sim.isnan()).all()) and explains(o.nan_to_num(), sim.nan_to_num(), ref,
-                                                                     atol, rtol))
+                continue
+            matched = explains(o, sim, ref, atol, rtol)
         if matched:
             return [Finding(fault, f"{KERNEL_FAULTS[fault]} (the output matches that mistake exactly, with "
                                    f"{block_n}-key blocks): {FIXES[fault]}")]
@@ -200,7 +199,7 @@ def diagnose_kernel_online_softmax(o64, q, k, v, ref_o, case) -> list[Finding]:
 def diagnose_kernel_lse(lse64, q, k, v, ref_lse, case) -> list[Finding]:
     """A `lse_diagnoses=` entry for checks.run_case: a log-sum-exp that matches one of the kernel
     mistakes (a mistake can leave the output within tolerance and still show in the LSE: a padded
-    key kept, a max never updated)."""
+    key kept or the last real key dropped)."""
     if case is not None and case.is_causal:
         return []
     from ..checks import LSE_TOLERANCE
@@ -208,11 +207,12 @@ def diagnose_kernel_lse(lse64, q, k, v, ref_lse, case) -> list[Finding]:
     lse = lse64.detach().double().cpu()
     q, k, v = (t.detach().cpu() for t in (q, k, v))
     lk = k.shape[2]
-    for block_n, fault in product(BLOCK_SIZES, ("unmasked_tail", "tail_keeps_pad", "tail_drops_last",
-                                                "no_max_update")):
-        if fault != "no_max_update" and lk % block_n == 0:
+    for block_n, fault in product(BLOCK_SIZES, ("unmasked_tail", "tail_keeps_pad", "tail_drops_last")):
+        if lk % block_n == 0:
             continue
         _, sim = blockwise_attention(q, k, v, block_n, frozenset({fault}))
+        if not bool(torch.isfinite(sim).all()):
+            continue  # 0/0 or log(0) rows: many mistakes give NaN or -inf, they name none
         same_inf = bool((lse.isinf() == sim.isinf()).all()) and bool((lse[lse.isinf()] == sim[sim.isinf()]).all())
         finite = torch.isfinite(sim)
         if same_inf and bool(torch.isclose(lse[finite], sim[finite], atol=LSE_TOLERANCE.atol,
