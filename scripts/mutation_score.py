@@ -400,7 +400,7 @@ def plot(summary: dict, path: Path) -> None:
     ax.set_ylim(0, 105)
     ax.set_ylabel("%")
     ax.legend(loc="lower right", fontsize=8)
-    ax.set_title("Mutants of the reference answer cell, graded by the judge")
+    ax.set_title("Mutants of the reference answer cell, graded by the judge", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
