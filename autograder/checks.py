@@ -158,6 +158,16 @@ def _returns_cached_output(fn, case: Case, runtime, first_o, first_inputs) -> Fi
     return Finding("cached_output", "it returned the same output for different inputs (a cached result)")
 
 
+def _first_findings(diagnoses, args, generic) -> list:
+    """The findings of the first of a problem's own diagnoses that names something, else the
+    generic patterns' (`generic()`)."""
+    for diagnose in diagnoses:
+        findings = diagnose(*args)
+        if findings:
+            return findings
+    return generic()
+
+
 def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
              timeout_s: float = DEFAULT_TIMEOUT_S, fresh_call: bool = False, require_triton: bool = True,
              extra_checks=(), diagnoses=(), lse_diagnoses=()) -> CaseVerdict:
@@ -231,13 +241,8 @@ def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
         bad = ~torch.isclose(o64, ref_o, atol=tol.atol, rtol=tol.rtol)
         if bad.any():
             err = (o64 - ref_o).abs().nan_to_num(float("inf")).max().item()
-            findings = []
-            for diagnose in diagnoses:
-                findings = diagnose(o64, q, k, v, ref_o, case)
-                if findings:
-                    break
-            if not findings:
-                findings = diagnose_output(o64, q, k, v, ref_o, tol.atol, tol.rtol, case)
+            findings = _first_findings(diagnoses, (o64, q, k, v, ref_o, case),
+                                       lambda: diagnose_output(o64, q, k, v, ref_o, tol.atol, tol.rtol, case))
             where = locate(bad)
             return fail(f"output: max|err| {err:.2g} > tol {tol.atol:g} ({where})", findings,
                         max_error=err, tolerance=tol.atol, where=where)
@@ -250,13 +255,8 @@ def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
         bad = ~torch.isclose(lse64, ref_lse, atol=LSE_TOLERANCE.atol, rtol=LSE_TOLERANCE.rtol)
         if bad.any():
             err = (lse64 - ref_lse).abs().nan_to_num(float("inf")).max().item()
-            findings = []
-            for diagnose in lse_diagnoses:
-                findings = diagnose(lse64, q, k, v, ref_lse, case)
-                if findings:
-                    break
-            if not findings:
-                findings = diagnose_lse(lse64, ref_lse, q, k, LSE_TOLERANCE.atol, case)
+            findings = _first_findings(lse_diagnoses, (lse64, q, k, v, ref_lse, case),
+                                       lambda: diagnose_lse(lse64, ref_lse, q, k, LSE_TOLERANCE.atol, case))
             return fail(f"lse: max|err| {err:.2g} > tol {LSE_TOLERANCE.atol:g}", findings,
                         max_error=err, tolerance=LSE_TOLERANCE.atol)
         lse_err = (lse64 - ref_lse).abs().max().item()

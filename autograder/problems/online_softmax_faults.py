@@ -186,14 +186,19 @@ def kernel_fault_matches(o, q, k, v, ref, atol, rtol) -> list[Finding]:
     return []
 
 
-def diagnose_kernel_online_softmax(o64, q, k, v, ref_o, case) -> list[Finding]:
-    """diagnose_online_softmax with the mistakes of a Triton kernel's update added (KERNEL_FAULTS)."""
+def _match_unmasked(matcher, o64, q, k, v, ref_o, case) -> list[Finding]:
+    """Run `matcher` on CPU float64 copies, for unmasked attention only (the re-enactments have no
+    causal mask, window or sinks), at the tolerance of the inputs' dtype."""
     if case is not None and case.is_causal:
         return []
     tol = TOLERANCES[q.dtype]
-    o = o64.detach().double().cpu()
     q, k, v = (t.detach().cpu() for t in (q, k, v))
-    return kernel_fault_matches(o, q, k, v, ref_o.detach().double().cpu(), tol.atol, tol.rtol)
+    return matcher(o64.detach().double().cpu(), q, k, v, ref_o.detach().double().cpu(), tol.atol, tol.rtol)
+
+
+def diagnose_kernel_online_softmax(o64, q, k, v, ref_o, case) -> list[Finding]:
+    """diagnose_online_softmax with the mistakes of a Triton kernel's update added (KERNEL_FAULTS)."""
+    return _match_unmasked(kernel_fault_matches, o64, q, k, v, ref_o, case)
 
 
 def diagnose_kernel_lse(lse64, q, k, v, ref_lse, case) -> list[Finding]:
@@ -223,11 +228,5 @@ def diagnose_kernel_lse(lse64, q, k, v, ref_lse, case) -> list[Finding]:
 
 
 def diagnose_online_softmax(o64, q, k, v, ref_o, case) -> list[Finding]:
-    """A `diagnoses=` entry for checks.run_case: the online-softmax mistakes, for unmasked attention
-    (the re-enactment has no causal mask, window or sinks)."""
-    if case is not None and case.is_causal:
-        return []
-    tol = TOLERANCES[q.dtype]
-    o = o64.detach().double().cpu()
-    q, k, v = (t.detach().cpu() for t in (q, k, v))
-    return fault_matches(o, q, k, v, ref_o.detach().double().cpu(), tol.atol, tol.rtol)
+    """A `diagnoses=` entry for checks.run_case: the online-softmax mistakes, for unmasked attention."""
+    return _match_unmasked(fault_matches, o64, q, k, v, ref_o, case)
