@@ -123,8 +123,14 @@ def _unpack(result, q, check_lse):
     return o, lse, None
 
 
-def _returns_cached_output(fn, case: Case, runtime, first_o) -> str:
-    """Call again on different inputs of the same shape: a fresh answer must come back."""
+def _returns_cached_output(fn, case: Case, runtime, first_o, first_inputs) -> Finding | None:
+    """Call again on different inputs of the same shape: a fresh answer must come back.
+
+    Returning a stored answer is an accusation, so it is made only when it is certain: the second
+    output is bit for bit the first, the first was right for its own inputs, and it is not what an
+    input-independent bug gives (NaN, inf, zeros, one constant everywhere). Anything else is a
+    wrong output like any other, and the checks that follow diagnose it.
+    """
     from dataclasses import replace
 
     q, k, v = make_qkv(replace(case, seed=case.seed + 7919), device=runtime.device)
@@ -132,10 +138,35 @@ def _returns_cached_output(fn, case: Case, runtime, first_o) -> str:
         with time_limit(DEFAULT_TIMEOUT_S):
             o2 = fn(q, k, v, **case.call_kwargs)[0]
     except Exception as exc:  # the first call worked; say plainly that the second did not
-        return "a second call on other inputs failed: " + describe_exception(exc).message
-    if o2.data_ptr() == first_o.data_ptr() or torch.equal(o2, first_o):
-        return "it returned the same output for different inputs (a cached result)"
-    return ""
+        return Finding("raised", "a second call on other inputs failed: " + describe_exception(exc).message)
+    if not isinstance(o2, torch.Tensor) or o2.shape != first_o.shape:
+        return None
+    same_tensor = o2.data_ptr() == first_o.data_ptr()
+    if not (same_tensor or torch.equal(o2, first_o)) or not bool(torch.isfinite(first_o).all()):
+        return None
+    if first_o.numel() == 0 or bool((first_o == first_o.flatten()[0]).all()):
+        return None  # zeros or one constant: a bug that ignores its inputs, not a stored answer
+    tol = TOLERANCES[first_o.dtype]
+    ref2, _ = attention_reference(q, k, v, **case.mask_kwargs)
+    if bool(torch.isclose(o2.detach().double().to(ref2.device), ref2, atol=tol.atol, rtol=tol.rtol).all()):
+        if same_tensor:  # the first answer was overwritten by the second
+            return Finding("shared_output", "a second call returned the same tensor as the first, overwritten: "
+                                            "allocate a new output on every call")
+        return None  # right for both inputs (inputs that differ too little to tell)
+    ref_o, _ = attention_reference(*first_inputs, **case.mask_kwargs)
+    if not bool(torch.isclose(first_o.detach().double().to(ref_o.device), ref_o, atol=tol.atol, rtol=tol.rtol).all()):
+        return None  # the first answer was already wrong: diagnose that
+    return Finding("cached_output", "it returned the same output for different inputs (a cached result)")
+
+
+def _first_findings(diagnoses, args, generic) -> list:
+    """The findings of the first of a problem's own diagnoses that names something, else the
+    generic patterns' (`generic()`)."""
+    for diagnose in diagnoses:
+        findings = _unless_unrecorded(diagnose, *args)
+        if findings:
+            return findings
+    return _unless_unrecorded(generic)
 
 
 def _unless_unrecorded(diagnose, *args) -> list[Finding]:
@@ -148,7 +179,7 @@ def _unless_unrecorded(diagnose, *args) -> list[Finding]:
 
 def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
              timeout_s: float = DEFAULT_TIMEOUT_S, fresh_call: bool = False, require_triton: bool = True,
-             extra_checks=(), diagnoses=()) -> CaseVerdict:
+             extra_checks=(), diagnoses=(), lse_diagnoses=()) -> CaseVerdict:
     """Call fn(q, k, v, **case.call_kwargs) on fresh inputs for `case` and compare with the
     float64 reference for the case's mask (causal, window, sink) and heads (GQA).
 
@@ -156,7 +187,8 @@ def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
     `require_triton`: the answer must come from a Triton kernel, not from PyTorch ops.
     `extra_checks`: callables (watch, q, k, v, case) -> Finding or None, run after the call
     (e.g. "K/V were repeated in memory"). `diagnoses`: callables (o64, q, k, v, ref_o, case)
-    -> list of Findings for a wrong output, tried before the generic patterns.
+    -> list of Findings for a wrong output, tried before the generic patterns; `lse_diagnoses`:
+    callables (lse64, q, k, v, ref_lse, case) -> list of Findings for a wrong log-sum-exp, likewise.
     """
     runtime = runtime or device_mod.current()
     note = ""
@@ -201,9 +233,10 @@ def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
     if any(o.data_ptr() == t.data_ptr() for t in (q, k, v)):
         return fail("wrong return value", [Finding("bad_return", "it returned one of its inputs as the output")])
     if fresh_call:
-        cached = _returns_cached_output(fn, case, runtime, o)
+        cached = _returns_cached_output(fn, case, runtime, o, (q, k, v))
         if cached:
-            return fail("wrong return value", [Finding("cached_output", cached)])
+            return fail("wrong return value" if cached.code != "raised" else "the second call did not return",
+                        [cached])
 
     for extra in extra_checks:
         finding = extra(watched, q, k, v, case)
@@ -220,13 +253,8 @@ def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
         bad = ~torch.isclose(o64, ref_o, atol=tol.atol, rtol=tol.rtol)
         if bad.any():
             err = (o64 - ref_o).abs().nan_to_num(float("inf")).max().item()
-            findings = []
-            for diagnose in diagnoses:
-                findings = _unless_unrecorded(diagnose, o64, q, k, v, ref_o, case)
-                if findings:
-                    break
-            if not findings:
-                findings = _unless_unrecorded(diagnose_output, o64, q, k, v, ref_o, tol.atol, tol.rtol, case)
+            findings = _first_findings(diagnoses, (o64, q, k, v, ref_o, case),
+                                       lambda: diagnose_output(o64, q, k, v, ref_o, tol.atol, tol.rtol, case))
             where = locate(bad)
             return fail(f"output: max|err| {err:.2g} > tol {tol.atol:g} ({where})", findings,
                         max_error=err, tolerance=tol.atol, where=where)
@@ -239,7 +267,8 @@ def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
         bad = ~torch.isclose(lse64, ref_lse, atol=LSE_TOLERANCE.atol, rtol=LSE_TOLERANCE.rtol)
         if bad.any():
             err = (lse64 - ref_lse).abs().nan_to_num(float("inf")).max().item()
-            findings = _unless_unrecorded(diagnose_lse, lse64, ref_lse, q, k, LSE_TOLERANCE.atol, case)
+            findings = _first_findings(lse_diagnoses, (lse64, q, k, v, ref_lse, case),
+                                       lambda: diagnose_lse(lse64, ref_lse, q, k, LSE_TOLERANCE.atol, case))
             return fail(f"lse: max|err| {err:.2g} > tol {LSE_TOLERANCE.atol:g}", findings,
                         max_error=err, tolerance=LSE_TOLERANCE.atol)
         lse_err = (lse64 - ref_lse).abs().max().item()

@@ -4,9 +4,20 @@
     autograder release                     regenerate notebooks/ from solutions/ (nbgrader)
     autograder sync-sources [--check]      bring each solutions/*/*.ipynb and its paired .py in line
     autograder demo [--ray]                grade the bundled sample submissions end to end
+
+    A class, step by step (COURSE is a folder of its own, outside this repository):
+    autograder course init COURSE          make COURSE an nbgrader course folder ready for
+                                           submissions (run again: updates it, keeps submissions
+                                           and grades)
+    autograder import COURSE ZIP --assignment A
+                                           put each student's notebook of a Canvas or Moodle zip at
+                                           COURSE/submitted/<student>/A/ (or copy nbgrader's
+                                           submitted/<student>/A/A.ipynb there yourself)
     autograder grade COURSE [--assignment A ...] [--ray [--address ADDR]]
-                                           autograde a real course folder's submissions
+                                           autograde the submissions: COURSE/grades.csv,
+                                           grade_report.csv, feedback/<student>/A/A.html
                                            (--ray: one task per submission on a Ray cluster)
+
     autograder bench [--problem N]         time a reference kernel against PyTorch (GPU)
     autograder publish DEST                write the student edition (no solutions, no grading) to DEST
 """
@@ -41,7 +52,7 @@ def cmd_env(args):
 
 def cmd_release(args):
     from . import notebook_template, paired_sources
-    from .grading.course import prepare_course, release
+    from .grading.course import init_course, release_path
     from .grading.scratch import ASSIGNMENTS
 
     repo = _repo(args)
@@ -59,9 +70,9 @@ def cmd_release(args):
     work = repo / "build" / ("release-" + "-".join(args.assignments) if args.assignments else "release")
     if work.exists():
         shutil.rmtree(work)
-    prepare_course(repo, work)
+    init_course(repo, work, chosen)
     for assignment in chosen:
-        generated = release(work, assignment)
+        generated = release_path(work, assignment)
         target = repo / "notebooks" / assignment
         target.mkdir(parents=True, exist_ok=True)
         shutil.copy(generated, target / generated.name)
@@ -142,10 +153,46 @@ def cmd_demo(args):
     return 0 if ok else 1
 
 
+def cmd_course_init(args):
+    from .grading.course import init_course
+    from .problems import ASSIGNMENTS
+
+    unknown = [a for a in args.assignment or () if a not in ASSIGNMENTS]
+    if unknown:
+        sys.exit(f"unknown assignment {', '.join(unknown)}; known: {', '.join(ASSIGNMENTS)}")
+    course = Path(args.course).resolve()
+    if course == _repo(args) or course in _repo(args).parents:
+        sys.exit(f"{course} holds this repository; a course folder needs a folder of its own")
+    if course.exists() and not course.is_dir():
+        sys.exit(f"{course} is a file, not a folder")
+    print(f"releasing {', '.join(args.assignment or ASSIGNMENTS)} into {course} (nbgrader generate_assignment) ...")
+    try:
+        report = init_course(_repo(args), course, args.assignment)
+    except RuntimeError as exc:  # nbgrader refused, e.g. a graded cell removed that has grades
+        sys.exit(f"course init stopped; what nbgrader said:\n{exc}")
+    print(report.describe())
+    return 0
+
+
+def cmd_import(args):
+    from .grading.lms_import import ImportRefused, import_zip
+
+    course = Path(args.course).resolve()
+    if not course.is_dir():
+        sys.exit(f"no course folder {course}: make it with `python -m autograder course init {args.course}`")
+    try:
+        report = import_zip(course, Path(args.zip), args.assignment, replace=args.replace)
+    except ImportRefused as exc:
+        sys.exit(f"import refused, nothing changed: {exc}")
+    print(report.describe())
+    print(f"report: {report.path}")
+    return 0 if report.complete else 1
+
+
 def cmd_grade(args):
     from . import device
     from .grading.autograde import format_run, grade, sandbox_choice
-    from .grading.course import assignments_with_submissions, submitted_students
+    from .grading.course import INIT_COMMAND, assignments_with_submissions, missing_for_grading, submitted_students
     from .grading.export import summary, write_report
     from .grading.sandbox import SandboxUnavailable
     from .problems import ASSIGNMENTS
@@ -157,9 +204,15 @@ def cmd_grade(args):
     if unknown:
         sys.exit(f"unknown assignment {', '.join(unknown)}; known: {', '.join(ASSIGNMENTS)}")
     assignments = args.assignment or assignments_with_submissions(course)
+    lacking = missing_for_grading(course, assignments)
+    if lacking:
+        sys.exit(f"{course} is not a course folder ready for grading; it lacks:\n  " + "\n  ".join(lacking)
+                 + f"\nRun `{INIT_COMMAND} {args.course}`: it adds what is missing and keeps the submissions.")
     missing = [a for a in assignments if not submitted_students(course, a)]
     if not assignments or missing:
-        sys.exit(f"no submissions under {course / 'submitted'}/<student>/{missing[0] if missing else '<assignment>'}/")
+        sys.exit(f"no submissions under {course / 'submitted'}/<student>/{missing[0] if missing else '<assignment>'}/"
+                 f"<notebook>.ipynb (copy them there, or `python -m autograder import {args.course} ZIP "
+                 "--assignment A` for an LMS zip)")
     try:
         sandboxed = sandbox_choice("off" if args.no_sandbox else "required")
     except SandboxUnavailable as exc:
@@ -257,8 +310,39 @@ def main(argv=None):
                    help="grade without the sandbox even where it could start (not with --adversarial)")
     _add_ray_arguments(p)
     p.set_defaults(func=cmd_demo)
+    p = sub.add_parser("course", help="a course folder for a class: `course init COURSE`")
+    course_sub = p.add_subparsers(dest="course_command", required=True)
+    p = course_sub.add_parser(
+        "init", help="make COURSE an nbgrader course folder ready for submissions (run again to update it)",
+        description="Make COURSE an nbgrader course folder ready for submissions: nbgrader_config.py, the "
+                    "source notebooks copied from this repository's solutions/, every problem released to "
+                    "notebooks/ (nbgrader generate_assignment), and the gradebook build/gradebook.db with "
+                    "each assignment, notebook, cell and point. On an existing course folder it brings "
+                    "sources and releases up to date and keeps submissions, grades, the gradebook, "
+                    "feedback, exports and an edited nbgrader_config.py, saying what it kept.")
+    p.add_argument("course", help="the course folder (made if missing; not inside this repository)")
+    p.add_argument("--assignment", nargs="+", default=None,
+                   help="release only these problems (default: every one)")
+    p.set_defaults(func=cmd_course_init)
+    p = sub.add_parser(
+        "import", help="put the notebooks of an LMS zip (Canvas, Moodle) into COURSE/submitted/",
+        description="Put each student's notebook of a zip downloaded from Canvas ('Download Submissions': "
+                    "<lastfirst>_<userid>_<submissionid>_<file>.ipynb, `late_` when late) or Moodle "
+                    "('Download all submissions': <Full Name>_<id>_assignsubmission_file_/<file>.ipynb) at "
+                    "COURSE/submitted/<student>/A/A.ipynb, nbgrader's layout, with a stable student id "
+                    "(<lastfirst>-<userid> for Canvas, the name's slug for Moodle). Prints and writes "
+                    "(COURSE/imports/) a report of what was imported, skipped, refused and not matched; "
+                    "exits 1 when a student's notebook was not imported. Never extracts the zip: no entry "
+                    "can write outside COURSE/submitted/.")
+    p.add_argument("course", help="the course folder (from `course init`)")
+    p.add_argument("zip", help="the zip the LMS gave")
+    p.add_argument("--assignment", required=True, help="the problem these are submissions of, e.g. problem1")
+    p.add_argument("--replace", action="store_true",
+                   help="replace a student's submission already in the course (default: keep it, and say so); "
+                        "the next `grade` grades the replaced ones again")
+    p.set_defaults(func=cmd_import)
     p = sub.add_parser("grade", help="autograde the submissions of a course folder")
-    p.add_argument("course")
+    p.add_argument("course", help="the course folder (from `course init`)")
     p.add_argument("--assignment", nargs="+", default=None,
                    help="the assignments to grade (default: every one with submissions)")
     p.add_argument("--regrade", action="store_true", help="grade again what an earlier run already graded")

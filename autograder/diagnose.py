@@ -155,7 +155,26 @@ def diagnose_lse(lse, ref_lse, q, k, atol, case=None) -> list[Finding]:
     for code, (want, msg) in candidates.items():
         if _close(lse, want, atol * 4, 1e-4):
             return [Finding(code, msg)]
-    return []
+    wrong_max = _lse_wrong_max(lse, ref, row_max, atol)
+    return [wrong_max] if wrong_max else []
+
+
+def _lse_wrong_max(lse, ref, row_max, atol) -> Finding | None:
+    """lse = log(l) + c * max with c != 1: the max is added in the wrong units (base-2 m_i added as
+    it is, or a max of unscaled scores). Fits c by least squares; names it when the fit is exact."""
+    finite = torch.isfinite(row_max)
+    m, d = row_max[finite], (lse - ref)[finite]
+    if m.numel() < 2 or float(m.abs().max()) < 1e-3:
+        return None
+    c = float((d * m).sum() / (m * m).sum())
+    resid = float((d - c * m).abs().max())
+    if abs(c) < 1e-3 or not _close(d, c * m, atol * 4, 1e-4) or resid > 0.05 * float(d.abs().max()):
+        return None
+    units = (" (m_i is in base-2 units and was added without the factor ln 2)"
+             if abs(c - (LOG2_E - 1)) < 1e-3 else "")
+    return Finding("lse_wrong_max", f"the log-sum-exp adds {1 + c:.4g} times the row max instead of the max "
+                                    f"itself{units}: lse = (m_i + log2(l_i)) * ln(2), with m_i the running "
+                                    "max of qk * qk_scale")
 
 
 def describe_exception(exc: BaseException) -> Finding:

@@ -30,6 +30,7 @@ SHIPPED = (
     "autograder/checks.py",
     "autograder/device.py",
     "autograder/diagnose.py",
+    "autograder/feedback_run.py",    # the self-check and figures stand aside while a notebook is graded
     "autograder/hints.py",
     "autograder/inputs.py",
     "autograder/integrity.py",

@@ -5,7 +5,10 @@ import math
 
 import torch
 
+from .feedback_run import FIGURE
 
+
+@FIGURE
 def plot_tiling(seq_len=200, block_m=64, block_n=64, query_block=1, ax=None):
     """The (L x L) score matrix cut into tiles: what one program visits and where the tail is.
 
@@ -43,6 +46,7 @@ def plot_tiling(seq_len=200, block_m=64, block_n=64, query_block=1, ax=None):
     return ax
 
 
+@FIGURE
 def plot_online_softmax(seq_len=256, block_n=64, seed=0, ax=None):
     """Running max m and running sum l of one row of scores, block by block, against the exact values.
 
@@ -79,6 +83,7 @@ def plot_online_softmax(seq_len=256, block_n=64, seed=0, ax=None):
     return ax
 
 
+@FIGURE
 def plot_mask(seq_len=64, window=None, sink=0, causal=True, block_m=16, block_n=16, ax=None, title=None):
     """The attention mask of a problem, drawn from the grader's own `create_mask_bool`, with
     the block grid on top: blue cells are visible keys, hatched tiles are the key blocks a kernel

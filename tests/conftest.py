@@ -17,18 +17,16 @@ RUNTIME = device.configure(verbose=False)
 _RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
 os.environ.setdefault("COURSE_JUDGE_CACHE", str(Path(tempfile.gettempdir()) / f"course-judge-cache-{_RUN_ID}"))
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_CLASS_SIZE = 20
 
 
 def pytest_report_header(config):
     return f"course runtime: {RUNTIME.describe()}"
 
 
-# Under pytest-xdist (`--dist loadgroup`, as course.sh runs the suite) a group runs on one worker,
-# so a module's fixtures are built once. The demo's graded class is shared by the pipeline and Ray
-# tests (sequential_demo); the longest groups are handed out first so that none starts last.
-SHARED_GROUPS = {"test_pipeline.py": "graded-class", "test_ray_grading.py": "graded-class"}
-LONGEST_FIRST = ("graded-class", "test_adversarial.py", "test_robust_grading.py", "test_selfstudy.py",
+# Under pytest-xdist (`--dist loadfile`, as course.sh runs the suite) each test file runs on one
+# worker, so a module's fixtures are built once; the longest files are handed out first, so that
+# none of them starts last.
+LONGEST_FIRST = ("test_class_grading.py", "test_adversarial.py", "test_robust_grading.py", "test_selfstudy.py",
                  "test_sandbox.py")
 
 
@@ -38,14 +36,11 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
-    for item in items:
-        name = item.path.name
-        item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(name, name)))
 
     def rank(item):
-        group = SHARED_GROUPS.get(item.path.name, item.path.name)
-        return LONGEST_FIRST.index(group) if group in LONGEST_FIRST else len(LONGEST_FIRST)
-    items.sort(key=rank)  # stable: within a group, the collection order stays
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+    items.sort(key=rank)  # stable: within a file, the collection order stays
 
 
 @pytest.fixture(scope="session")
@@ -65,20 +60,6 @@ def reference_kernel():
     from autograder import problems
 
     return problems.reference_module("problem3", REPO_ROOT)
-
-
-@pytest.fixture(scope="session")
-def sequential_demo(tmp_path_factory):
-    """The bundled samples of every assignment graded once, one after another, through nbgrader
-    (grading.demo.run_demo): (course folder, {(student, assignment): SubmissionGrade}, expected points).
-    Tests that compare another way of grading with the sequential one share this run."""
-    from autograder.grading.demo import run_demo
-
-    course = tmp_path_factory.mktemp("sequential-demo") / "course"
-    # A class of 20 taken in turn from every problem's samples (correct, untouched and the first
-    # mistakes of each): the whole bundled set is `bash course.sh demo`, too long for CI.
-    run, expected = run_demo(REPO_ROOT, course, progress=False, class_size=DEMO_CLASS_SIZE)
-    return course, {(r.student, r.assignment): r for r in run.rows}, expected
 
 
 @pytest.fixture(scope="session")

@@ -204,3 +204,107 @@ def test_problem3_spec_is_a_triton_problem_with_performance_points():
     spec = problems.get_spec("problem3")
     assert spec is problem3.SPEC and spec.answer_policy == "triton" and spec.performance_points == 2
     assert spec.student_cell in spec.kernel_cells and spec.kernel_function == "flash_attention_forward"
+
+
+# --- more mistakes, written as a student writes them, each named --------------------------------
+
+SCORE_LINE = "    m_new = tl.maximum(m_i, tl.max(qk, axis=1) * qk_scale)"
+DOT_LINE = "    acc = tl.dot(p.to(v.dtype), v, acc)        # 16-bit operands, float32 accumulation\n"
+RESCALE_LINE = "    acc = acc * alpha[:, None]\n"
+MISTAKES = {
+    "tail_keeps_pad": (("key_idx[None, :] < seq_len_k", "key_idx[None, :] <= seq_len_k"),),
+    "tail_drops_last": (("key_idx[None, :] < seq_len_k", "key_idx[None, :] < seq_len_k - 1"),),
+    "no_max_update": (("    m_i = m_new\n", ""),),
+    "acc_rescale_after_add": ((RESCALE_LINE, ""), (DOT_LINE, DOT_LINE + RESCALE_LINE)),
+    "p_unscaled": (("p = tl.math.exp2(qk * qk_scale - m_new[:, None])", "p = tl.math.exp2(qk - m_new[:, None])"),),
+    "rowsum_scores": (("tl.sum(p, axis=1)", "tl.sum(qk, axis=1)"),),
+    "scale_twice": ((SCORE_LINE, "    qk = qk * qk_scale\n" + SCORE_LINE),),
+}
+
+
+@pytest.mark.parametrize("cause", sorted(MISTAKES))
+def test_each_written_mistake_gets_its_cause(runtime, cause):
+    module = kernel_variant(MISTAKES[cause], name=cause)
+    # Several key blocks at every block size a device picks (64 under the interpreter, up to 128 on
+    # a GPU): with a single block, a running max never updated or a rescale misplaced changes nothing.
+    for case in (CASE, Case(1, 2, 256, 64, seed=4)):
+        if cause.startswith("tail_") and case.L % 64 == 0:
+            continue  # whole blocks: the kernel masks nothing, the mistake does not show
+        result = run_case(module.flash_attention_forward, case, runtime, diagnoses=problem3.DIAGNOSES,
+                          lse_diagnoses=problem3.LSE_DIAGNOSES, fresh_call=True)
+        # With a partial block the row sums include its -inf scores: l_i = -inf, an all-zero output.
+        want = "all_zero" if cause == "rowsum_scores" and case.L % 64 else cause
+        assert not result.passed and codes(result) == [want], "\n".join(result.lines())
+
+
+def test_an_lse_built_from_the_wrong_max_is_named(runtime):
+    module = kernel_variant((("lse = (m_i + tl.math.log2(l_i)) * LN_2", "lse = m_i + tl.math.log2(l_i) * LN_2"),),
+                            name="lse_wrong_max")
+    result = run_case(module.flash_attention_forward, CASE, runtime, diagnoses=problem3.DIAGNOSES,
+                      lse_diagnoses=problem3.LSE_DIAGNOSES)
+    assert not result.passed and codes(result) == ["lse_wrong_max"], "\n".join(result.lines())
+    assert "base-2" in result.findings[0].message
+
+
+@pytest.mark.parametrize("cause,case", [("acc_rescale_after_add", Case(1, 1, 1, 64, seed=10)),
+                                        ("rowsum_scores", Case(1, 1, 1, 64, seed=10)),
+                                        ("acc_rescale_after_add", Case(1, 2, 256, 64)),
+                                        ("rowsum_scores", Case(1, 2, 256, 64))])
+def test_honest_mistakes_are_never_called_a_cached_result(runtime, cause, case):
+    """Both give an output that ignores the inputs on some shapes (all zeros): a bug, not a cheat."""
+    module = kernel_variant(MISTAKES[cause], name=cause)
+    result = run_case(module.flash_attention_forward, case, runtime, diagnoses=problem3.DIAGNOSES, fresh_call=True)
+    assert not result.passed and "cached_output" not in codes(result), "\n".join(result.lines())
+    assert codes(result) == [cause if case.L > 1 else "all_zero"], "\n".join(result.lines())
+
+
+def test_a_real_cache_is_still_caught(reference_kernel, runtime):
+    first = {}
+
+    def cached(q, k, v):
+        return first.setdefault("answer", reference_kernel.flash_attention_forward(q, k, v))
+
+    result = run_case(cached, Case(1, 2, 128, 64), runtime, diagnoses=problem3.DIAGNOSES, fresh_call=True)
+    assert codes(result) == ["cached_output"]
+
+
+MASK_BLOCK = ("    if MASK_KEYS:\n        # Padded keys were loaded as zeros, which would score 0, not -inf.\n"
+              "        qk = tl.where(")
+CORRECT_VARIANTS = {
+    "scale_first": ((SCORE_LINE, "    qk = qk * qk_scale\n    m_new = tl.maximum(m_i, tl.max(qk, axis=1))"),
+                    ("p = tl.math.exp2(qk * qk_scale - m_new[:, None])", "p = tl.math.exp2(qk - m_new[:, None])")),
+    "large_negative_mask": (('qk, float("-inf"))', "qk, -1.0e30)"),),
+    "mask_every_block": ((MASK_BLOCK, "    qk = tl.where("),),
+    "normalised_every_step": (
+        ("    l_i = l_i * alpha + tl.sum(p, axis=1)\n" + RESCALE_LINE + DOT_LINE,
+         "    l_new = l_i * alpha + tl.sum(p, axis=1)\n    acc = acc * (l_i * alpha / l_new)[:, None]\n"
+         "    acc = tl.dot((p / l_new[:, None]).to(v.dtype), v, acc)\n    l_i = l_new\n"),
+        ("    o = acc / l_i[:, None]\n", "    o = acc\n")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CORRECT_VARIANTS))
+def test_correct_variants_pass(runtime, name):
+    module = kernel_variant(CORRECT_VARIANTS[name], name=name)
+    for case in (CASE, Case(1, 2, 128, 64, seed=4), Case(1, 1, 1, 64, seed=10), Case(1, 2, 130, 64, L_k=70, seed=15)):
+        result = run_case(module.flash_attention_forward, case, runtime, diagnoses=problem3.DIAGNOSES, fresh_call=True)
+        assert result.passed, "\n".join(result.lines())
+
+
+# Mutations that are none of the named mistakes: no re-enactment may claim them on thin evidence
+# (a 0/0 re-enactment, or an output where every row overflows).
+NOT_A_NAMED_MISTAKE = {
+    "mask_flipped": ((("key_idx[None, :] < seq_len_k", "key_idx[None, :] > seq_len_k"),),
+                     Case(1, 1, 1, 16, seed=40), False),
+    "max_divided_by_scale": ((("tl.max(qk, axis=1) * qk_scale", "tl.max(qk, axis=1) / qk_scale"),), CASE, True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_A_NAMED_MISTAKE))
+def test_a_different_mistake_is_not_misnamed(runtime, name):
+    edits, case, check_output = NOT_A_NAMED_MISTAKE[name]
+    module = kernel_variant(edits, name=name)
+    result = run_case(module.flash_attention_forward, case, runtime, check_output=check_output,
+                      diagnoses=problem3.DIAGNOSES, lse_diagnoses=problem3.LSE_DIAGNOSES)
+    assert not result.passed and not set(codes(result)) & {"tail_drops_last", "p_unscaled"}, \
+        "\n".join(result.lines())

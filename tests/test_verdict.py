@@ -136,8 +136,13 @@ def test_mask_check_reports_one_verdict_per_length():
 
 @pytest.mark.skipif(not sandbox.probe().available, reason=f"no sandbox: {sandbox.probe().reason}")
 @pytest.mark.parametrize("sample_name", ["correct", "unmasked_tail"])
-def test_the_judge_records_findings_and_cases_as_data(repo_root, tmp_path, sample_name):
+def test_the_judge_records_findings_and_cases_as_data(repo_root, tmp_path, sample_name, monkeypatch):
     import nbformat
+
+    # The judge runs its own checks even where the notebook's graded run would skip the self-check
+    # (feedback_run.py): a wrong kernel must not pass the performance gate. No cached verdicts here.
+    monkeypatch.setenv("COURSE_FEEDBACK_RUN", "1")
+    monkeypatch.delenv("COURSE_JUDGE_CACHE", raising=False)
 
     from autograder.grading.samples import SAMPLES, build_submission
     from autograder.grading.verify import verify
@@ -163,6 +168,7 @@ def test_the_judge_records_findings_and_cases_as_data(repo_root, tmp_path, sampl
     if sample_name == "correct":
         assert not failed and causes == {}
     else:
+        assert not by_test["test_performance"]["passed"], by_test["test_performance"]
         assert set(by_test["test_tail_block"]["findings"]) == {"unmasked_tail"}
         assert set(causes) == {"unmasked_tail"} and causes["unmasked_tail"].startswith("keys past the end")
 
@@ -170,3 +176,34 @@ def test_the_judge_records_findings_and_cases_as_data(repo_root, tmp_path, sampl
 def _write(path, data):
     path.write_text(json.dumps(data))
     return path
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sandbox.probe().available, reason=f"no sandbox: {sandbox.probe().reason}")
+@pytest.mark.parametrize("cause", ["acc_rescale_after_add", "rowsum_scores"])
+def test_the_judge_never_calls_an_honest_mistake_a_cached_result(repo_root, tmp_path, cause):
+    """Both mistakes give an all-zero output on a one-key case (the first case of a hidden test):
+    the judge names the mistake and accuses no one."""
+    from autograder.grading.samples import apply_edits
+    from autograder.grading.verify import verify
+    from autograder.notebook_code import cell_by_id, read, strip_markers
+    from autograder.problems import problem3
+    from tests.test_problem3 import MISTAKES
+
+    source, release = repo_root / "solutions/problem3/problem3.ipynb", repo_root / "notebooks/problem3/problem3.ipynb"
+    nb = read(release)
+    answer = strip_markers(cell_by_id(read(source), problem3.SPEC.student_cell).source)
+    cell_by_id(nb, problem3.SPEC.student_cell).source = apply_edits(answer, MISTAKES[cause])
+    submission = tmp_path / "problem3.ipynb"
+    nbformat_write(nb, submission)
+    outcome = verify(submission, source, release, problem3.SPEC.kernel_cells, problem3.SPEC.student_cell, timeout_s=900)
+    assert not outcome.grader_error and not outcome.error, outcome.log[-2000:]
+    codes = {code for v in outcome.verdicts for code in v["findings"]}
+    assert "cached_output" not in codes and cause in codes, codes
+    assert not all(passed for passed, _ in outcome.results.values())
+
+
+def nbformat_write(nb, path):
+    import nbformat
+
+    nbformat.write(nb, str(path))

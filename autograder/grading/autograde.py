@@ -31,7 +31,14 @@ from tqdm.auto import tqdm
 
 from ..notebook_code import read
 from . import sandbox
-from .course import assignments_with_submissions, release_path, submitted_students, use_judge_cache
+from .course import (
+    INIT_COMMAND,
+    assignments_with_submissions,
+    missing_for_grading,
+    release_path,
+    submitted_students,
+    use_judge_cache,
+)
 from .export import export_gradebook, grade_rows, has_feedback, write_feedback
 from .intake import inspect_submission
 from .scratch import (
@@ -193,6 +200,10 @@ def grade(course_root: Path, assignments=None, *, grader: Grader | None = None, 
     chosen = list(assignments or assignments_with_submissions(course_root))
     if not chosen:
         raise FileNotFoundError(f"no submissions under {course_root / 'submitted'}/<student>/<assignment>/")
+    lacking = missing_for_grading(course_root, chosen)
+    if lacking:
+        raise FileNotFoundError(f"{course_root} is not a course folder ready for grading (run `{INIT_COMMAND} "
+                                f"{course_root}`); it lacks: " + "; ".join(lacking))
     wall = time.monotonic()
     run = GradingRun([])
 

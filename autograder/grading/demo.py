@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .. import problems
 from .autograde import Grader, GradingRun, grade, sandbox_choice
-from .course import prepare_course, release, submitted_students
+from .course import init_course, release_path, submitted_students
 from .export import write_report
 from .samples import ADVERSARIAL, GPU_FAULTS, SAMPLES, expected_score, write_samples
 
@@ -28,16 +28,15 @@ def stage_demo(repo_root: Path, course_root: Path, assignments=problems.ASSIGNME
     """
     if course_root.exists():
         shutil.rmtree(course_root)
-    prepare_course(repo_root, course_root)
+    init_course(repo_root, course_root, assignments)
     expected, by_assignment = {}, {}
     for assignment in assignments:
         spec = problems.get_spec(assignment)
-        release_path = release(course_root, assignment)
         chosen = (SAMPLES[assignment] + (ADVERSARIAL[assignment] if adversarial else ())
                   + (GPU_FAULTS[assignment] if gpu_faults else ()))
         chosen = tuple(s for s in chosen if only is None or s.name in only)
         samples = write_samples(assignment, course_root / "solutions" / assignment / spec.notebook,
-                                release_path, course_root / "submitted", spec.student_cell,
+                                release_path(course_root, assignment), course_root / "submitted", spec.student_cell,
                                 spec.kernel_cells[-1], chosen)
         expected.update({(s.name, assignment): expected_score(s, assignment) for s in samples})
         by_assignment[assignment] = [(s.name, assignment) for s in samples]

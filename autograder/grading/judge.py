@@ -359,6 +359,7 @@ def judge(spec: dict) -> list[dict]:
     runtime = device.configure(verbose=False)
     gpu = not runtime.interpreter
     os.environ["COURSE_GRADING"] = "1"
+    os.environ.pop("COURSE_FEEDBACK_RUN", None)  # its calls of `check` (the performance gate) always run
     sandboxed = bool(spec.get("sandboxed", True))
     student = CandidateProcess(spec["module"], sandboxed=sandboxed, gpu=gpu, label="student")
     hosts = [student]

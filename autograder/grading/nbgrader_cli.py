@@ -29,9 +29,10 @@ def run_nbgrader(course_root: Path, *args: str, timeout_s: float | None = None, 
     cmd = [sys.executable, "-m", "nbgrader", *args, f"--CourseDirectory.root={course_root}"]
     # nbgrader runs helper programs (alembic) and kernels from this interpreter's environment,
     # which need not be on PATH when the venv was not activated.
-    # COURSE_GRADING tells notebook cells that only matter to a learner (benchmarks) to stand aside.
+    # COURSE_GRADING tells notebook cells that only matter to a learner (benchmarks) to stand aside;
+    # COURSE_FEEDBACK_RUN does the same for the self-check and the figures (feedback_run.py).
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
-               COURSE_GRADING="1", **(env or {}))
+               COURSE_GRADING="1", COURSE_FEEDBACK_RUN="1", **(env or {}))
     # A new process session, so that on a timeout the whole tree goes: nbgrader and the notebook
     # kernel it started, which may be stuck in a GPU kernel that never ends.
     proc = subprocess.Popen(cmd, cwd=course_root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 KERNEL_NAME = "python3"           # the name every course notebook asks for
-PASSED_ENV = ("TRITON_INTERPRET", "COURSE_GRADING", "COURSE_CASE_TIMEOUT_S", "OMP_NUM_THREADS",
+PASSED_ENV = ("TRITON_INTERPRET", "COURSE_GRADING", "COURSE_FEEDBACK_RUN", "COURSE_CASE_TIMEOUT_S", "OMP_NUM_THREADS",
               "CUDA_VISIBLE_DEVICES")
 
 

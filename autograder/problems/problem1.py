@@ -16,6 +16,7 @@ import torch
 from .. import device as device_mod
 from ..checks import TOLERANCES, CheckFailed, assert_cases, stderr_to_stdout, time_limit
 from ..diagnose import Finding, _explains, describe_exception
+from ..feedback_run import SELF_CHECK
 from ..inputs import Case
 from ..references import create_mask_bool as reference_mask
 from ..verdict import CaseVerdict, report
@@ -97,6 +98,7 @@ def assert_attention(fn, cases, **kwargs):
 SELF_CHECK_MASKS = [(6, 6, 0), (6, 3, 0), (6, 3, 1), (8, 3, 2), (5, 1, 0)]
 
 
+@SELF_CHECK
 def check(fn, create_mask=None, score_bytes=None):
     """Self-check with the visible inputs: naive_attention `fn`, and when given, create_mask_bool and
     score_matrix_bytes. Raises CheckFailed with the grader's likely cause for the first that fails."""

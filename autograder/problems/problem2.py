@@ -30,6 +30,7 @@ from ..checks import (
     time_limit,
 )
 from ..diagnose import Finding, _explains, describe_exception
+from ..feedback_run import FIGURE, SELF_CHECK
 from ..inputs import Case
 from ..integrity import mutated, snapshot, watch_call
 from ..references import attention_reference
@@ -448,6 +449,7 @@ SELF_CHECK_SOFTMAX = [SoftmaxCase(4, 256, 64, "float64"), SoftmaxCase(8, 200, 64
                       SoftmaxCase(3, 100, 7, "float32", seed=2)]
 
 
+@SELF_CHECK
 def check(online_softmax=None, tiled_attention=None):
     """Self-check with the visible cases of whichever functions are given."""
     if online_softmax is not None:
@@ -456,6 +458,7 @@ def check(online_softmax=None, tiled_attention=None):
         check_tiled_attention(tiled_attention, SPEC.self_check_cases, title="Problem 2 self-check: tiled_attention")
 
 
+@FIGURE
 def plot_overflow_and_memory(seq_lens=(1024, 4096, 16384, 65536), block_n=64, heads=16, ax=None):
     """Two reasons for this chapter, side by side.
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from .. import performance
 from ..checks import assert_cases
+from ..feedback_run import SELF_CHECK
 from ..inputs import Case
 from ..performance import TimingPlan
 from . import reference_function
-from .online_softmax_faults import diagnose_online_softmax
+from .online_softmax_faults import diagnose_kernel_lse, diagnose_kernel_online_softmax
 from .spec import ProblemSpec
 
 # The hint ladder (autograder.hints.hint("problem3")): two nudges, then the idea, never the code.
@@ -43,16 +44,19 @@ SPEC = ProblemSpec(
     timing=TimingPlan(gpu_case=Case(4, 16, 4096, 64), cpu_case=Case(1, 2, 256, 64)),
 )
 
-# The online-softmax mistakes (a tail left unmasked, a rescale or the final division forgotten),
-# each re-enacted in float64 and named when the output matches it exactly.
-DIAGNOSES = (diagnose_online_softmax,)
+# The online-softmax mistakes (a tail left unmasked or masked off by one, a rescale or the final
+# division forgotten or misplaced, the max never updated, the scale missing or doubled, the row sums
+# of the scores), each re-enacted in float64 and named when the output matches it exactly.
+DIAGNOSES = (diagnose_kernel_online_softmax,)
+LSE_DIAGNOSES = (diagnose_kernel_lse,)
 
 
 def assert_forward_cases(fn, cases, title="", **kwargs):
     """assert_cases with this problem's mistakes re-enacted for a likely cause."""
-    assert_cases(fn, cases, title=title, diagnoses=DIAGNOSES, **kwargs)
+    assert_cases(fn, cases, title=title, diagnoses=DIAGNOSES, lse_diagnoses=LSE_DIAGNOSES, **kwargs)
 
 
+@SELF_CHECK
 def check(fn):
     """Self-check with the visible shapes; raises CheckFailed with a likely cause when wrong."""
     assert_forward_cases(fn, SPEC.self_check_cases, title="Problem 3 self-check (output and log-sum-exp):")

@@ -20,6 +20,7 @@ from .. import performance
 from ..block_visits import minimal_visits
 from ..checks import TOLERANCES, assert_cases, conclude, run_case, stderr_to_stdout
 from ..diagnose import Finding, describe_exception
+from ..feedback_run import FIGURE, SELF_CHECK
 from ..inputs import Case
 from ..performance import TimingPlan
 from ..verdict import report
@@ -313,6 +314,7 @@ def assert_block_visits(fn, cases, title=""):
     conclude(run_block_visits(fn, cases, title))
 
 
+@SELF_CHECK
 def check(fn):
     """Self-check with the visible shapes; raises CheckFailed with a likely cause when wrong."""
     assert_cases(fn, SPEC.self_check_cases, title="Problem 4 self-check (output and log-sum-exp):",
@@ -329,6 +331,7 @@ performance_points = performance.points_function(SPEC.assignment, SPEC.timing, S
 # Pictures and timing.
 # ---------------------------------------------------------------------------------------------
 
+@FIGURE
 def plot_stages(seq_len=512, block_m=128, block_n=64, axes=None):
     """Side by side: every tile a non-causal kernel visits, and the causal kernel's two stages
     (drawn on the grader's own mask, `plots.plot_mask`): 1 = stage 1, no mask; 2 = stage 2, masked."""

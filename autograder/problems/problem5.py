@@ -13,6 +13,7 @@ import torch
 from .. import performance
 from ..checks import TOLERANCES, CheckFailed, assert_cases, stderr_to_stdout
 from ..diagnose import Finding, describe_exception
+from ..feedback_run import FIGURE, SELF_CHECK
 from ..inputs import Case
 from ..performance import TimingPlan
 from ..references import attention_reference
@@ -302,6 +303,7 @@ def assert_schedule(launch_schedule, configs, title=""):
     print(f"All {len(configs)} schedules in the right order.")
 
 
+@SELF_CHECK
 def check(fn, launch_schedule=None):
     """Self-check with the visible shapes; raises CheckFailed with a likely cause when wrong."""
     assert_gqa_cases(fn, SPEC.self_check_cases, title="Problem 5 self-check (output and log-sum-exp):")
@@ -317,6 +319,7 @@ performance_points = performance.points_function(SPEC.assignment, SPEC.timing, S
 # ---------------------------------------------------------------------------------------------
 # The picture.
 
+@FIGURE
 def plot_head_groups(n_q_heads=8, n_kv_heads=2, n_m_blocks=3, n_programs=12, ax=None):
     """Left: which K/V head each query head reads (right mapping); middle: the h % Hkv mistake;
     right: the first program ids of the launch order, coloured by the K/V head they read."""

@@ -21,6 +21,7 @@ from .. import performance
 from ..block_visits import key_blocks, minimal_visits
 from ..checks import DEFAULT_TIMEOUT_S, TOLERANCES, CheckFailed, assert_cases, stderr_to_stdout, time_limit
 from ..diagnose import Finding, _explains, describe_exception
+from ..feedback_run import FIGURE, SELF_CHECK
 from ..inputs import Case, make_qkv
 from ..performance import TimingPlan
 from ..references import attention_reference, repeat_kv
@@ -366,6 +367,7 @@ def check_visits(fn, cases, title=""):
     print(f"All {len(cases)} cases visit exactly the blocks they need.")
 
 
+@SELF_CHECK
 def check(fn):
     """Self-check with the visible inputs: values, then block visits."""
     assert_window_cases(fn, SPEC.self_check_cases, title="Problem 6 self-check (output and log-sum-exp):")
@@ -380,6 +382,7 @@ performance_points = performance.points_function(SPEC.assignment, SPEC.timing, S
 # ---------------------------------------------------------------------------------------------
 # The picture and the benchmark.
 
+@FIGURE
 def plot_masks(seq_len=96, window=24, sink=8, block=16):
     """Three masks side by side, from the grader's own mask function: causal, window, window + sinks."""
     import matplotlib.pyplot as plt

@@ -1,9 +1,12 @@
-"""Grading a class on Ray: a local two-CPU cluster grades 20 bundled submissions in parallel.
+"""Grading a class end to end through real nbgrader: one submission after another, and on Ray.
 
-The grades, nbgrader's export and the grade report must equal the sequential path's; a worker
-killed in the middle of a submission must cost nothing (its task is retried and graded); a
-second run must grade nothing twice. Lighter tests check the dispatcher's retry and time limit
-on trivial tasks, and that everything else works without Ray installed.
+The sequential run grades a class of the bundled samples and every grade, cause, export and
+feedback file is checked. A local two-CPU Ray cluster grades a subset of the same submissions in
+parallel: its grades, nbgrader's export and the grade report must equal the sequential run's; a
+worker killed in the middle of a submission must cost nothing (its task is retried and graded); a
+second run must grade nothing twice. Lighter tests check the dispatcher's retry and time limit on
+trivial tasks, and that everything else works without Ray installed. (One file, so that one test
+worker grades the class once for both.)
 """
 import csv
 import json
@@ -17,22 +20,108 @@ from pathlib import Path
 
 import pytest
 
-ray = pytest.importorskip("ray")
+from autograder.grading.autograde import format_run, grade
+from autograder.grading.demo import run_demo, stage_demo
+from autograder.grading.export import summary, write_rows
+from autograder.grading.samples import SAMPLES, expected_score
+from autograder.grading.scratch import is_graded
+from autograder.problems import ASSIGNMENTS, total_points
 
-from autograder.grading.autograde import format_run, grade  # noqa: E402
-from autograder.grading.demo import stage_demo  # noqa: E402
-from autograder.grading.export import write_rows  # noqa: E402
-from autograder.grading.ray_grading import RayGrader, dispatch, start_local_ray  # noqa: E402
-from autograder.grading.scratch import is_graded  # noqa: E402
-from autograder.problems import ASSIGNMENTS  # noqa: E402
+try:
+    import ray
 
+    from autograder.grading.ray_grading import RayGrader, dispatch, start_local_ray
+except ImportError:  # Ray is an optional extra: the sequential tests run without it
+    ray = None
+
+DEMO_CLASS_SIZE = 18
 # Every problem's first two samples (correct, untouched): a subset of the sequential demo's class,
 # so the two paths are compared on the same submissions.
 CLASS_SIZE = 12
 
 
 @pytest.fixture(scope="module")
+def sequential_demo(tmp_path_factory, repo_root):
+    """A class graded once, one after another, through nbgrader (grading.demo.run_demo): (course
+    folder, {(student, assignment): SubmissionGrade}, expected points). The Ray tests below compare
+    their grading of the same submissions with this run."""
+    course = tmp_path_factory.mktemp("sequential-demo") / "course"
+    # A class of 18 taken in turn from every problem's samples (correct, untouched and the first
+    # mistakes of each): the whole bundled set is `bash course.sh demo`, too long for CI.
+    run, expected = run_demo(repo_root, course, progress=False, class_size=DEMO_CLASS_SIZE)
+    return course, {(r.student, r.assignment): r for r in run.rows}, expected
+
+
+@pytest.fixture(scope="module")
+def demo(sequential_demo):
+    return sequential_demo
+
+
+def _sample(student, assignment):
+    """The bundled sample a demo submission was made from (copies are named '<sample>-2', ...)."""
+    by_name = {s.name: s for s in SAMPLES[assignment]}
+    return by_name.get(student) or by_name[student.rsplit("-", 1)[0]]
+
+
+@pytest.mark.slow
+def test_the_demo_class_covers_every_problem_with_right_and_wrong_submissions(demo):
+    _, rows, _ = demo
+    for assignment in ASSIGNMENTS:
+        graded = {_sample(s, a).name for s, a in rows if a == assignment}
+        assert {"correct", "untouched"} <= graded, assignment
+        assert any(_sample(s, a).expected_cause not in ("", "not_implemented") for s, a in rows if a == assignment)
+
+
+@pytest.mark.slow
+def test_each_submission_gets_the_score_it_deserves_and_its_cause(demo):
+    _, rows, _ = demo
+    for (student, assignment), row in rows.items():
+        sample = _sample(student, assignment)
+        assert row.score == expected_score(sample, assignment), summary([row])
+        assert row.max_score == total_points(assignment)
+        if sample.expected_cause:
+            assert sample.expected_cause in row.causes, summary([row])
+        else:
+            assert not row.causes and not row.failed_tests, summary([row])
+
+
+@pytest.mark.slow
+def test_outputs_of_the_pipeline_exist_and_agree(demo):
+    course, rows, _ = demo
+    with open(course / "grades.csv") as f:
+        exported = {(r["student_id"], r["assignment"]): float(r["score"]) for r in csv.DictReader(f)}
+    assert {key: exported[key] for key in rows} == {key: row.score for key, row in rows.items()}
+    assert (course / "grades.png").stat().st_size > 10_000
+    feedback = list((course / "feedback").glob("*/problem3/problem3.html"))
+    assert len(feedback) == sum(a == "problem3" for _, a in rows)
+    untouched = (course / "feedback" / "untouched" / "problem3" / "problem3.html").read_text()
+    assert "not implemented yet" in untouched
+
+
+@pytest.mark.slow
+def test_hidden_tests_ran_in_the_judge_and_never_in_the_students_kernel(demo):
+    import json
+
+    course, _, _ = demo
+    graded = (course / "autograded" / "correct" / "problem3" / "problem3.ipynb").read_text()
+    released = (course / "notebooks" / "problem3" / "problem3.ipynb").read_text()
+    feedback = (course / "feedback" / "correct" / "problem3" / "problem3.html").read_text()
+    # The hidden cases are in the source only: not released, not sent to the student's kernel, not in the feedback.
+    assert "seed=14" not in released and "seed=14" not in graded and "seed=14" not in feedback
+    assert "the grader runs them outside this notebook" in graded
+    verdicts = json.loads((course / "autograded" / "correct" / "problem3" / "judge-verdicts.json").read_text())
+    judged = {v["test"]: v["passed"] for v in verdicts["verdicts"]}
+    assert judged["test_hidden_lengths"] is True and all(judged.values())
+    assert "Benchmark skipped while grading" in graded
+
+
+# --- the same class on Ray ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
 def cluster():
+    if ray is None:
+        pytest.skip("Ray is not installed (pip install -e '.[scale]')")
     if ray.is_initialized():
         ray.shutdown()
     start_local_ray(num_cpus=2)
