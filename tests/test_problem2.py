@@ -174,6 +174,16 @@ def test_returning_zeros_for_a_fully_masked_row_breaks_the_convention(solution_c
     assert codes(result) == ["masked_row"] and "NaN" in result.findings[0].message
 
 
+def test_a_wrong_float32_softmax_gets_a_diagnosis_not_a_crash(solution_code):
+    """A float32 answer that no re-enacted mistake explains is compared with float32 re-enactments
+    (the overflow check's) as well as float64 ones: the self-check names a cause, and never raises."""
+    def half_scaled(x, block_size):
+        return variant(solution_code).online_softmax(x, block_size) * 1.5
+
+    result = run_softmax_case(half_scaled, SoftmaxCase(4, 70, 16, dtype="float32"))
+    assert not result.passed and codes(result) == ["row_sums"], "\n".join(result.lines())
+
+
 def test_builtin_softmax_gets_no_credit():
     result = run_softmax_case(lambda x, block_size: torch.softmax(x, dim=-1), SoftmaxCase(2, 64, 16))
     assert codes(result) == ["uses_builtin_softmax"]

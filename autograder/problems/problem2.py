@@ -48,11 +48,11 @@ _HINTS = (
     "blocks so far were all -inf still has m = -inf, and exp(-inf - (-inf)) is NaN: use 0 in place of "
     "the max while it is -inf. tiled_attention is the same loop over key blocks with scores "
     "s = q k^T / sqrt(D) of one block, plus acc, which alpha rescales just like l.",
-    "online_softmax: one loop computes m and l block by block; then the output is exp(x - m) / l for "
-    "the whole row (a second, vectorised pass). tiled_attention: work in float32; per key block "
-    "compute the block's scores, m_new, alpha, p = exp(s - m_new), l = alpha*l + rowsum(p), "
-    "acc = alpha*acc + p @ v_block; after the last block (the partial one too) o = acc / l cast back "
-    "to q's dtype, and lse = m + log(l).",
+    "online_softmax: one loop computes m and l block by block; then a second, vectorised pass turns the "
+    "whole row into probabilities with the final m and l. tiled_attention: work in float32; per key block "
+    "the block's scores, the new max, alpha, the block's probabilities against the new max, then l and "
+    "acc each re-based by alpha and grown by this block's share; after the last block (the partial one "
+    "too) normalise acc, cast it back to q's dtype, and build the LSE from the max and the sum.",
 )
 
 SPEC = ProblemSpec(
@@ -164,33 +164,35 @@ def simulate_online_softmax(x: torch.Tensor, block_size: int, fault: str = "", d
 # (finding code, fault re-enacted by simulate_online_softmax, what to tell the student), tried in order.
 SOFTMAX_FAULTS = (
     ("nan_masked_block", "no_safe_max",
-     "rows whose first block is all -inf came out NaN: with m = -inf, alpha = exp(m_old - m_new) = "
-     "exp(-inf - (-inf)) = NaN. While a row's max is still -inf, subtract 0 instead (m_safe = 0 when "
-     "m_new is -inf): exp(-inf - 0) = 0"),
+     "rows whose first block is all -inf came out NaN: while a row's max is still -inf, the rescale "
+     "factor is exp(-inf - (-inf)) = NaN. Until the row has seen a finite value, measure against a finite "
+     "stand-in for the max, so that exp(-inf - stand-in) = 0"),
     ("no_l_rescale", "no_l_rescale",
-     "the running sum is not rescaled when the max grows: multiply l by alpha = exp(m_old - m_new) "
-     "before adding the new block's sum"),
+     "the running sum is not rescaled when the max grows: every term in it was measured against the old "
+     "max, so re-base it onto the new one before adding the new block's sum"),
     ("alpha_inverted", "alpha_inverted",
-     "alpha is inverted: it must be exp(m_old - m_new) <= 1, which shrinks the old sum onto the larger "
-     "max, not exp(m_new - m_old)"),
+     "alpha is inverted: re-basing the old sum onto a larger max must shrink it (alpha <= 1), and this "
+     "alpha grows it"),
     ("dropped_tail", "dropped_tail",
-     "the last, partial block of columns is never read: loop over range(0, N, block_size), which ends "
-     "with a block shorter than block_size"),
+     "the last, partial block of columns is never read: when N is not a multiple of block_size the loop "
+     "must also visit the shorter last block"),
     ("dropped_tail", "dropped_tail_zero",
-     "the last, partial block of columns is never read (its outputs stay 0): loop over "
-     "range(0, N, block_size), partial block included"),
+     "the last, partial block of columns is never read (its outputs stay 0): the loop must also visit "
+     "the shorter last block"),
     ("no_normalise", "no_normalise",
      "the output is not divided by the running sum l: the rows do not sum to 1"),
 )
 _OVERFLOW_MESSAGE = ("no max subtraction: exp overflows with logits of {big:.3g} (the largest {dtype} exp "
-                     "is exp({limit:.1f})), and inf / inf is NaN. Subtract the running max before exp: "
-                     "exp(x - m)")
+                     "is exp({limit:.1f})), and inf / inf is NaN. Measure every value against the running max "
+                     "before taking exp, so that no exponent is positive")
 
 
 def _matches(o, sim, ref, tol: Tolerance) -> bool:
     """Does the re-enacted mistake `sim` explain `o`, NaN and inf included?"""
     if o.shape != sim.shape:
         return False
+    # Compared in float64: a re-enactment in the input's dtype (float32) meets a float64 answer.
+    o, sim, ref = o.double(), sim.double(), ref.double()
     bad_o, bad_sim = ~torch.isfinite(o), ~torch.isfinite(sim)
     if not torch.equal(bad_o, bad_sim):
         return False
@@ -369,11 +371,11 @@ def no_score_matrix(watch, q, k, v, case) -> Finding | None:
 
 ATTENTION_BLOCK_SIZES = (64, 32, 128, 16)  # the block a solution is likely to use, most likely first
 ATTENTION_FAULTS = {
-    "no_acc_rescale": "acc is not rescaled when the running max grows: multiply acc by alpha = exp(m_old - m_new) "
-                      "before adding p @ v_block",
+    "no_acc_rescale": "acc is not rescaled when the running max grows: it was summed under the old max, "
+                      "and needs the same factor as l before the block's contribution is added",
     "no_l_rescale": "the running sum l is not rescaled when the running max grows: multiply l by alpha "
                     "before adding the block's row sums",
-    "no_normalise": "the final division o = acc / l is missing",
+    "no_normalise": "the output is not divided by the running sum l: the weights of a row do not sum to 1",
 }
 
 
@@ -403,8 +405,8 @@ def diagnose_tiled_attention(o64, q, k, v, ref_o, case) -> list[Finding]:
             seen = (f"attention over keys 0..{n_full - 1} only" if n_full else
                     f"no key at all: with Lk={lk} < block_n there is no full block, and acc / l is 0 / 0")
             return [Finding("dropped_tail", f"the keys past the last full block are ignored (the output matches "
-                                            f"{seen}, with {block_n}-key blocks): loop over range(0, Lk, block_n), "
-                                            f"the partial last block included")]
+                                            f"{seen}, with {block_n}-key blocks): when Lk is not a multiple of "
+                                            f"block_n the loop must also visit the shorter last block")]
     for block_n in ATTENTION_BLOCK_SIZES:
         if lk <= block_n:
             continue  # a single block never rescales; no_normalise is tried below on its own
