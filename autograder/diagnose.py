@@ -149,8 +149,8 @@ def diagnose_lse(lse, ref_lse, q, k, atol, case=None) -> list[Finding]:
     row_max = scores.amax(-1)
     candidates = {
         "lse_base2": (ref * LOG2_E, "the log-sum-exp is in base 2: multiply by ln(2) to return natural log"),
-        "lse_no_max": (ref - row_max, "the log-sum-exp misses the running max m_i: lse = (m_i + log2(l_i)) * ln(2)"),
-        "lse_no_sum": (row_max, "the log-sum-exp misses log(l_i): lse = (m_i + log2(l_i)) * ln(2)"),
+        "lse_no_max": (ref - row_max, "the log-sum-exp misses the running max m_i: the sum l_i was measured against it"),
+        "lse_no_sum": (row_max, "the log-sum-exp misses the log of the running sum l_i: the max alone is only its largest term"),
     }
     for code, (want, msg) in candidates.items():
         if _close(lse, want, atol * 4, 1e-4):
@@ -173,8 +173,8 @@ def _lse_wrong_max(lse, ref, row_max, atol) -> Finding | None:
     units = (" (m_i is in base-2 units and was added without the factor ln 2)"
              if abs(c - (LOG2_E - 1)) < 1e-3 else "")
     return Finding("lse_wrong_max", f"the log-sum-exp adds {1 + c:.4g} times the row max instead of the max "
-                                    f"itself{units}: lse = (m_i + log2(l_i)) * ln(2), with m_i the running "
-                                    "max of qk * qk_scale")
+                                    f"itself{units}: m_i is the running max of the scaled scores, in base-2 "
+                                    "units like log2(l_i)")
 
 
 def describe_exception(exc: BaseException) -> Finding:

@@ -66,12 +66,14 @@ RECORDED = {
         "exercise"),
     "autograder/problems/problem4.py": (
         ("_ranges_correct", "visit_weights", "reenact"),
-        "the float64 re-enactment of the causal kernel's two stages holds problem 4's key ranges"),
+        "the float64 re-enactment of the causal kernel's two stages holds problem 4's key ranges and "
+        "diagonal mask, next to each typical mistake"),
     "autograder/problems/problem5.py": (
         ("expected_schedule",),
         "the launch order per program id is problem 5's second function, inverted"),
     "autograder/problems/problem6.py": (
-        ("visible_pairs", "_flex_peer", "_sdpa_dense_peer"),
+        ("block_ranges", "visible_pairs", "_flex_peer", "_sdpa_dense_peer"),
+        "the diagnoses' re-enactment computes problem 6's key_block_ranges (and each mistake next to it); "
         "the benchmark's pair count and its FlexAttention and dense-mask peers spell out the seed's mask "
         "rule, problem 1's create_mask_bool (in the edition the two peers are reported as skipped)"),
     "autograder/problems/problem2.py": (

@@ -34,22 +34,25 @@ KERNEL_FAULTS = {
     "rowsum_scores": "l_i adds the row sums of the scores qk instead of the row sums of p",
     "scale_twice": "the scores are scaled twice (qk * qk_scale and then qk_scale again)",
 }
+# What to change, said without the line that does it (a diagnosis teaches; the answer stays the student's).
 FIXES = {
-    "unmasked_tail": "set the scores of keys with index >= seq_len_k to -inf before the row max "
-                     "(the masked load pads them with 0, and exp2(0 - m) is not 0)",
-    "no_acc_rescale": "multiply acc by alpha = exp2(m_old - m_new) before adding p @ v",
-    "no_l_rescale": "multiply l_i by alpha = exp2(m_old - m_new) before adding the row sums of p",
-    "no_normalise": "divide acc by l_i at the end",
-    "tail_keeps_pad": "mask with key_idx < seq_len_k: key seq_len_k is padding",
-    "tail_drops_last": "mask with key_idx < seq_len_k: key seq_len_k - 1 is the last real key",
-    "no_max_update": "set m_i = m_new at the end of each update, or alpha is 0 and only the last block counts",
-    "acc_rescale_after_add": "multiply acc by alpha before adding p @ v: only the old sum was computed "
-                             "under the old max",
-    "p_unscaled": "compute p = exp2(qk * qk_scale - m_new[:, None]): m_new is in scaled units, and the raw "
-                  "scores overflow exp2",
-    "rowsum_scores": "add tl.sum(p, axis=1) to l_i: l_i is the sum of the probabilities",
-    "scale_twice": "multiply the scores by qk_scale once: either scale qk first and use it as it is, "
-                   "or scale inside the max and the exp2",
+    "unmasked_tail": "in the last block, give the keys past the end of the sequence a score of -inf before "
+                     "the row max (the masked load pads them with 0, and exp2(0 - m) is not 0)",
+    "no_acc_rescale": "rescale acc by alpha, the factor from the old max to the new one, before this block's "
+                      "contribution is added",
+    "no_l_rescale": "rescale l_i by alpha, the factor from the old max to the new one, before this block's "
+                    "row sums are added",
+    "no_normalise": "the output is the accumulated sum divided by the running sum of the weights",
+    "tail_keeps_pad": "the first padded key has index seq_len_k: the tail mask must hide it too",
+    "tail_drops_last": "the last real key has index seq_len_k - 1: the tail mask must keep it",
+    "no_max_update": "carry the new max into the next block, or alpha is 0 and only the last block counts",
+    "acc_rescale_after_add": "rescale acc before adding this block's contribution: only the old sum was "
+                             "computed under the old max",
+    "p_unscaled": "the probabilities need the same scaled scores as the max: m_new is in scaled units, and "
+                  "the raw scores overflow exp2",
+    "rowsum_scores": "l_i is a sum of probabilities: add the row sums of p, not of the scores",
+    "scale_twice": "apply qk_scale to the scores once: either scale qk first and use it as it is, or scale "
+                   "inside the max and the exp2",
 }
 ALL_FAULTS = {**FAULTS, **KERNEL_FAULTS}
 BLOCK_SIZES = (64, 32, 128, 16)  # key-block sizes a kernel is likely to use, most likely first

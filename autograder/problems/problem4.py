@@ -39,10 +39,9 @@ _HINTS = (
     "query attends to itself. The update is problem 3's, with the tail-of-sequence test replaced by the "
     "causal test: think about why, for every row that is stored, the causal test already hides the keys "
     "past the end.",
-    "causal_key_range: stage 1 = [0, first query of the block); stage 2 = [first query of the block, "
-    "the smaller of the block's end and seq_len). online_softmax_update: on the diagonal, set to -inf the "
-    "scores where the key index is greater than the query index, then run problem 3's recurrence unchanged. "
-    "finalize: as in problem 3.",
+    "causal_key_range: stage 1 covers the keys before the block's first query; stage 2 the block's own "
+    "positions, never past the sequence. online_softmax_update: on the diagonal, hide every key that comes "
+    "after its query, then run problem 3's recurrence unchanged. finalize: as in problem 3.",
 )
 
 SPEC = ProblemSpec(
@@ -93,49 +92,36 @@ def _ranges_correct(m, bm, bn, n):
     return 0, m * bm, m * bm, min((m + 1) * bm, n)
 
 
-RANGE_VARIANTS = {
-    "correct": _ranges_correct,
-    "all_keys": lambda m, bm, bn, n: (0, 0, 0, n),
-    "diagonal_twice": lambda m, bm, bn, n: (0, (m + 1) * bm, m * bm, min((m + 1) * bm, n)),
-    "block_behind": lambda m, bm, bn, n: (0, (m - 1) * bm, (m - 1) * bm, min(m * bm, n)),
-    "block_ahead": lambda m, bm, bn, n: (0, (m + 1) * bm, (m + 1) * bm, min((m + 2) * bm, n)),
-    "block_n_units": lambda m, bm, bn, n: (0, m * bn, m * bn, min((m + 1) * bn, n)),
-}
-
-# Which keys j the diagonal mask keeps for query i.
-MASK_VARIANTS = {
-    "causal": lambda i, j: j <= i,
-    "strict": lambda i, j: j < i,
-    "one_ahead": lambda i, j: j <= i + 1,
-    "none": lambda i, j: torch.ones_like(j <= i),
-    "reversed": lambda i, j: j >= i,
-}
+# The stage ranges and diagonal masks the re-enactment knows, by name: the rules themselves live in
+# visit_weights (whose code the student edition does not ship: next to the mistakes stands the answer).
+RANGE_VARIANTS = ("correct", "all_keys", "diagonal_twice", "block_behind", "block_ahead", "block_n_units")
+MASK_VARIANTS = ("causal", "strict", "one_ahead", "none", "reversed")
 
 RANGE_FINDINGS = {
     "all_keys": ("blocks_not_skipped", "every key block goes through stage 2, including the blocks above the "
                  "diagonal"),
     "diagonal_twice": ("diagonal_twice", "the diagonal block is visited twice: stage 1 runs on to the end of "
                        "the query block (without the mask) and stage 2 visits the diagonal again; stage 1 must "
-                       "stop at start_m * BLOCK_M, the block's first query"),
+                       "stop where the query block's diagonal begins"),
     "block_behind": ("query_block_offset", "the key ranges are one query block behind: stage 2 walks the keys "
-                     "before the block instead of its diagonal, so the diagonal keys are never visited; the "
-                     "diagonal starts at start_m * BLOCK_M"),
+                     "before the block instead of its diagonal, so the diagonal keys are never visited; find the "
+                     "key index of the block's first query"),
     "block_ahead": ("query_block_offset", "the key ranges are one query block ahead: stage 1 runs over the "
                     "diagonal without the mask, and stage 2 over keys no query of the block may see; stage 1 "
-                    "ends at start_m * BLOCK_M"),
+                    "ends at the key index of the block's first query"),
     "block_n_units": ("block_units", "the key ranges count in BLOCK_N where the position of the query block "
-                      "needs BLOCK_M: query block start_m starts at key start_m * BLOCK_M, and its diagonal "
-                      "spans BLOCK_M keys"),
+                      "needs BLOCK_M: query block start_m holds the queries from start_m query blocks in, and "
+                      "its diagonal spans as many keys as the block has queries"),
 }
 MASK_FINDINGS = {
     "strict": ("diagonal_offset", "the diagonal mask is off by one: it hides key j = i, but a query attends "
-               "to itself (keep j <= i, not j < i); row 0 is left with no key at all and becomes NaN"),
+               "to itself; row 0 is left with no key at all and becomes NaN"),
     "one_ahead": ("diagonal_offset", "the diagonal mask is off by one: it lets query i see key i + 1, one "
-                  "step into the future (keep j <= i)"),
+                  "step into the future"),
     "none": ("no_causal_mask", "the diagonal blocks are not masked: inside its own block a query sees the "
              "keys after it (and, in the last block, zero-padded keys past the end)"),
-    "reversed": ("mask_reversed", "the diagonal mask is reversed: it keeps the keys after the query (j >= i) "
-                 "and hides the ones before it; keep j <= i"),
+    "reversed": ("mask_reversed", "the diagonal mask is reversed: it keeps the keys after the query "
+                 "and hides the ones before it"),
 }
 
 
@@ -143,7 +129,21 @@ def visit_weights(seq_len, block_m, block_n, ranges="correct", mask="causal"):
     """Multiplicity of each (query i, key j) in a kernel with these stage ranges and this diagonal
     mask, as an (L, width) float64 tensor (columns past L are zero-padded keys), and a boolean (L,)
     that is False for rows whose first visited block shows them no key (NaN in the kernel)."""
-    range_fn, mask_fn = RANGE_VARIANTS[ranges], MASK_VARIANTS[mask]
+    range_fn = {
+        "correct": _ranges_correct,
+        "all_keys": lambda m, bm, bn, n: (0, 0, 0, n),
+        "diagonal_twice": lambda m, bm, bn, n: (0, (m + 1) * bm, m * bm, min((m + 1) * bm, n)),
+        "block_behind": lambda m, bm, bn, n: (0, (m - 1) * bm, (m - 1) * bm, min(m * bm, n)),
+        "block_ahead": lambda m, bm, bn, n: (0, (m + 1) * bm, (m + 1) * bm, min((m + 2) * bm, n)),
+        "block_n_units": lambda m, bm, bn, n: (0, m * bn, m * bn, min((m + 1) * bn, n)),
+    }[ranges]
+    mask_fn = {  # which keys j the diagonal mask keeps for query i
+        "causal": lambda i, j: j <= i,
+        "strict": lambda i, j: j < i,
+        "one_ahead": lambda i, j: j <= i + 1,
+        "none": lambda i, j: torch.ones_like(j <= i),
+        "reversed": lambda i, j: j >= i,
+    }[mask]
     n_q = -(-seq_len // block_m)
     width = (n_q + 2) * block_m
     counts = torch.zeros(seq_len, width, dtype=torch.float64)
@@ -208,7 +208,7 @@ def causal_diagnoses(fn):
         full, _ = _noncausal(q, k, v)
         if _same(o, full, tol.atol, tol.rtol):
             return [Finding("no_causal_mask", "the output is plain non-causal attention: no key after its query "
-                                              "is hidden (stage 2 needs the mask j <= i, and the blocks above "
+                                              "is hidden (stage 2 needs the causal mask, and the blocks above "
                                               "the diagonal must not be visited)")]
         for block_m, block_n in sizes:
             for ranges in RANGE_VARIANTS:

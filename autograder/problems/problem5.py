@@ -31,10 +31,10 @@ _HINTS = (
     "(base n_m_blocks), then K/V heads (base Hkv), and what is left is the batch. Peel the digits off from "
     "the fastest with a remainder and a quotient each; the query head is then rebuilt from its K/V head "
     "and its place in the group.",
-    "kv_head: G = Hq // Hkv, answer = query head // G. program_coordinates: G as above; the position "
-    "in the group is pid mod G; divide pid by G, take the query block as that mod n_m_blocks; divide by "
-    "n_m_blocks, take the K/V head as that mod Hkv; what remains divided by Hkv is the batch; the query "
-    "head is K/V head * G + position in the group.",
+    "kv_head: a quotient by the group size, never a remainder. program_coordinates: four digits, "
+    "fastest first (place in the group, query block, K/V head, batch), each taken with a remainder and "
+    "removed with a quotient; the last digit needs no remainder. The query head is where its group starts "
+    "plus its place in it.",
 )
 
 SPEC = ProblemSpec(
@@ -202,20 +202,18 @@ def diagnose_kv_heads(o64, q, k, v, ref_o, case):
 
     seen = f"query head -> K/V head read: {_mapping_str(observed)}; right: {_mapping_str(right)}"
     if same([h % hkv for h in range(hq)]):
-        return [Finding("kv_head_modulo", f"query head h reads K/V head h % Hkv instead of h // (Hq // Hkv) "
-                                          f"({seen}): the {group} query heads of a group are neighbours, so divide "
-                                          "by the group size rather than taking a remainder")]
+        return [Finding("kv_head_modulo", f"query head h reads K/V head h % Hkv ({seen}): the {group} query "
+                                          "heads of a group are neighbours, not every Hkv-th head")]
     if same([0] * hq):
         return [Finding("kv_head_zero", f"every query head reads K/V head 0 ({seen}): the divisor is too large "
-                                        "(dividing by Hq instead of the group size Hq // Hkv) or the group size "
-                                        "came out as 0 (Hkv // Hq instead of Hq // Hkv)")]
+                                        "or the group size came out as 0: a group holds Hq / Hkv query heads")]
     for wrong in range(1, hq + 1):
         if wrong != group and same([h // wrong for h in range(hq)]):
             return [Finding("kv_group_size", f"query heads are grouped in runs of {wrong} instead of "
-                                             f"Hq // Hkv = {group} ({seen}): check how the group size is computed")]
+                                             f"{group} ({seen}): check how the group size is computed")]
     if any(j is not None and j != r for j, r in zip(observed, right, strict=True)):
-        return [Finding("wrong_kv_head", f"some query heads read the wrong K/V head ({seen}): query head h "
-                                         f"must read K/V head h // {group}")]
+        return [Finding("wrong_kv_head", f"some query heads read the wrong K/V head ({seen}): each run of "
+                                         f"{group} neighbouring query heads shares one K/V head")]
     return []
 
 

@@ -41,9 +41,10 @@ _HINTS = (
     "q_start - (W - 1) (never below 0), the latest is q_end - 1. Round the window's start down to a "
     "multiple of BLOCK_N. The sinks end at S, but no query here sees a key at or after q_end; round up "
     "to whole blocks. The sink loop must stop where the window loop begins, or a block is counted twice.",
-    "visible: (k <= q) and (k > q - W), or (k < S) and (k <= q). key_block_ranges: window_hi = q_end; "
-    "window_lo = max(q_start - (W - 1), 0) rounded down to a multiple of BLOCK_N; sink_hi = "
-    "min(S, q_end) rounded up to a multiple of BLOCK_N, then capped at window_lo.",
+    "visible is section 2's formula as two boolean grids, window and sinks, each also causal, joined by "
+    "an or. key_block_ranges, in words: the window loop ends where the block's own queries end, and starts "
+    "at the block holding the earliest key its first query sees; the sink loop covers whole blocks up to "
+    "the sinks or the block's end, whichever comes first, and never reaches into the window loop's blocks.",
 )
 
 SPEC = ProblemSpec(
@@ -213,8 +214,8 @@ def diagnose_sink_twice(o64, q, k, v, ref_o, case):
         return [Finding("sink_visited_twice", f"a sink block is visited twice (the output matches that exactly, "
                                               f"with {shape[0]}x{shape[1]} tiles): where the window loop already "
                                               "starts at block 0, the sink loop visits the same block again and "
-                                              "its keys count twice in the softmax; end the sink loop where the "
-                                              "window loop begins (sink_hi <= window_lo)")]
+                                              "its keys count twice in the softmax; the sink loop must end where "
+                                              "the window loop begins")]
     return []
 
 
@@ -230,8 +231,7 @@ def diagnose_window_off_by_one(o64, q, k, v, ref_o, case):
         if whole or _match(o, q, k, v, ref, case, mask=mask):
             return [Finding("window_off_by_one", f"the window is off by one: the output matches a window of "
                                                  f"{wrong} keys instead of {w}{'' if whole else ' in the masked tiles'}"
-                                                 f". Query i sees W keys counting itself: i-(W-1) .. i, so the "
-                                                 f"test is k > q - W (not >=)")]
+                                                 f". Query i sees W keys counting itself: i-(W-1) .. i")]
     return []
 
 
@@ -247,7 +247,7 @@ def diagnose_sinks_ignored(o64, q, k, v, ref_o, case):
                                          "i >= j, however far back they are")]
     if _match(o, q, k, v, ref, case, variant="no_sink_loop"):
         return [Finding("sink_blocks_skipped", "the sink blocks are never visited: the output matches a kernel whose "
-                                               "sink loop is empty (sink_hi = 0), so only the sinks that happen to "
+                                               "sink loop is empty, so only the sinks that happen to "
                                                "lie inside the window are seen")]
     return []
 
