@@ -280,7 +280,10 @@ def cmd_publish(args):
     dest = Path(args.dest).resolve()
     if dest == repo or dest in repo.parents:
         sys.exit(f"{dest}: publish into a folder of its own, not the course repository or a folder above it")
-    edition.publish(dest, repo)
+    try:
+        edition.publish(dest, repo)
+    except edition.LeakFound as exc:  # what gives a solution away, file by file: nothing to push
+        sys.exit(str(exc))
     return 0
 
 

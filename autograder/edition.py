@@ -20,6 +20,8 @@ import os
 import shutil
 from pathlib import Path
 
+from . import edition_scan
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 SHIPPED = (
@@ -85,6 +87,7 @@ RECORDED = {
 EXCLUDED = {
     "autograder/grading": "the grading pipeline: hidden tests, the judge, sample submissions made of solution lines",
     "autograder/edition.py": "publishes from solutions/: instructor only",
+    "autograder/edition_scan.py": "knows the solutions, to scan the edition for them: instructor only",
     "autograder/course_config.py": "names the course's private repository",
     "autograder/notebook_template.py": "writes the badge and setup cells into the source notebooks (instructor only)",
     "autograder/paired_sources.py": "keeps the source notebooks and their .py twins in line (instructor only)",
@@ -376,5 +379,19 @@ def publish(dest: Path, repo: Path = REPO_ROOT, log=print, table: dict | None = 
     (dest / "pyproject.toml").write_text(_pyproject(repo))
     (dest / "environment.yml").write_text(_environment(repo))
     (dest / ".gitignore").write_text("__pycache__/\n*.egg-info/\nbuild/\n.ipynb_checkpoints/\n")
-    log(f"wrote the student edition to {dest} ({len(table)} recorded outputs)")
+    found = edition_scan.leaks(dest, edition_scan.secrets(repo))
+    if found:
+        raise LeakFound(dest, found)
+    log(f"wrote the student edition to {dest} ({len(table)} recorded outputs); no solution line, expression "
+        f"or re-enactment of one in it")
     return dest
+
+
+class LeakFound(RuntimeError):
+    """The edition holds a solution line, one of its expressions, or code that computes it."""
+
+    def __init__(self, dest: Path, found: dict[str, list[str]]):
+        self.found = found
+        lines = [f"  {name}: {hit}" for name, hits in found.items() for hit in hits]
+        super().__init__(f"{dest} gives solutions away; do not push it. Reword, record or exclude:\n"
+                         + "\n".join(lines))

@@ -63,9 +63,10 @@ def reference_kernel():
 
 
 @pytest.fixture(scope="session")
-def student_edition(tmp_path_factory):
-    """The student edition (`autograder publish`), written once per test run and shared by the
-    pytest-xdist workers: the edition tests scan it, the self-study test runs its notebooks."""
+def recorded_outputs(tmp_path_factory) -> Path:
+    """The student edition's recorded outputs (`edition.record_outputs`: every notebook run with the
+    reference answer), recorded once per test run and shared by the pytest-xdist workers."""
+    import torch
     from filelock import FileLock
 
     from autograder import edition
@@ -73,10 +74,24 @@ def student_edition(tmp_path_factory):
     shared = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         shared = shared.parent  # the run's folder, above each worker's own
-    dest = shared / "student-edition"
-    with FileLock(str(shared / "student-edition.lock")):
-        done = shared / "student-edition.done"
-        if not done.exists():
-            edition.publish(dest, REPO_ROOT, log=lambda *_: None)
-            done.touch()
-    return dest
+    table = shared / "recorded_outputs.pt"
+    with FileLock(str(shared / "recorded_outputs.lock")):
+        if not table.exists():
+            partial = table.with_suffix(".partial")
+            torch.save(edition.record_outputs(REPO_ROOT, log=lambda *_: None), partial)
+            partial.rename(table)
+    return table
+
+
+@pytest.fixture(scope="module")
+def student_edition(tmp_path_factory, recorded_outputs) -> Path:
+    """The student edition (`autograder publish`), written for each test module that uses it from
+    the run's recorded outputs: the edition tests scan and change it, the self-study test runs its
+    notebooks."""
+    import torch
+
+    from autograder import edition
+
+    table = torch.load(recorded_outputs, weights_only=True)
+    return edition.publish(tmp_path_factory.mktemp("student-edition"), REPO_ROOT, log=lambda *_: None,
+                           table=table)

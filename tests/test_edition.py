@@ -1,20 +1,19 @@
 """The student edition (`autograder publish`) holds no solution, no hidden test and no grading.
 
-What is secret: every line between `### BEGIN SOLUTION` and `### END SOLUTION` and between
-`### BEGIN HIDDEN TESTS` and `### END HIDDEN TESTS` of every source notebook. A reference kernel's
-secret part is exactly its solution region: the rest of its cell is released as locked code, and
-later problems release earlier problems' finished kernels as given code, so a line that any student
-notebook shows is public. Trivial lines (blank, `pass`, comments, brackets, very short statements
-such as `m = m_new`) prove nothing and are not searched for.
+What is secret, and how the edition is scanned for it: autograder/edition_scan.py (every line of
+every solution and hidden-test region, every expression of a solution line, and code that computes
+one under other names). `publish` refuses to write an edition that the scan finds anything in; the
+tests here scan it again, wheel included, and show that the scan finds each kind of leak where it
+is put back.
 
 The notebooks themselves are run from the edition by tests/test_selfstudy.py (the slow test that
 runs every filled-in student notebook), so the edition's package is what they import.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -23,90 +22,17 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import course_config, edition, problems
+from autograder import course_config, edition, edition_scan, problems
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MIN_SECRET_CHARS = 12  # shorter lines (`m = m_new`, `return o, lse`) are no evidence of a leak
-
-
-def _normalise(line: str) -> str:
-    return " ".join(line.split())
-
-
-# Solution lines that restate what every student notebook gives in words, each with where.
-GIVEN = {
-    "scale = 1.0 / math.sqrt(q.shape[-1])": "the softmax scale 1/sqrt(D), stated in every chapter",
-    "group = n_q_heads // n_kv_heads": "problem 5's docstring: runs of n_q_heads // n_kv_heads query heads",
-}
-
-
-def _trivial(line: str) -> bool:
-    """Blank, `pass`, comments, brackets, short lines, a call's opening line, reading a shape, and
-    lines that neither assign nor call (`if is_causal:`, `return o, lse`): any attention code has them."""
-    return (len(line) < MIN_SECRET_CHARS or line.startswith("#") or line == "pass"
-            or not re.search(r"[A-Za-z0-9]", line) or not re.search(r"[=(]", line)
-            or line.endswith(("[", "(", "{", ","))
-            or re.fullmatch(r"[\w, ]+ = \w+\.shape(\[-?\d\])?", line) is not None
-            or line.split(" #")[0].strip() in GIVEN)
-
-
-def _regions(source_nb):
-    """(secret lines, lines outside any region) of one source notebook."""
-    secret, public, inside = [], set(), False
-    for cell in source_nb.cells:
-        for raw in cell.source.splitlines():
-            line = _normalise(raw)
-            if line.startswith("### BEGIN SOLUTION") or line.startswith("### BEGIN HIDDEN TESTS"):
-                inside = True
-            elif line.startswith("### END SOLUTION") or line.startswith("### END HIDDEN TESTS"):
-                inside = False
-            elif inside:
-                secret.append(line)
-            else:
-                public.add(line)
-    return secret, public
-
-
-def secret_lines(repo: Path = REPO_ROOT) -> dict[str, str]:
-    """{line: problem} for every non-trivial solution or hidden-test line that no student notebook shows."""
-    public: set[str] = set()
-    for released in repo.glob("notebooks/*/*.ipynb"):
-        for cell in nbformat.read(str(released), as_version=4).cells:
-            public.update(_normalise(line) for line in cell.source.splitlines())
-    found: dict[str, str] = {}
-    for assignment in problems.ASSIGNMENTS:
-        source = problems.source_notebook_path(assignment, repo)
-        secret, outside = _regions(nbformat.read(str(source), as_version=4))
-        for line in secret:
-            if not _trivial(line) and line not in public and line not in outside:
-                found.setdefault(line, assignment)
-    return found
-
-
-def leaks(root: Path, secrets: dict[str, str]) -> dict[str, list[str]]:
-    """{file: [secret lines it holds]} over every file under root (binary files read as text too)."""
-    found: dict[str, list[str]] = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and ".git" not in p.parts):
-        if path.suffix in {".whl", ".zip"}:
-            with zipfile.ZipFile(path) as z:
-                texts = [(f"{path.name}!{n}", z.read(n).decode(errors="ignore")) for n in z.namelist()]
-        else:
-            texts = [(str(path.relative_to(root)), path.read_bytes().decode(errors="ignore"))]
-        for name, text in texts:
-            if path.suffix == ".ipynb" or name.endswith(".ipynb"):
-                text = "\n".join("".join(cell["source"]) for cell in json.loads(text)["cells"])
-            # A secret line anywhere in a line: inside a string, a longer statement, a pickle.
-            normalised = "\n".join(_normalise(line) for line in text.splitlines())
-            hits = [s for s in secrets if s in normalised]
-            if hits:
-                found[name] = hits
-    return found
 
 
 @pytest.fixture(scope="module")
-def secrets():
-    found = secret_lines()
-    assert len(found) > 50  # the solutions and hidden tests are really there to leak
+def secrets() -> edition_scan.Secrets:
+    found = edition_scan.secrets()
+    # The solutions and hidden tests are really there to leak, as lines, expressions and forms.
+    assert len(found.lines) > 50 and len(found.expressions) > 20 and len(found.forms) > 20
+    assert set(found.lines.values()) == set(problems.ASSIGNMENTS)
     return found
 
 
@@ -121,13 +47,47 @@ def test_every_module_is_shipped_recorded_or_excluded_with_a_reason():
 def test_the_scan_finds_solution_lines_where_they_are(secrets):
     # The course repository's own sample submissions and source notebooks are made of them (the
     # samples of problems 3, 4 and 6 edit lines that problems 5 and 6 release as given code).
-    found = leaks(REPO_ROOT / "autograder" / "grading" / "sample_sets", secrets)
+    found = edition_scan.leaks(REPO_ROOT / "autograder" / "grading" / "sample_sets", secrets)
     assert {"problem1.py", "problem2.py", "problem5.py"} <= set(found), found
-    assert leaks(REPO_ROOT / "solutions", secrets)
+    assert edition_scan.leaks(REPO_ROOT / "solutions", secrets)
+
+
+def test_the_scan_finds_solutions_put_back_under_other_names_or_in_words(student_edition, tmp_path, secrets):
+    """What the edition records or words differently is caught where it comes back: a re-enactment
+    that computes the right key ranges next to the mistakes (the course's own problem 4 and 6
+    modules, whose functions the edition ships as recorded outputs), and a fix text that quotes
+    the expression of a solution line."""
+    edition_copy = tmp_path / "edition"
+    shutil.copytree(student_edition / "autograder", edition_copy / "autograder",
+                    ignore=shutil.ignore_patterns("recorded_outputs.pt", "__pycache__"))
+    assert not edition_scan.leaks(edition_copy, secrets)
+    for module in ("problem4.py", "problem6.py"):
+        shutil.copy(REPO_ROOT / "autograder" / "problems" / module, edition_copy / "autograder" / "problems")
+    (edition_copy / "autograder" / "fixes.py").write_text(
+        'FIX = "compute p = exp2(qk * qk_scale - m_new[:, None]): m_new is in scaled units"\n')
+    found = edition_scan.leaks(edition_copy, secrets)
+    assert set(found) == {"autograder/problems/problem4.py", "autograder/problems/problem6.py",
+                          "autograder/fixes.py"}, found
+    # problem 4's last key of stage 2 as `min((m + 1) * bm, n)`, problem 6's window start and sink end
+    assert any("problem4's `tl.minimum((start_m + 1) * BLOCK_M, seq_len)` as `min((m + 1) * bm, n)`" in hit
+               for hit in found["autograder/problems/problem4.py"]), found
+    hits = "\n".join(found["autograder/problems/problem6.py"])
+    assert "`max(q_start - (window - 1), 0)`" in hits and "`_cdiv(min(sink, q_end), block_n)`" in hits, hits
+    assert found["autograder/fixes.py"] == ["expression of problem3: qk*qk_scale-m_new[:,None]"]
+
+
+def test_publish_refuses_an_edition_that_gives_a_solution_away(student_edition, tmp_path, monkeypatch):
+    """`publish` scans what it wrote: a module that would ship a re-enactment's code stops it."""
+    recorded = {k: v for k, v in edition.RECORDED.items() if k != "autograder/problems/problem6.py"}
+    monkeypatch.setattr(edition, "RECORDED", recorded)
+    monkeypatch.setattr(edition, "SHIPPED", (*edition.SHIPPED, "autograder/problems/problem6.py"))
+    with pytest.raises(edition.LeakFound, match="problem6.py: problem6's `tl.maximum") as refused:
+        edition.publish(tmp_path / "edition", REPO_ROOT, log=lambda *_: None, table={})
+    assert list(refused.value.found) == ["autograder/problems/problem6.py"]
 
 
 def test_edition_holds_no_solution_hidden_test_or_grading(student_edition, secrets):
-    assert not leaks(student_edition, secrets)
+    assert not edition_scan.leaks(student_edition, secrets)
     names = {str(p.relative_to(student_edition)) for p in student_edition.rglob("*") if p.is_file()}
     assert not [n for n in names if n.startswith(("solutions", "autograder/grading"))]
     assert {"README.md", "pyproject.toml", "environment.yml", "autograder/recorded_outputs.pt"} <= names
@@ -192,38 +152,39 @@ except ImportError:
 WRONG = {"problem1": "gqa_modulo", "problem2": "attention_no_acc_rescale", "problem3": "unmasked_tail"}
 
 
-@pytest.mark.parametrize("assignment", sorted(WRONG))
-def test_edition_self_check_names_a_bundled_mistake(student_edition, tmp_path, assignment):
+def test_edition_self_check_names_bundled_mistakes(student_edition, tmp_path):
+    """Problems 1 and 2 check against recorded outputs, problem 3 names a mistake from recorded
+    re-enactments: one Python, as a student's notebook kernel is one."""
     from autograder.grading.samples import SAMPLES, sample_kernel_function
 
-    sample = next(s for s in SAMPLES[assignment] if s.name == WRONG[assignment])
-    fn = sample_kernel_function(assignment, sample, REPO_ROOT)
-    answer_file = Path(sys.modules[fn.__module__].__file__)
-    arguments = {"problem1": "m.naive_attention, m.create_mask_bool, m.score_matrix_bytes",
-                 "problem2": "m.online_softmax, m.tiled_attention"}.get(assignment, f"m.{fn.__name__}")
-    code = f"""
-from autograder.device import configure
-configure()
-import importlib.util
-spec = importlib.util.spec_from_file_location("answer", {str(answer_file)!r})
+    code = "from autograder.device import configure\nconfigure()\nimport importlib.util\n" \
+           "from autograder.checks import CheckFailed\n"
+    expected = {}
+    for assignment, name in WRONG.items():
+        sample = next(s for s in SAMPLES[assignment] if s.name == name)
+        expected[assignment] = sample.expected_cause
+        fn = sample_kernel_function(assignment, sample, REPO_ROOT)
+        answer_file = Path(sys.modules[fn.__module__].__file__)
+        arguments = {"problem1": "m.naive_attention, m.create_mask_bool, m.score_matrix_bytes",
+                     "problem2": "m.online_softmax, m.tiled_attention"}.get(assignment, f"m.{fn.__name__}")
+        code += f"""
+spec = importlib.util.spec_from_file_location("answer_{assignment}", {str(answer_file)!r})
 m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
-from autograder.checks import CheckFailed
 from autograder.problems import {assignment} as problem
 try:
     problem.check({arguments})
 except CheckFailed as exc:
-    print("CAUSES", sorted({{f.code for r in exc.verdicts for f in r.findings}}))
+    print("CAUSES {assignment}", sorted({{f.code for r in exc.verdicts for f in r.findings}}))
 """
     result = _in_edition(student_edition, code, tmp_path)
     assert result.returncode == 0, result.stderr
-    causes = re.search(r"^CAUSES (.*)$", result.stdout, re.M)
-    assert causes and sample.expected_cause in causes.group(1), result.stdout[-3000:]
+    for assignment, cause in expected.items():
+        causes = re.search(rf"^CAUSES {assignment} (.*)$", result.stdout, re.M)
+        assert causes and cause in causes.group(1), (assignment, result.stdout[-3000:])
 
 
 def test_the_editions_wheel_holds_the_package_and_no_secret(student_edition, tmp_path, secrets):
     """What `pip install` of the student repository installs (built offline from a copy of the edition)."""
-    import shutil
-
     source = tmp_path / "edition"
     shutil.copytree(student_edition, source)
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
@@ -235,4 +196,4 @@ def test_the_editions_wheel_holds_the_package_and_no_secret(student_edition, tmp
     names = zipfile.ZipFile(wheel).namelist()
     assert "autograder/recorded_outputs.pt" in names and "autograder/problems/problem3.py" in names
     assert not [n for n in names if n.startswith("autograder/grading") or n.endswith("course_config.py")]
-    assert not leaks(tmp_path / "dist", secrets)
+    assert not edition_scan.leaks(tmp_path / "dist", secrets)

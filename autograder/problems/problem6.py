@@ -290,7 +290,8 @@ def assert_window_cases(fn, cases, title="", **kwargs):
 # Block visits: the kernel counts the key blocks each program folds in.
 
 def _rows(block_m, seq_len, m):
-    return f"queries {m * block_m}-{min((m + 1) * block_m, seq_len) - 1}"
+    first = m * block_m
+    return f"queries {first}-{min(first + block_m, seq_len) - 1}"
 
 
 def visit_findings(counts, seq_len, block_m, block_n, window, sink) -> list[Finding]:
