@@ -149,8 +149,10 @@ def diagnose_lse(lse, ref_lse, q, k, atol, case=None) -> list[Finding]:
     row_max = scores.amax(-1)
     candidates = {
         "lse_base2": (ref * LOG2_E, "the log-sum-exp is in base 2: multiply by ln(2) to return natural log"),
-        "lse_no_max": (ref - row_max, "the log-sum-exp misses the running max m_i: the sum l_i was measured against it"),
-        "lse_no_sum": (row_max, "the log-sum-exp misses the log of the running sum l_i: the max alone is only its largest term"),
+        "lse_no_max": (ref - row_max, "the log-sum-exp misses the running max m_i: the sum l_i was measured "
+                                      "against it"),
+        "lse_no_sum": (row_max, "the log-sum-exp misses the log of the running sum l_i: the max alone is only "
+                                "its largest term"),
     }
     for code, (want, msg) in candidates.items():
         if _close(lse, want, atol * 4, 1e-4):
