@@ -202,7 +202,7 @@ def secrets(repo: Path = REPO_ROOT) -> Secrets:
     from . import problems
 
     public_lines: set[str] = set()
-    public_text, public_forms = "", set()
+    public_text, public_forms = "", set[str]()
     for released in sorted(repo.glob("notebooks/*/*.ipynb")):
         nb = nbformat.read(str(released), as_version=4)
         public_text += _squash("\n".join(cell.source for cell in nb.cells))  # prose and formulas too
