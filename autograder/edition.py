@@ -345,9 +345,9 @@ def _pyproject(repo: Path) -> str:
 
 
 def _environment(repo: Path) -> str:
-    """environment.yml without the instructor's tools."""
+    """environment.yml without the instructor's tools, with JupyterLab to open the notebooks."""
     lines = (repo / "environment.yml").read_text().splitlines()
-    return "\n".join(line.replace("-e .[dev]", "-e .") for line in lines) + "\n"
+    return "\n".join(line.replace("-e .[dev]", "-e .[notebooks]") for line in lines) + "\n"
 
 
 def publish(dest: Path, repo: Path = REPO_ROOT, log=print, table: dict | None = None) -> Path:
