@@ -171,7 +171,8 @@ def record_outputs(repo: Path = REPO_ROOT, assignments=None, log=print) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
-    from . import checks, device, problems
+    from . import checks, device, problems, references
+    from .inputs import make_qkv
     from .recorded import Recorder
 
     runtime = device.configure()
@@ -181,6 +182,9 @@ def record_outputs(repo: Path = REPO_ROOT, assignments=None, log=print) -> dict:
 
     def run_case(fn, case, *args, **kwargs):
         seen_cases.append(case)
+        if kwargs.get("fresh_call"):  # the reference for the second call, which catches a cached answer
+            q, k, v = make_qkv(checks.second_call_case(case), device=runtime.device)
+            references.attention_reference(q, k, v, **case.mask_kwargs)  # (recording while inside)
         return original_run_case(fn, case, *args, **kwargs)
 
     chosen = assignments or problems.ASSIGNMENTS
@@ -210,13 +214,10 @@ def record_outputs(repo: Path = REPO_ROOT, assignments=None, log=print) -> dict:
                 done.extend(seen_cases)
             # A GPU checks Triton kernels in the dtypes the interpreter cannot (bfloat16): record the
             # reference for those inputs too.
-            from .inputs import make_qkv
-            from .references import attention_reference
-
             for case in dict.fromkeys(seen_cases):
                 if case.torch_dtype not in runtime.dtypes:
                     q, k, v = make_qkv(case)
-                    attention_reference(q, k, v, **case.mask_kwargs)
+                    references.attention_reference(q, k, v, **case.mask_kwargs)
             # A learner may pick other tiles than the reference kernel: the minimal block visits of
             # every checked mask for every power-of-two tile from 16 to 256.
             from . import block_visits

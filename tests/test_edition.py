@@ -154,7 +154,8 @@ WRONG = {"problem1": "gqa_modulo", "problem2": "attention_no_acc_rescale", "prob
 
 def test_edition_self_check_names_bundled_mistakes(student_edition, tmp_path):
     """Problems 1 and 2 check against recorded outputs, problem 3 names a mistake from recorded
-    re-enactments: one Python, as a student's notebook kernel is one."""
+    re-enactments and a cached answer from the recorded reference of the second call: one Python,
+    as a student's notebook kernel is one."""
     from autograder.grading.samples import SAMPLES, sample_kernel_function
 
     code = "from autograder.device import configure\nconfigure()\nimport importlib.util\n" \
@@ -176,6 +177,21 @@ try:
 except CheckFailed as exc:
     print("CAUSES {assignment}", sorted({{f.code for r in exc.verdicts for f in r.findings}}))
 """
+    # A kernel that hands back its first answer: the second call's reference is recorded too.
+    correct = sample_kernel_function("problem3", next(s for s in SAMPLES["problem3"] if s.name == "correct"),
+                                     REPO_ROOT)
+    code += f"""
+spec = importlib.util.spec_from_file_location("answer_cached", {sys.modules[correct.__module__].__file__!r})
+m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+first = {{}}
+def cached(q, k, v, **kwargs):
+    return first.setdefault("answer", m.{correct.__name__}(q, k, v, **kwargs))
+try:
+    problem.check(cached)
+except CheckFailed as exc:
+    print("CAUSES cached", sorted({{f.code for r in exc.verdicts for f in r.findings}}))
+"""
+    expected["cached"] = "cached_output"
     result = _in_edition(student_edition, code, tmp_path)
     assert result.returncode == 0, result.stderr
     for assignment, cause in expected.items():
