@@ -26,10 +26,6 @@ STUDENT_BRANCH = "main"
 # This repository: private, never named in anything a student gets.
 COURSE_REPOSITORY = "https://github.com/flash-attention-course/instructor"
 
-# What links and installs point at (the student edition).
-REPOSITORY = STUDENT_REPOSITORY
-BRANCH = STUDENT_BRANCH
-
 NOTEBOOKS_DIR = "notebooks"       # nbgrader's release directory (nbgrader_config.py)
 COLAB_BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
 

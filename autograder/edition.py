@@ -245,8 +245,8 @@ def _record_diagnoses(assignment: str, cases, runtime) -> None:
     import contextlib
 
     from . import problems
-    from .checks import TOLERANCES
-    from .diagnose import diagnose_output
+    from .checks import LSE_TOLERANCE, TOLERANCES
+    from .diagnose import diagnose_lse, diagnose_output
     from .inputs import make_qkv
     from .references import attention_reference
 
@@ -256,18 +256,24 @@ def _record_diagnoses(assignment: str, cases, runtime) -> None:
     # (Problem 4's re-enactments, one per tile size and mistake, would outgrow the edition: there the
     # self-check falls back to the generic diagnosis.)
     diagnoses = list(getattr(module, "DIAGNOSES", ()))
+    lse_diagnoses = list(getattr(module, "LSE_DIAGNOSES", ()))
     for case in dict.fromkeys(cases):
         if case.torch_dtype not in runtime.dtypes:
             case = case.with_dtype(str(runtime.default_dtype).replace("torch.", ""))
         q, k, v = make_qkv(case)
-        ref_o, _ = attention_reference(q, k, v, **case.mask_kwargs)
-        wrong = ref_o + 1.0
+        ref_o, ref_lse = attention_reference(q, k, v, **case.mask_kwargs)
+        wrong, wrong_lse = ref_o + 1.0, ref_lse + 1.0
         tol = TOLERANCES[q.dtype]
         for diagnose in diagnoses:
             with contextlib.suppress(Exception):
                 diagnose(wrong, q, k, v, ref_o, case)
         with contextlib.suppress(Exception):
             diagnose_output(wrong, q, k, v, ref_o, tol.atol, tol.rtol, case)
+        for diagnose in lse_diagnoses:
+            with contextlib.suppress(Exception):
+                diagnose(wrong_lse, q, k, v, ref_lse, case)
+        with contextlib.suppress(Exception):
+            diagnose_lse(wrong_lse, ref_lse, q, k, LSE_TOLERANCE.atol, case)
 
 
 def _record_wrong_answers(assignment: str, repo: Path, log) -> None:

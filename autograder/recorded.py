@@ -202,8 +202,3 @@ class Recorder:
             for module, attr, value in self._patched:
                 setattr(module, attr, value)
             self._patched.clear()
-
-    def save(self, path: Path) -> None:
-        import torch
-
-        torch.save(self.table, path)
