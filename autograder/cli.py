@@ -370,7 +370,20 @@ def main(argv=None):
                                 "(emptied first, .git kept)")
     p.set_defaults(func=cmd_publish)
     args = parser.parse_args(argv)
+    if args.command not in STUDENT_COMMANDS and not _is_course_repository():
+        sys.exit(f"`autograder {args.command}` is an instructor's command: this is the student edition of "
+                 f"the course, without solutions or the grading pipeline (here: {', '.join(STUDENT_COMMANDS)})")
     return args.func(args)
+
+
+STUDENT_COMMANDS = ("env", "bench")  # what the student edition can run
+
+
+def _is_course_repository() -> bool:
+    """False in the student edition, which ships without the grading pipeline (autograder.edition)."""
+    import importlib.util
+
+    return importlib.util.find_spec("autograder.grading") is not None
 
 
 if __name__ == "__main__":

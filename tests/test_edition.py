@@ -143,9 +143,20 @@ except ImportError:
     result = _in_edition(student_edition, code, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "no grading" in result.stdout
-    result = _in_edition(student_edition, "import runpy; runpy.run_module('autograder', run_name='__main__')",
-                         tmp_path)  # `python -m autograder` with no command: its usage, and no traceback
-    assert "usage: autograder" in result.stderr and "Traceback" not in result.stderr
+    # `python -m autograder` with no command gives its usage; an instructor's command says what this
+    # is, and neither a traceback.
+    code = """
+import runpy, sys
+for argv in (["autograder"], ["autograder", "grade", "my-course"], ["autograder", "publish", "elsewhere"]):
+    sys.argv = argv
+    try:
+        runpy.run_module("autograder", run_name="__main__")
+    except SystemExit as exc:
+        print("EXIT", exc.code, file=sys.stderr)
+"""
+    result = _in_edition(student_edition, code, tmp_path)
+    assert "usage: autograder" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.count("is an instructor's command: this is the student edition") == 2, result.stderr
 
 
 # One bundled wrong answer per problem: the edition's self-check must name its mistake, as the grader does.
