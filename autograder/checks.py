@@ -156,7 +156,6 @@ def _returns_cached_output(fn, case: Case, runtime, first_o, first_inputs) -> Fi
         ref2, _ = attention_reference(q, k, v, **case.mask_kwargs)
     except NotRecorded:  # (the student edition records it for the cases its notebooks check first)
         return None
-
     if bool(torch.isclose(o2.detach().double().to(ref2.device), ref2, atol=tol.atol, rtol=tol.rtol).all()):
         if same_tensor:  # the first answer was overwritten by the second
             return Finding("shared_output", "a second call returned the same tensor as the first, overwritten: "
