@@ -354,7 +354,10 @@ def _pyproject(repo: Path) -> str:
 def _environment(repo: Path) -> str:
     """environment.yml without the instructor's tools, with JupyterLab to open the notebooks."""
     lines = (repo / "environment.yml").read_text().splitlines()
-    return "\n".join(line.replace("-e .[dev]", "-e .[notebooks]") for line in lines) + "\n"
+    head = ["# conda env create -f environment.yml && conda activate flash-attention-course",
+            "# Without a GPU, torch's CPU-only wheel saves gigabytes: see README.md."]
+    body = [line.replace("-e .[dev]", "-e .[notebooks]") for line in lines if not line.startswith("#")]
+    return "\n".join(head + body) + "\n"
 
 
 def publish(dest: Path, repo: Path = REPO_ROOT, log=print, table: dict | None = None) -> Path:

@@ -99,6 +99,11 @@ def test_edition_holds_no_solution_hidden_test_or_grading(student_edition, secre
         if name.endswith(".ipynb"):  # (the package names the markers, to strip them from a source)
             assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text, name
         assert course_config.github_path(course_config.COURSE_REPOSITORY) not in text, name
+    # What the README tells a student to run works from the edition: JupyterLab through the extra.
+    readme, environment = ((student_edition / n).read_text() for n in ("README.md", "environment.yml"))
+    assert "pip install -e '.[notebooks]'" in readme and "-e .[notebooks]" in environment
+    assert '"jupyterlab' in (student_edition / "pyproject.toml").read_text()
+    assert "course.sh" not in readme + environment and "solutions/" not in readme
     # The reference functions that would answer an exercise are there as recorded outputs only.
     references = (student_edition / "autograder" / "references.py").read_text()
     assert "masked_fill" not in references and "logsumexp" not in references and "_replay(" in references
