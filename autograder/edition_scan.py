@@ -14,8 +14,8 @@ and a line that any student notebook shows is public). Three kinds of evidence a
   Python code of every file: a re-enactment that computes the right answer next to the mistakes.
 
 Short or trivial code proves nothing (`m = m_new`, `q.shape[1]`): lines under MIN_LINE_CHARS,
-expressions under MIN_EXPRESSION_CHARS and forms under MIN_FORM_NODES are not searched for, nor
-what the chapters state themselves (GIVEN_LINES, GIVEN_FORMS, each with where).
+expressions under MIN_EXPRESSION_CHARS or MIN_EXPRESSION_NODES and forms under MIN_FORM_NODES are
+not searched for, nor what the chapters state themselves (GIVEN_LINES, GIVEN_FORMS, each with where).
 """
 from __future__ import annotations
 
