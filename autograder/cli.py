@@ -282,7 +282,7 @@ def cmd_publish(args):
         sys.exit(f"{dest}: publish into a folder of its own, not the course repository or a folder above it")
     try:
         edition.publish(dest, repo)
-    except edition.LeakFound as exc:  # what gives a solution away, file by file: nothing to push
+    except edition.LeakFound as exc:  # what would give a solution away, file by file; DEST is untouched
         sys.exit(str(exc))
     return 0
 

@@ -361,16 +361,40 @@ def _environment(repo: Path) -> str:
 
 
 def publish(dest: Path, repo: Path = REPO_ROOT, log=print, table: dict | None = None) -> Path:
-    """Write the student edition into `dest` (emptied first, except for a .git folder) and return it."""
-    import torch
+    """Write the student edition into `dest` and return it.
+
+    The edition is written beside `dest` first and scanned (`edition_scan`): if it would give a
+    solution away, LeakFound names what and where, and `dest` is left as it was. Otherwise `dest`
+    is emptied, except for a .git folder (a clone of the student repository keeps its history),
+    and receives the edition.
+    """
+    import tempfile
 
     dest = Path(dest).resolve()
     if undecided(repo):
         raise RuntimeError(f"edition.py decides nothing about {undecided(repo)}: ship, record or exclude each")
-    dest.mkdir(parents=True, exist_ok=True)
-    for entry in dest.iterdir():  # a clone of the student repository keeps its history
-        if entry.name != ".git":
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    if table is None:
+        table = record_outputs(repo, log=log)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}-") as staging:
+        _write_edition(Path(staging), repo, table)
+        found = edition_scan.leaks(Path(staging), edition_scan.secrets(repo))
+        if found:
+            raise LeakFound(dest, found)
+        dest.mkdir(exist_ok=True)
+        for entry in dest.iterdir():
+            if entry.name != ".git":
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        for entry in Path(staging).iterdir():
+            shutil.move(str(entry), dest / entry.name)
+    log(f"wrote the student edition to {dest} ({len(table)} recorded outputs); no solution line, expression "
+        f"or re-enactment of one in it")
+    return dest
+
+
+def _write_edition(dest: Path, repo: Path, table: dict) -> None:
+    import torch
+
     shutil.copytree(repo / "notebooks", dest / "notebooks",
                     ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
     for module in SHIPPED:
@@ -382,19 +406,11 @@ def publish(dest: Path, repo: Path = REPO_ROOT, log=print, table: dict | None = 
         target.parent.mkdir(parents=True, exist_ok=True)
         name = module.removesuffix(".py").replace("/", ".")
         target.write_text(replace_with_recordings((repo / module).read_text(), name, functions))
-    if table is None:
-        table = record_outputs(repo, log=log)
     torch.save(table, dest / "autograder" / "recorded_outputs.pt")
     shutil.copy(repo / STUDENT_README, dest / "README.md")
     (dest / "pyproject.toml").write_text(_pyproject(repo))
     (dest / "environment.yml").write_text(_environment(repo))
     (dest / ".gitignore").write_text("__pycache__/\n*.egg-info/\nbuild/\n.ipynb_checkpoints/\n")
-    found = edition_scan.leaks(dest, edition_scan.secrets(repo))
-    if found:
-        raise LeakFound(dest, found)
-    log(f"wrote the student edition to {dest} ({len(table)} recorded outputs); no solution line, expression "
-        f"or re-enactment of one in it")
-    return dest
 
 
 class LeakFound(RuntimeError):
@@ -403,5 +419,5 @@ class LeakFound(RuntimeError):
     def __init__(self, dest: Path, found: dict[str, list[str]]):
         self.found = found
         lines = [f"  {name}: {hit}" for name, hits in found.items() for hit in hits]
-        super().__init__(f"{dest} gives solutions away; do not push it. Reword, record or exclude:\n"
-                         + "\n".join(lines))
+        super().__init__(f"the edition would give solutions away, so nothing was written to {dest}. "
+                         f"Reword, record or exclude what gives them:\n" + "\n".join(lines))

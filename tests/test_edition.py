@@ -76,14 +76,27 @@ def test_the_scan_finds_solutions_put_back_under_other_names_or_in_words(student
     assert found["autograder/fixes.py"] == ["expression of problem3: qk*qk_scale-m_new[:,None]"]
 
 
-def test_publish_refuses_an_edition_that_gives_a_solution_away(student_edition, tmp_path, monkeypatch):
-    """`publish` scans what it wrote: a module that would ship a re-enactment's code stops it."""
+def test_publish_refuses_an_edition_that_gives_a_solution_away(tmp_path, monkeypatch):
+    """`publish` scans what it writes: a module that would ship a re-enactment's code stops it
+    before anything reaches the destination."""
     recorded = {k: v for k, v in edition.RECORDED.items() if k != "autograder/problems/problem6.py"}
     monkeypatch.setattr(edition, "RECORDED", recorded)
     monkeypatch.setattr(edition, "SHIPPED", (*edition.SHIPPED, "autograder/problems/problem6.py"))
     with pytest.raises(edition.LeakFound, match="problem6.py: problem6's `tl.maximum") as refused:
         edition.publish(tmp_path / "edition", REPO_ROOT, log=lambda *_: None, table={})
     assert list(refused.value.found) == ["autograder/problems/problem6.py"]
+    assert list(tmp_path.iterdir()) == []  # neither the edition nor what it was written in
+
+
+def test_publish_into_a_clone_keeps_its_history_and_replaces_the_rest(tmp_path):
+    clone = tmp_path / "student-edition"
+    (clone / ".git").mkdir(parents=True)
+    (clone / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (clone / "notebooks" / "problem9").mkdir(parents=True)  # a problem the course no longer has
+    edition.publish(clone, REPO_ROOT, log=lambda *_: None, table={})
+    assert (clone / ".git" / "HEAD").read_text() == "ref: refs/heads/main\n"
+    assert not (clone / "notebooks" / "problem9").exists() and (clone / "notebooks" / "problem3").is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["student-edition"]  # no staging left behind
 
 
 def test_edition_holds_no_solution_hidden_test_or_grading(student_edition, secrets):
