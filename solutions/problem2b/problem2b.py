@@ -312,7 +312,7 @@ from autograder.problems.problem2b import RowsCase, check_softmax_kernel
 # Hidden: one column, a block longer than the row, many rows, padded rows, a transposed matrix.
 ### BEGIN HIDDEN TESTS
 check_softmax_kernel(triton_softmax, [
-    RowsCase(3, 1, 16, "float32", seed=10),
+    RowsCase(20, 1, 16, "float32", seed=10),
     RowsCase(4, 40, 64, "float16", seed=11),
     RowsCase(24, 33, 16, "float32", seed=12),
     RowsCase(4, 130, 32, "float16", "padded", seed=13),
