@@ -312,5 +312,7 @@ def test_gpu_reference_passes_long_rows_and_reports_bandwidth(reference, source_
         assert result.passed, "\n".join(result.lines())
     result = problem2b.benchmark(reference.triton_softmax, shapes=((4096, 4096), (1024, 32768)))
     assert result["copy_gbs"] > 100
-    mine = [r for r in result["rows"] if r["impl"] == "your kernel"]
+    # Handed the reference kernel, the benchmark names it so and does not time it twice.
+    assert {r["impl"] for r in result["rows"]} == {"reference kernel", "torch.softmax"}
+    mine = [r for r in result["rows"] if r["impl"] == "reference kernel"]
     assert len(mine) == 2 and all("gbs" in r and r["max_err"] < 1e-3 for r in mine)

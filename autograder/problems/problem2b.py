@@ -388,22 +388,22 @@ def plot_row_blocks(rows=4, cols=200, block=64, ax=None):
     if ax is None:
         _, ax = plt.subplots(figsize=(10, 0.6 * rows + 1.4))
     blocks = -(-cols // block)
-    colors = plt.get_cmap("tab10").colors
+    colors = plt.get_cmap("tab10")
     for r in range(rows):
         for t in range(blocks):
             start, end = t * block, min((t + 1) * block, cols)
-            ax.add_patch(Rectangle((start, r), end - start, 0.8, facecolor=colors[t % 10], alpha=0.35,
+            ax.add_patch(Rectangle((start, r), end - start, 0.8, facecolor=colors(t % 10), alpha=0.35,
                                    edgecolor="black", lw=0.6))
-            ax.text((start + end) / 2, r + 0.4, f"block {t}", ha="center", va="center", fontsize=7)
+            ax.text(t * block + block / 2, r + 0.4, f"block {t}", ha="center", va="center", fontsize=7)
             if end < (t + 1) * block:
                 ax.add_patch(Rectangle((end, r), (t + 1) * block - end, 0.8, facecolor="none", hatch="//",
                                        edgecolor="#d62728", lw=0.6))
         ax.text(-3, r + 0.4, f"program {r}\n(row {r})", ha="right", va="center", fontsize=7)
     ax.axvline(cols, color="#d62728", ls="--", lw=1)
-    ax.text(cols + 1, rows - 0.1, f"n_cols = {cols}: lanes past it are masked,\nloaded as -inf, never stored",
-            color="#d62728", fontsize=7, va="top")
+    ax.text(cols + 1, -0.1, f"n_cols = {cols}: lanes past it are masked\n(loaded as -inf, never stored)",
+            color="#d62728", fontsize=7, va="bottom")
     ax.set_xlim(-45, blocks * block + 2)
-    ax.set_ylim(rows, -0.3)
+    ax.set_ylim(rows, -0.9)
     ax.set_xlabel("column")
     ax.set_yticks([])
     ax.set_title(f"grid = ({rows},): program r reads row r in blocks of {block} columns (pass 1, then pass 2)")
@@ -514,9 +514,12 @@ def benchmark(fn, shapes=BENCH_SHAPES, plot_path=None):
     if reason:
         print(reason)
         return None
-    impls = {"your kernel": fn, "torch.softmax": lambda x: torch.softmax(x, dim=-1)}
     reference = reference_function(SPEC.assignment)
-    if reference is not None and reference is not fn:
+    # `python -m autograder bench --problem problem2b` hands in the reference kernel itself.
+    is_reference = reference is not None and getattr(fn, "__module__", None) == reference.__module__
+    impls = {"reference kernel" if is_reference else "your kernel": fn,
+             "torch.softmax": lambda x: torch.softmax(x, dim=-1)}
+    if reference is not None and not is_reference:
         impls["reference kernel"] = reference
     result = bandwidth_benchmark(impls, shapes)
     print(format_bandwidth(result))
