@@ -220,7 +220,7 @@ def softmax_kernel(X, Y, n_cols, stride_xm, stride_xn, stride_ym, stride_yn, BLO
     ### BEGIN SOLUTION
     m_safe = tl.where(m_i == float("-inf"), 0.0, m_i)  # a row of -inf: 0 / 0 = NaN, as torch.softmax
     for start in range(0, n_cols, BLOCK):
-        offs = start + cols
+        offs = start + cols                      # this block's column numbers
         mask = offs < n_cols
         x = tl.load(x_row + offs * stride_xn, mask=mask, other=float("-inf")).to(tl.float32)
         y = tl.exp(x - m_safe) / l_i

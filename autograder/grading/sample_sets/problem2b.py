@@ -12,7 +12,7 @@ PASS1_LOAD = '''        x = tl.load(x_row + offs * stride_xn, mask=mask, other=f
 '''
 PASS2 = '''    m_safe = tl.where(m_i == float("-inf"), 0.0, m_i)  # a row of -inf: 0 / 0 = NaN, as torch.softmax
     for start in range(0, n_cols, BLOCK):
-        offs = start + cols
+        offs = start + cols                      # this block's column numbers
         mask = offs < n_cols
         x = tl.load(x_row + offs * stride_xn, mask=mask, other=float("-inf")).to(tl.float32)
         y = tl.exp(x - m_safe) / l_i
