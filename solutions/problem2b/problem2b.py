@@ -35,7 +35,7 @@
 # course when it is missing (in Colab) and picks the GPU, or Triton's CPU interpreter when there
 # is no GPU that Triton supports (everything here works on a laptop, only slower). You edit one
 # cell, marked *Your code*: the body of one kernel. The self-check after it says what is wrong and
-# why, a hint cell reveals one step at a time, and the check cells of section 5 earn the points;
+# why, a hint cell reveals one step at a time, and the check cells of section 4 earn the points;
 # the grader runs more checks of the same kind on inputs you do not see.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
@@ -103,7 +103,8 @@ runtime = configure()  # the GPU if Triton supports it, else TRITON_INTERPRET=1 
 # puts `v` in the others; `tl.store(ptrs, values, mask=offs < n_cols)` writes only those lanes.
 # Without a mask the kernel reads (and writes) whatever memory follows the row: the next row, or
 # past the end of the tensor, which on a GPU is a crash or silent corruption. (Triton's CPU
-# interpreter does not notice out-of-bounds accesses at all; the checks here do.)
+# interpreter does not stop an out-of-bounds access at all; the checks here name what it did to
+# the output.)
 #
 # The picture shows a 4 x 200 matrix read in blocks of 64 columns: each program walks its row,
 # and the last block has 56 lanes that do not exist.
@@ -158,7 +159,7 @@ plt.show()
 # row-sized transfers. A softmax cannot do with fewer than two (read $x$ once, write $y$ once);
 # Triton's tutorial kernel reaches two by holding a whole row in registers, which works only while
 # a row fits. On a GPU a row read twice in quick succession often comes from the L2 cache the
-# second time, so the two-pass kernel gets close to the bound anyway: section 6 measures it.
+# second time, so the two-pass kernel gets close to the bound anyway: section 5 measures it.
 
 # %% [markdown]
 # ## 3. Your code
@@ -253,7 +254,7 @@ def triton_softmax(x, block_size=None):
 # ### Check as you go, and a hint when you are stuck
 #
 # Run the next cell after every change to your cell (run the *Your code* cell and the kernel cell
-# again first, so that the launch picks up your kernel). It runs the visible cases of section 5
+# again first, so that the launch picks up your kernel). It runs the visible cases of section 4
 # and gives the same diagnosis the grader gives: the rows that are wrong and the likely cause.
 # If you are stuck, the cell after it is a hint ladder: each run reveals one more step, two nudges
 # first and then the idea in words (never the code). `hint("problem2b", 1)` shows a step again.

@@ -3,7 +3,9 @@ of a first softmax kernel.
 
 Each edit is one small change a student really makes to the solution of `solutions/problem2b`;
 expected_points follow from which graded cells the mistake fails (full blocks 2, tail block 2,
-hidden shapes and layouts 2, hidden masks 2, hidden large logits 2).
+hidden shapes and layouts 2, hidden masks 2, hidden large logits 2). A mistake that only the hidden
+inputs show passes the self-check (the gate of the performance points) and is as fast as the
+reference on the timed inputs (ordinary logits, no mask): it earns both performance points.
 """
 from ..sample import Sample
 
@@ -40,8 +42,8 @@ SAMPLES = (
     Sample("no_max_subtraction", "exp(x) without subtracting the max (right for small logits, NaN past 88.7)", 8,
            edits=(("        m_new = tl.maximum(m_i, tl.max(x, axis=0))\n",
                    "        m_new = tl.zeros([], tl.float32)  # no max: exp(x - 0)\n"),),
-           expected_cause="no_max_subtraction"),
+           expected_cause="no_max_subtraction", expected_performance=2),
     Sample("no_safe_max", "no guard while the running max is -inf: a row whose first block is masked turns NaN", 8,
            edits=(('        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)\n', "        m_safe = m_new\n"),),
-           expected_cause="nan_masked_block"),
+           expected_cause="nan_masked_block", expected_performance=2),
 )
