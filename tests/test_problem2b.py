@@ -149,6 +149,18 @@ def test_each_sample_earns_its_points_and_names_its_cause(source_nb, graded_case
     assert failed and all(causes == {sample.expected_cause} for causes in failed), outcome
 
 
+@pytest.mark.parametrize("sample", KERNEL_SAMPLES, ids=lambda s: s.name)
+def test_performance_points_go_to_the_samples_that_pass_the_self_check(source_nb, sample, capsys):
+    """The self-check gates the performance points: a sample deserves them exactly when it passes."""
+    fn = variant(source_nb, sample.edits, name=sample.name).triton_softmax
+    try:
+        problem2b.check(fn)
+        passed = True
+    except CheckFailed:
+        passed = False
+    assert passed == bool(sample.expected_performance), capsys.readouterr().out
+
+
 def test_untouched_kernel_says_not_implemented(repo_root, source_nb):
     stub = cell_by_id(read(repo_root / RELEASED), problem2b.SPEC.student_cell).source
     assert stub.count("raise NotImplementedError()") == 2
