@@ -250,6 +250,8 @@ def test_graded_cells_cover_tails_layouts_dtypes_and_one_column(graded_cases):
     assert {c.layout for c in cases} == {"contiguous", "padded", "transposed"}
     assert any(c.cols == 1 for c in cases) and any(c.block_size > c.cols for c in cases)
     assert sum(c.cols % c.block_size != 0 for c in cases) >= 5
+    visible = graded_cases["test_full_blocks"] + graded_cases["test_tail_block"]
+    assert list(problem2b.SPEC.self_check_cases) == visible  # the self-check is the visible cells' check
     padded = make_logits(next(c for c in cases if c.layout == "padded"))
     transposed = make_logits(next(c for c in cases if c.layout == "transposed"))
     assert padded.stride(0) > padded.shape[1] and transposed.stride(1) == transposed.shape[0]

@@ -352,8 +352,9 @@ SPEC = ProblemSpec(
     kernel_function="triton_softmax",
     answer_policy="triton",
     hints=_HINTS,
+    # The visible graded cells' cases: whole blocks, then a partial last block.
     self_check_cases=(RowsCase(4, 256, 64, "float32"), RowsCase(6, 128, 32, "float16", seed=1),
-                      RowsCase(5, 200, 64, "float32", seed=2)),
+                      RowsCase(5, 200, 64, "float32", seed=2), RowsCase(3, 100, 32, "float16", seed=3)),
     performance_points=2,
     timing=TimingPlan(gpu_case=RowsCase(8192, 8192, None, "float16"),
                       cpu_case=RowsCase(16, 4096, None, "float16")),
