@@ -330,3 +330,20 @@ def test_gpu_reference_passes_long_rows_and_reports_bandwidth(reference, source_
     assert {r["impl"] for r in result["rows"]} == {"reference kernel", "torch.softmax"}
     mine = [r for r in result["rows"] if r["impl"] == "reference kernel"]
     assert len(mine) == 2 and all("gbs" in r and r["max_err"] < 1e-3 for r in mine)
+
+
+def test_bandwidth_table_and_plot_read_a_benchmark_result(tmp_path):
+    """What `python -m autograder bench --problem problem2b` prints and plots, from a result of the
+    shape bandwidth_benchmark returns (timed on a GPU only)."""
+    result = {"gpu": "NVIDIA H200", "dtype": "float16", "nominal_gbs": 4800.0, "copy_gbs": 4000.0, "rows": [
+        {"impl": "reference kernel", "rows": 4096, "cols": 8192, "ms": 0.04, "gbs": 3355.4, "of_copy": 0.84,
+         "of_nominal": 0.70, "max_err": 2e-4},
+        {"impl": "torch.softmax", "rows": 4096, "cols": 8192, "ms": 0.05, "gbs": 2684.4, "of_copy": 0.67,
+         "of_nominal": None, "max_err": 1e-4},
+        {"impl": "torch.softmax", "rows": 512, "cols": 131072, "skipped": "OutOfMemoryError: ..."}]}
+    table = problem2b.format_bandwidth(result).splitlines()
+    assert "nominal bandwidth 4800 GB/s" in table[0] and "copy 4000 GB/s" in table[0]
+    assert table[2].split()[-5:] == ["0.0400", "3355", "84%", "70%", "2.0e-04"]
+    assert table[3].split()[-3:] == ["67%", "-", "1.0e-04"] and "skipped: OutOfMemoryError" in table[4]
+    problem2b.plot_bandwidth(result, tmp_path / "bw.png")
+    assert (tmp_path / "bw.png").stat().st_size > 10_000
