@@ -160,6 +160,15 @@ plt.show()
 # Triton's tutorial kernel reaches two by holding a whole row in registers, which works only while
 # a row fits. On a GPU a row read twice in quick succession often comes from the L2 cache the
 # second time, so the two-pass kernel gets close to the bound anyway: section 5 measures it.
+#
+# The picture is problem 2's recurrence on one row of 256 logits in blocks of 64, as pass 1 of one
+# program runs it: the running sum drops whenever a block brings a larger max ($\alpha < 1$).
+
+# %% nbgrader={"grade": false, "grade_id": "plot_online_softmax", "locked": true, "schema_version": 3, "solution": false, "task": false}
+from autograder.plots import plot_online_softmax
+
+plot_online_softmax(seq_len=256, block_n=64)
+plt.show()
 
 # %% [markdown]
 # ## 3. Your code
