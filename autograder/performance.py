@@ -27,6 +27,7 @@ import statistics
 import tempfile
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
@@ -46,8 +47,10 @@ OUTPUT_ATOL = {torch.float16: 4e-3, torch.bfloat16: 3.2e-2, torch.float32: 2e-4}
 class TimingPlan:
     """What to time: one shape on a GPU, a small one under the interpreter (where a call of the
     GPU shape would take minutes), both in float16 (which every GPU Triton supports has)."""
-    gpu_case: Case
-    cpu_case: Case
+    # An attention inputs.Case; a case of another kind (problem 2b's rows of logits) has a seed,
+    # label(), call_kwargs and timed_inputs(device), the arguments of one call.
+    gpu_case: Case | Any
+    cpu_case: Case | Any
     gpu_rounds: int = 5
     cpu_rounds: int = 9
     input_sets: int = 3
@@ -65,7 +68,7 @@ class Timing:
     student_ms: float       # median over rounds
     reference_ms: float
     round_ratios: tuple
-    case: Case
+    case: Case | Any
     device: str
     interpreter: bool
 
@@ -170,14 +173,21 @@ def check_timed_outputs(fn, reference, input_sets, runtime) -> None:
                           f"kernel's by {err:.2g} (> {atol:g})")
 
 
+def timed_inputs(case, device) -> tuple:
+    """The positional arguments of one timed call: (q, k, v) for an attention case, else what the
+    case makes itself."""
+    make = getattr(case, "timed_inputs", None)
+    return tuple(make(device)) if make is not None else make_qkv(case, device=device)
+
+
 def time_against_reference(fn, reference, plan: TimingPlan, runtime=None) -> Timing:
     """Time fn and the reference in alternating rounds on the plan's inputs (see module doc)."""
     runtime = runtime or device_mod.current()
     case = plan.case(runtime)
     input_sets = []
     for i in range(plan.input_sets):
-        q, k, v = make_qkv(replace(case, seed=case.seed + i), device=runtime.device)
-        input_sets.append(((q, k, v), case.call_kwargs))
+        args = timed_inputs(replace(case, seed=case.seed + i), runtime.device)
+        input_sets.append((args, case.call_kwargs))
     check_timed_outputs(fn, reference, input_sets, runtime)
     student, ref = _timing(fn, input_sets, runtime), _timing(reference, input_sets, runtime)
     student(), ref()  # compile both, outside the clock

@@ -17,5 +17,7 @@ if [ "$WHAT" = tests ] || [ "$WHAT" = all ]; then
 fi
 if [ "$WHAT" = bench ] || [ "$WHAT" = all ]; then
   python3 -m autograder bench --out "$OUT" 2>&1 | tee "$OUT/bench.log" || status=1
+  # Problem 2b's softmax kernel: GB/s against torch.softmax and the GPU's bandwidth (problem2b.json).
+  python3 -m autograder bench --problem problem2b --out "$OUT" 2>&1 | tee "$OUT/bench_problem2b.log" || status=1
 fi
 exit $status
