@@ -118,7 +118,7 @@ def reenact_backward(q, k, v, do, causal=False, tiles=(32, 32, 16), p_mode="righ
     n, d = q.shape[2], q.shape[3]
     block_n1, block_m2, block_n2 = tiles
     scale = 1.0 / math.sqrt(d)
-    _, lse = attention_reference(q, k, v, is_causal=causal)
+    o, lse = attention_reference(q, k, v, is_causal=causal)
     s = (q @ k.transpose(-1, -2)) * scale
     if p_mode == "right":
         p = torch.exp(s - lse[..., None])
@@ -136,7 +136,6 @@ def reenact_backward(q, k, v, do, causal=False, tiles=(32, 32, 16), p_mode="righ
     else:  # the diagonal tiles are visited without the mask; the tiles above them are never visited
         p_kv = p.masked_fill(~(right | _same_tile(n, block_n1, q.device)), 0.0)
         p_q = p.masked_fill(~(right | _same_tile(n, block_m2, q.device)), 0.0)
-    o, _ = attention_reference(q, k, v, is_causal=causal)
     row_delta = (o * do).sum(-1, keepdim=True)
     dp = do @ v.transpose(-1, -2)
 
