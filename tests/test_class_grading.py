@@ -34,7 +34,7 @@ try:
 except ImportError:  # Ray is an optional extra: the sequential tests run without it
     ray = None
 
-DEMO_CLASS_SIZE = 18
+DEMO_CLASS_SIZE = 21
 # Every problem's first two samples (correct, untouched): a subset of the sequential demo's class,
 # so the two paths are compared on the same submissions.
 CLASS_SIZE = 12
@@ -46,7 +46,7 @@ def sequential_demo(tmp_path_factory, repo_root):
     folder, {(student, assignment): SubmissionGrade}, expected points). The Ray tests below compare
     their grading of the same submissions with this run."""
     course = tmp_path_factory.mktemp("sequential-demo") / "course"
-    # A class of 18 taken in turn from every problem's samples (correct, untouched and the first
+    # A class of 21 taken in turn from every problem's samples (correct, untouched and the first
     # mistakes of each): the whole bundled set is `bash course.sh demo`, too long for CI.
     run, expected = run_demo(repo_root, course, progress=False, class_size=DEMO_CLASS_SIZE)
     return course, {(r.student, r.assignment): r for r in run.rows}, expected

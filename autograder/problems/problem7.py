@@ -330,13 +330,13 @@ def _time_pair(forward, q, k, v, do):
     return both, backward
 
 
-def benchmark(fn=None, lengths=(1024, 2048, 4096, 8192, 16384), head_dims=(64, 128), batch=4, heads=16,
-              causal=(False, True), attention=None, json_path=None):
+def benchmark(attention, lengths=(1024, 2048, 4096, 8192, 16384), head_dims=(64, 128), batch=4, heads=16,
+              causal=(False, True), plot_path=None, json_path=None):
     """Time forward+backward and backward alone of `attention(q, k, v, causal)` (the notebook's
-    `flash_attention`) against SDPA with the FLASH_ATTENTION backend pinned, with do_bench medians and
-    TFLOPS (forward 4*B*H*L^2*D, backward 2.5 times that, both halved when causal). Prints a table and
-    writes `json_path` when given. Under the CPU interpreter or while grading it says why it does nothing.
-    `fn` (the graded function) is accepted for symmetry with the other problems and not used.
+    `flash_attention`) against SDPA with the FLASH_ATTENTION backend pinned, in bf16 where the GPU has
+    it, with do_bench medians and TFLOPS (forward 4*B*H*L^2*D, backward 2.5 times that, both halved
+    when causal). Prints a table; writes `json_path` (rows and environment) and `plot_path` when given.
+    Under the CPU interpreter or while grading it says why it does nothing.
     """
     import json
 
@@ -346,8 +346,6 @@ def benchmark(fn=None, lengths=(1024, 2048, 4096, 8192, 16384), head_dims=(64, 1
     if reason:
         print(reason)
         return None
-    if attention is None:
-        raise ValueError("pass attention=flash_attention (the notebook's differentiable function)")
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     impls = {"your kernels": lambda c: (lambda q, k, v: attention(q, k, v, c)),
              "SDPA FLASH_ATTENTION": _sdpa_flash}
@@ -371,13 +369,43 @@ def benchmark(fn=None, lengths=(1024, 2048, 4096, 8192, 16384), head_dims=(64, 1
                         rows.append({**row, "skipped": f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"})
                 del q, k, v, do
                 torch.cuda.empty_cache()
+    print(f"{torch.cuda.get_device_name(0)}, {str(dtype)[6:]}, B={batch} H={heads}; do_bench medians; "
+          "TFLOPS: forward 4*B*H*L^2*D, backward 2.5x that, halved when causal")
     print(format_table(rows))
     if json_path:
         from pathlib import Path
 
         Path(json_path).write_text(json.dumps({"environment": bench.environment(), "rows": rows}, indent=1))
         print(f"wrote {json_path}")
+    if plot_path:
+        _plot(rows, plot_path)
     return rows
+
+
+def _plot(rows, path):
+    """Backward TFLOPS against L, one panel per head dim, a line per (kernel, causal)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dims = sorted({r["D"] for r in rows})
+    fig, axes = plt.subplots(1, len(dims), figsize=(6 * len(dims), 4.5), squeeze=False)
+    for ax, d in zip(axes[0], dims, strict=True):
+        for impl in dict.fromkeys(r["impl"] for r in rows):
+            for is_causal in (False, True):
+                pts = [(r["L"], r["bwd_tflops"]) for r in rows
+                       if r["D"] == d and r["impl"] == impl and r["causal"] == is_causal and "bwd_tflops" in r]
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), marker="o", ls="--" if is_causal else "-",
+                            label=f"{impl}{' causal' if is_causal else ''}")
+        ax.set_xscale("log", base=2)
+        ax.set(title=f"backward, D={d}", xlabel="L", ylabel="TFLOPS")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"wrote {path}")
 
 
 def format_table(rows) -> str:
