@@ -344,7 +344,8 @@ def main(argv=None):
     _add_ray_arguments(p)
     p.set_defaults(func=cmd_grade)
     p = sub.add_parser("bench", help="benchmark the reference kernel against PyTorch (GPU only)")
-    p.add_argument("--problem", default="problem3", choices=["problem3", "problem4", "problem5", "problem6", "problem7"],
+    p.add_argument("--problem", default="problem3",
+                   choices=["problem3", "problem4", "problem5", "problem6", "problem7"],
                    help="problem 3: --dims/--lengths/--batch/--heads apply; 4-7: each problem's own shapes and peers "
                         "(7: forward+backward and backward against SDPA flash)")
     p.add_argument("--dims", type=int, nargs="+", default=[16, 64, 128])

@@ -17,7 +17,7 @@ from autograder.inputs import Case, make_grad, make_qkv
 from autograder.notebook_code import cell_by_id, read, strip_markers
 from autograder.problems import problem7, reference_module
 from autograder.references import attention_grads_reference, attention_reference
-from tests.helpers import graded_cells, kernel_module, likely_causes, run_graded_cell, run_printing_check
+from tests.helpers import graded_cells, kernel_module, run_graded_cell, run_printing_check
 
 SOURCE = "solutions/problem7/problem7.ipynb"
 RELEASED = "notebooks/problem7/problem7.ipynb"

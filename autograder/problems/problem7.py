@@ -157,7 +157,7 @@ def reenact_backward(q, k, v, do, causal=False, tiles=(32, 32, 16), p_mode="righ
 
 
 _DV_RIGHT = " (dV is right: it does not depend on {what})"
-MISTAKES = {
+MISTAKES: dict[str, tuple[dict, str]] = {
     # code: (re-enactment switches, message)
     "delta_missing": (dict(delta="zero"),
                       "dS = P * dP: the minus Delta is missing (Delta is zero, or score_grad does not subtract it). "
@@ -202,7 +202,7 @@ MISTAKES = {
 
 def _factor(name, d):
     scale = 1.0 / math.sqrt(d)
-    return {"1/scale": 1.0 / scale, "scale": scale, "log2e": math.log2(math.e), 1.0: 1.0}[name]
+    return {"1/scale": 1.0 / scale, "scale": scale, "log2e": math.log2(math.e)}[name]
 
 
 # Largest B*H*L*L the re-enactment is tried on (several float64 L x L matrices): beyond, generic diagnosis.
