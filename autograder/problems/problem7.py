@@ -272,24 +272,24 @@ def plot_backward_programs(seq_len=256, block_n1=64, block_m2=64, causal=True, k
 
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(11, 5.5))
-    plot_mask(seq_len, causal=causal, ax=axes[0])
-    plot_mask(seq_len, causal=causal, ax=axes[1])
+    plot_mask(seq_len, causal=causal, block_m=block_n1, block_n=block_n1, ax=axes[0])
+    plot_mask(seq_len, causal=causal, block_m=block_m2, block_n=block_m2, ax=axes[1])
     k0, q0 = key_block * block_n1, query_block * block_m2
     for start in range(k0 if causal else 0, seq_len, block_n1):
         diagonal = causal and start == k0
         h = min(block_n1, seq_len - start)
-        axes[0].add_patch(Rectangle((k0, start), block_n1, h, fill=False, lw=2,
+        axes[0].add_patch(Rectangle((k0, start), block_n1, h, lw=2.5, alpha=0.35,
                                     color="#a50f15" if diagonal else "#08306b"))
         axes[0].text(k0 + block_n1 / 2, start + h / 2, "D" if diagonal else "1", ha="center", va="center",
-                     fontsize=11, fontweight="bold", color="#a50f15" if diagonal else "#08306b")
+                     fontsize=14, fontweight="bold", color="white")
     hi = min(q0 + block_m2, seq_len) if causal else seq_len
     for start in range(0, hi, block_m2):
         diagonal = causal and start == q0
         w = min(block_m2, seq_len - start)
-        axes[1].add_patch(Rectangle((start, q0), w, block_m2, fill=False, lw=2,
+        axes[1].add_patch(Rectangle((start, q0), w, block_m2, lw=2.5, alpha=0.35,
                                     color="#a50f15" if diagonal else "#08306b"))
         axes[1].text(start + w / 2, q0 + block_m2 / 2, "D" if diagonal else "1", ha="center", va="center",
-                     fontsize=11, fontweight="bold", color="#a50f15" if diagonal else "#08306b")
+                     fontsize=14, fontweight="bold", color="white")
     axes[0].set_title(f"dK/dV program of key block {key_block}:\nwalks down its column of tiles", fontsize=10)
     axes[1].set_title(f"dQ program of query block {query_block}:\nwalks along its row of tiles", fontsize=10)
     return axes
