@@ -270,7 +270,8 @@ GPU_CASES = [Case(2, 3, 1000, 64, "bfloat16", seed=60), Case(2, 3, 1000, 64, "bf
              Case(1, 2, 4097, 128, "bfloat16", "bshd", seed=62, causal=True),
              Case(1, 2, 4096, 128, "float16", seed=63), Case(4, 16, 2048, 64, "bfloat16", seed=64, causal=True),
              Case(1, 4, 777, 16, "bfloat16", "strided_d", grad_layout="bshd", seed=65, causal=True),
-             Case(1, 2, 1500, 32, "float32", seed=66, causal=True), Case(1, 1, 1, 128, "bfloat16", seed=67)]
+             Case(1, 2, 1500, 32, "float32", seed=66, causal=True), Case(1, 1, 1, 128, "bfloat16", seed=67),
+             Case(1, 2, 1000, 128, "float32", seed=69, causal=True)]
 
 
 @pytest.mark.gpu

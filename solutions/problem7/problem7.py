@@ -494,6 +494,7 @@ def _dq_kernel(
 # multiple of BLOCK_M1 and BLOCK_M2 of BLOCK_N2, so that a diagonal is a whole number of steps.
 _GPU_CONFIGS = {16: (128, 64, 32, 128, 128, 32, 4, 3), 32: (128, 64, 32, 128, 128, 32, 4, 3),
                 64: (128, 64, 32, 128, 128, 32, 4, 3), 128: (128, 64, 32, 128, 128, 32, 8, 2)}
+_FLOAT32_D128_CONFIG = (64, 32, 32, 64, 64, 32, 4, 2)  # float32 tiles take twice the shared memory
 _INTERPRETER_CONFIG = (32, 32, 16, 32, 32, 16, 4, 1)   # small tiles: several blocks at the CPU's small L
 
 
@@ -501,6 +502,8 @@ def launch_config(q):
     """The tiles for this input: (BLOCK_M, BLOCK_N, BLOCK_M1, BLOCK_N1, BLOCK_M2, BLOCK_N2, num_warps, num_stages)."""
     if q.device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
         return _INTERPRETER_CONFIG
+    if q.dtype == torch.float32 and q.shape[-1] == 128:
+        return _FLOAT32_D128_CONFIG
     return _GPU_CONFIGS[q.shape[-1]]
 
 
