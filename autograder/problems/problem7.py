@@ -102,8 +102,18 @@ def _block_sums(x, width):
     return sums.flatten(-2)[..., :n]
 
 
+def exact_parts(q, k, v, do, causal=False) -> dict:
+    """What every re-enactment shares, in float64: the inputs, the scores S, the reference O and LSE,
+    dP = dO V^T and Delta = rowsum(O * dO)."""
+    q, k, v, do = (t.detach().double() for t in (q, k, v, do))
+    o, lse = attention_reference(q, k, v, is_causal=causal)
+    return {"q": q, "k": k, "v": v, "do": do, "lse": lse, "causal": causal,
+            "s": (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1]),
+            "dp": do @ v.transpose(-1, -2), "row_delta": (o * do).sum(-1, keepdim=True)}
+
+
 def reenact_backward(q, k, v, do, causal=False, tiles=(32, 32, 16), p_mode="right", delta="right",
-                     dq_factor=1.0, dk_factor=1.0, recompute_mask=True):
+                     dq_factor=1.0, dk_factor=1.0, recompute_mask=True, parts=None):
     """(dq, dk, dv) in float64 of a backward kernel with the given mistakes.
 
     p_mode:   "right" exp(s - lse); "lse_natural" exp2 of base-2 scores minus the natural-log LSE,
@@ -113,13 +123,14 @@ def reenact_backward(q, k, v, do, causal=False, tiles=(32, 32, 16), p_mode="righ
     dq_factor, dk_factor: dQ and dK times this (1/scale: the scale missing).
     recompute_mask=False: causal, but P is not masked on the diagonal tiles (BLOCK_N1 x BLOCK_N1 for
               dK/dV, BLOCK_M2 x BLOCK_M2 for dQ), where keys after their query then count.
+    parts: exact_parts(q, k, v, do, causal) when already at hand.
     """
-    q, k, v, do = (t.detach().double() for t in (q, k, v, do))
+    parts = parts or exact_parts(q, k, v, do, causal)
+    q, k, v, do, lse, s = (parts[name] for name in ("q", "k", "v", "do", "lse", "s"))
+    dp, row_delta = parts["dp"], parts["row_delta"]
     n, d = q.shape[2], q.shape[3]
     block_n1, block_m2, block_n2 = tiles
     scale = 1.0 / math.sqrt(d)
-    o, lse = attention_reference(q, k, v, is_causal=causal)
-    s = (q @ k.transpose(-1, -2)) * scale
     if p_mode == "right":
         p = torch.exp(s - lse[..., None])
     elif p_mode == "lse_natural":
@@ -136,8 +147,6 @@ def reenact_backward(q, k, v, do, causal=False, tiles=(32, 32, 16), p_mode="righ
     else:  # the diagonal tiles are visited without the mask; the tiles above them are never visited
         p_kv = p.masked_fill(~(right | _same_tile(n, block_n1, q.device)), 0.0)
         p_q = p.masked_fill(~(right | _same_tile(n, block_m2, q.device)), 0.0)
-    row_delta = (o * do).sum(-1, keepdim=True)
-    dp = do @ v.transpose(-1, -2)
 
     def score_grad(p_, width):
         if delta == "right":
@@ -218,6 +227,7 @@ def backward_diagnoses(fn):
             return []
         tol = GRAD_TOLERANCES[q.dtype]
         known = tile_sizes(fn, q)
+        parts = exact_parts(q, k, v, do, case.causal)
         for code, (switches, message) in MISTAKES.items():
             if code == "no_recompute_mask" and not case.causal:
                 continue
@@ -227,8 +237,8 @@ def backward_diagnoses(fn):
                     options[key] = _factor(options[key], d)
             needs_tiles = code in ("no_recompute_mask", "delta_one_block")
             for tiles in ((known,) if known else _FALLBACK_TILES) if needs_tiles else ((32, 32, 16),):
-                sim = dict(zip(("dq", "dk", "dv"), reenact_backward(q, k, v, do, case.causal, tiles, **options),
-                               strict=True))
+                grads = reenact_backward(q, k, v, do, case.causal, tiles, parts=parts, **options)
+                sim = dict(zip(("dq", "dk", "dv"), grads, strict=True))
                 if all(explains(got[name], sim[name].to(got[name].device), ref[name], tol.atol, tol.rtol)
                        for name in ("dq", "dk", "dv")):
                     where = f" (the gradients match that mistake, with {tiles[0]}-key dK/dV tiles)" if needs_tiles \
