@@ -232,6 +232,12 @@ def test_benchmark_explains_why_it_does_nothing_on_the_cpu(reference, runtime, c
         assert "No GPU here" in capsys.readouterr().out
 
 
+def test_the_spec_says_the_function_returns_gradients():
+    spec = problem7.SPEC
+    assert spec.direction == "backward" and spec.kernel_function == "flash_attention_grads"
+    assert spec.performance_points == 2 and spec.timing.make_inputs is not None
+
+
 # ---- the notebooks ----
 
 def test_student_notebook_has_no_outputs_and_keeps_the_grading_metadata(repo_root):

@@ -33,6 +33,7 @@ def test_the_pytorch_problems_give_no_performance_points():
     (dict(assignment="problem9"), "assignment"),
     (dict(notebook="problem3.py"), "notebook"),
     (dict(self_check_cases=()), "self_check_cases"),
+    (dict(direction="sideways"), "direction"),
 ])
 def test_a_broken_spec_is_refused_naming_the_problem_and_the_field(change, field, monkeypatch):
     monkeypatch.setattr(problem3, "SPEC", dataclasses.replace(problem3.SPEC, **change))

@@ -62,6 +62,7 @@ SPEC = ProblemSpec(
     hints=_HINTS,
     # What a self-learner can run at any time (the visible graded cells' shapes).
     self_check_cases=(Case(1, 2, 64, 32, seed=1), Case(1, 2, 80, 16, seed=2, causal=True)),
+    direction="backward",
     # Performance points (autograder.performance): forward + backward against the reference kernels.
     performance_points=2,
     timing=TimingPlan(gpu_case=Case(4, 16, 4096, 64, causal=True), cpu_case=Case(1, 1, 64, 16, causal=True),
