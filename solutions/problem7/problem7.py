@@ -417,8 +417,12 @@ def _dkdv_kernel(
     dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
     # Causal: the queries of the key block's own span are the diagonal (masked); the queries after
     # it see every key of the block; the queries before it see none and are never loaded.
-    lo = start_n * BLOCK_N if CAUSAL else 0
-    mid = tl.minimum(lo + BLOCK_N, seq_len) if CAUSAL else 0
+    if CAUSAL:
+        lo = start_n * BLOCK_N
+        mid = tl.minimum(lo + BLOCK_N, seq_len)
+    else:
+        lo = 0
+        mid = 0
     for start_m in range(lo, mid, BLOCK_M):   # the diagonal (causal only)
         query_idx = start_m + offs_m
         rows = query_idx[:, None] < seq_len
@@ -473,8 +477,12 @@ def _dq_kernel(
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
     # Causal: the keys before the query block are seen by all its queries (no mask), the keys of its
     # own span are the diagonal (masked), the keys after it are never loaded.
-    hi1 = start_m * BLOCK_M if CAUSAL else (seq_len // BLOCK_N) * BLOCK_N
-    hi2 = tl.minimum((start_m + 1) * BLOCK_M, seq_len) if CAUSAL else seq_len
+    if CAUSAL:
+        hi1 = start_m * BLOCK_M
+        hi2 = tl.minimum((start_m + 1) * BLOCK_M, seq_len)
+    else:
+        hi1 = (seq_len // BLOCK_N) * BLOCK_N
+        hi2 = seq_len
     for start_n in range(0, hi1, BLOCK_N):   # whole key blocks, no mask
         k = tl.load(k_ptrs + start_n * stride_kn)
         v = tl.load(v_ptrs + start_n * stride_vn)
