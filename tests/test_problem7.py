@@ -217,6 +217,27 @@ def test_loss_backward_runs_the_kernels(reference, runtime):
         assert float(((t.grad.double() - r).abs() / (1 + r.abs())).max()) < GRAD_TOLERANCES[q.dtype].atol
 
 
+def test_timing_calls_the_backward_with_its_upstream_gradient_and_sees_extra_work(reference):
+    """The timing plan hands (q, k, v, do) and `causal` to the function; a backward doing its work
+    twice earns no performance points, one whose dQ is off at the timed shape earns none either."""
+    from autograder.checks import CheckFailed
+    from autograder.performance import band_share, time_against_reference
+
+    fn = reference.flash_attention_grads
+
+    def twice(q, k, v, do, causal=False):
+        fn(q, k, v, do, causal=causal)
+        return fn(q, k, v, do, causal=causal)
+    timing = time_against_reference(twice, fn, problem7.SPEC.timing)
+    assert timing.ratio > 1.6 and band_share(timing.ratio) == 0.0, timing.lines()
+
+    def off(q, k, v, do, causal=False):
+        dq, dk, dv = fn(q, k, v, do, causal=causal)
+        return dq + 0.05, dk, dv
+    with pytest.raises(CheckFailed, match="differs from the reference kernel"):
+        time_against_reference(off, fn, problem7.SPEC.timing)
+
+
 def test_backward_flops_are_two_and_a_half_forwards():
     assert problem7.backward_flops(4, 16, 4096, 64) == 2.5 * 4 * 4 * 16 * 4096 ** 2 * 64
     assert problem7.backward_flops(1, 1, 100, 64, causal=True) == problem7.backward_flops(1, 1, 100, 64) / 2
