@@ -243,6 +243,17 @@ def test_backward_flops_are_two_and_a_half_forwards():
     assert problem7.backward_flops(1, 1, 100, 64, causal=True) == problem7.backward_flops(1, 1, 100, 64) / 2
 
 
+def test_benchmark_table_and_plot_from_rows(tmp_path, capsys):
+    rows = [{"impl": name, "B": 4, "H": 16, "L": 4096, "D": 64, "causal": True, "dtype": "bfloat16",
+             "fwd_bwd_ms": ms * 3.5, "bwd_ms": ms * 2.5, "fwd_bwd_tflops": 1.0, "bwd_tflops": 2.0}
+            for name, ms in (("your kernels", 1.0), ("SDPA FLASH_ATTENTION", 1.5))]
+    rows.append({**rows[0], "impl": "SDPA CUDNN_ATTENTION", "skipped": "RuntimeError: no kernel"})
+    table = problem7.format_table(rows)
+    assert "1.50x" in table.splitlines()[1] and "skipped: RuntimeError" in table
+    problem7._plot(rows, tmp_path / "p7.png")
+    assert (tmp_path / "p7.png").stat().st_size > 1000
+
+
 def test_benchmark_explains_why_it_does_nothing_on_the_cpu(reference, runtime, capsys, monkeypatch):
     monkeypatch.setenv("COURSE_GRADING", "1")
     assert problem7.benchmark(reference.flash_attention) is None

@@ -316,13 +316,18 @@ def backward_flops(b, h, n, d, causal=False) -> float:
     return flops / 2 if causal else flops
 
 
-def _sdpa_flash(causal):
+def _sdpa(backend_name):
+    """SDPA with one backend pinned (so the name in the table is the kernel that ran), causal or not."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    def run(q, k, v):
-        with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
-    return run
+    backend = getattr(SDPBackend, backend_name)
+
+    def make(causal):
+        def run(q, k, v):
+            with sdpa_kernel(backend):
+                return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+        return run
+    return make
 
 
 def _time_pair(forward, q, k, v, do):
@@ -344,10 +349,11 @@ def _time_pair(forward, q, k, v, do):
 def benchmark(attention, lengths=(1024, 2048, 4096, 8192, 16384), head_dims=(64, 128), batch=4, heads=16,
               causal=(False, True), plot_path=None, json_path=None):
     """Time forward+backward and backward alone of `attention(q, k, v, causal)` (the notebook's
-    `flash_attention`) against SDPA with the FLASH_ATTENTION backend pinned, in bf16 where the GPU has
-    it, with do_bench medians and TFLOPS (forward 4*B*H*L^2*D, backward 2.5 times that, both halved
-    when causal). Prints a table; writes `json_path` (rows and environment) and `plot_path` when given.
-    Under the CPU interpreter or while grading it says why it does nothing.
+    `flash_attention`) against SDPA with the FLASH_ATTENTION backend pinned (and CUDNN_ATTENTION beside
+    it), in bf16 where the GPU has it, with do_bench medians and TFLOPS (forward 4*B*H*L^2*D,
+    backward 2.5 times that, both halved when causal). Prints a table; writes `json_path` (rows and
+    environment) and `plot_path` when given. Under the CPU interpreter or while grading it says why it
+    does nothing.
     """
     import json
 
@@ -359,7 +365,7 @@ def benchmark(attention, lengths=(1024, 2048, 4096, 8192, 16384), head_dims=(64,
         return None
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     impls = {"your kernels": lambda c: (lambda q, k, v: attention(q, k, v, c)),
-             "SDPA FLASH_ATTENTION": _sdpa_flash}
+             "SDPA FLASH_ATTENTION": _sdpa("FLASH_ATTENTION"), "SDPA CUDNN_ATTENTION": _sdpa("CUDNN_ATTENTION")}
     rows = []
     for d in head_dims:
         for n in lengths:
