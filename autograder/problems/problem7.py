@@ -37,11 +37,11 @@ _HINTS = (
     "dS = P * (dP - Delta) with Delta_i = sum_d O_id dO_id (the preprocess), then dQ = softmax_scale * dS K "
     "and dK = softmax_scale * dS^T Q. dV has no scale (O = P V does not involve it); dQ and dK both do. "
     "Cast P and dS to the 16-bit dtype before each tl.dot, and accumulate in float32.",
-    "softmax_delta: the row sums of o * do in float32. recompute_p: exp2(qk * qk_scale - lse * log2(e)), "
-    "then, when ON_DIAGONAL, 0 where key_idx > query_idx. score_grad: p times (dp minus delta broadcast over "
-    "the columns). dkdv_update: scores q k^T, p from recompute_p, dv plus p^T do, dp = do v^T, ds from "
-    "score_grad, dk plus (softmax_scale * ds)^T q. dq_update: the same p, dp and ds, then dq plus "
-    "(softmax_scale * ds) k.",
+    "softmax_delta: the row sums of o times do, in float32. recompute_p: two to the power of the base-2 "
+    "score minus the LSE converted to base 2; on the diagonal, zero wherever the key comes after the query. "
+    "score_grad: p times (dp minus each row's delta). dkdv_update: the tile's scores from q and k, p from "
+    "them, dv grows by p transposed times do, dp is do times v transposed, ds from score_grad, dk grows by "
+    "the scaled ds transposed times q. dq_update: the same p, dp and ds, and dq grows by the scaled ds times k.",
 )
 
 
