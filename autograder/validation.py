@@ -9,15 +9,15 @@ SUPPORTED_DTYPES = (torch.float16, torch.bfloat16)
 HEAD_DIMS = (16, 32, 64, 128)
 
 
-def check_attention_inputs(q, k, v, allow_gqa: bool = False) -> None:
-    """Raise ValueError naming the first problem with (B, H, L, D) tensors q, k, v."""
+def check_attention_inputs(q, k, v, allow_gqa: bool = False, dtypes=SUPPORTED_DTYPES) -> None:
+    """Raise ValueError naming the first problem with (B, H, L, D) tensors q, k, v (of one of `dtypes`)."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dim() != 4:
             raise ValueError(f"{name} must have 4 dimensions (B, H, L, D), got shape {tuple(t.shape)}")
-        if t.dtype not in SUPPORTED_DTYPES:
-            raise ValueError(f"{name} has dtype {t.dtype}; the kernel takes torch.float16 or torch.bfloat16")
+        if t.dtype not in dtypes:
+            raise ValueError(f"{name} has dtype {t.dtype}; the kernel takes " + " or ".join(map(str, dtypes)))
         if t.numel() == 0:
             raise ValueError(f"{name} is empty (shape {tuple(t.shape)})")
     if not (q.dtype == k.dtype == v.dtype):
