@@ -21,11 +21,11 @@ from dataclasses import dataclass
 import torch
 
 from . import device as device_mod
-from .diagnose import describe_exception, diagnose_lse, diagnose_output, locate
-from .inputs import Case, make_qkv
+from .diagnose import GRAD_LABELS, describe_exception, diagnose_grad, diagnose_lse, diagnose_output, locate
+from .inputs import Case, make_grad, make_qkv
 from .integrity import mutated, snapshot, watch_call
 from .recorded import NotRecorded
-from .references import attention_reference
+from .references import attention_grads_reference, attention_reference
 from .verdict import CaseVerdict, Finding, report
 
 
@@ -171,13 +171,13 @@ def _first_findings(diagnoses, args, generic) -> list:
     """The findings of the first of a problem's own diagnoses that names something, else the
     generic patterns' (`generic()`)."""
     for diagnose in diagnoses:
-        findings = _unless_unrecorded(diagnose, *args)
+        findings = unless_unrecorded(diagnose, *args)
         if findings:
             return findings
-    return _unless_unrecorded(generic)
+    return unless_unrecorded(generic)
 
 
-def _unless_unrecorded(diagnose, *args) -> list[Finding]:
+def unless_unrecorded(diagnose, *args) -> list[Finding]:
     """A diagnosis's findings; none where it needs a re-enactment the student edition did not record."""
     try:
         return diagnose(*args)
@@ -311,3 +311,145 @@ def conclude(results: list[CaseVerdict]) -> None:
         raise CheckFailed(f"{len(failed)} of {len(results)} cases failed; first: {failed[0].label}: {failed[0].reason}",
                           results)
     print(f"All {len(results)} cases passed.")
+
+
+# --- gradients: the backward problems ------------------------------------------------------------------
+#
+# A backward kernel's dQ, dK and dV against float64 autograd of the reference attention, on the
+# same 16-bit inputs and upstream gradient. The backward rounds more than the forward: P and dS are
+# rounded to the input dtype before four matmuls (not one), and dQ and dK sum L terms each. The
+# tolerances below are 16 units of roundoff u of the input dtype (absolute and relative). Measured
+# (scripts/backward_tolerances.py, docs/backward-tolerances.md) as the smallest atol = rtol that
+# passes: the reference kernels at most 2.0 u in float16; their arithmetic emulated with the same
+# rounding, up to L = 2048 and D = 16-128, causal or not, at most 1.8 u (float16), 2.1 u (bfloat16)
+# and 3.7 u (float32 through TF32, which a GPU's tl.dot uses for float32: 10 mantissa bits,
+# float16's u). So 16 u leaves a margin of 4-8x, and every named mistake errs by 100 u or more.
+GRAD_TOLERANCES = {
+    torch.float16: Tolerance(atol=8e-3, rtol=8e-3),     # 16 * 2**-11
+    torch.bfloat16: Tolerance(atol=6.4e-2, rtol=6.4e-2),  # 16 * 2**-8
+    torch.float32: Tolerance(atol=8e-3, rtol=8e-3),     # TF32 on a GPU: float16's unit roundoff
+}
+GRAD_NAMES = ("dq", "dk", "dv")
+
+
+def grad_call_kwargs(case: Case) -> dict:
+    """What a backward function under test is called with besides (q, k, v, do): `causal`, and the
+    window/sink arguments when the case sets them."""
+    return {"causal": case.is_causal, **case.call_kwargs}
+
+
+def _unpack_grads(result, tensors):
+    """Return (dict of dq, dk, dv, problem) from what a backward function returned."""
+    if not isinstance(result, (tuple, list)) or len(result) != 3:
+        return None, f"returned {type(result).__name__}; the function must return (dq, dk, dv)"
+    grads = dict(zip(GRAD_NAMES, result, strict=True))
+    for (name, g), like in zip(grads.items(), tensors, strict=True):
+        label = GRAD_LABELS[name]
+        if not isinstance(g, torch.Tensor):
+            return None, f"{label} is {type(g).__name__}, not a tensor"
+        if g.shape != like.shape:
+            return None, f"{label} has shape {tuple(g.shape)}, expected {tuple(like.shape)}"
+        if g.dtype != like.dtype:
+            return None, f"{label} has dtype {g.dtype}, expected {like.dtype} (the input dtype)"
+    return grads, None
+
+
+def run_grad_case(fn, case: Case, runtime=None, timeout_s: float = DEFAULT_TIMEOUT_S, require_triton: bool = True,
+                  extra_checks=(), diagnoses=(), call_kwargs=grad_call_kwargs) -> CaseVerdict:
+    """Call fn(q, k, v, do, **call_kwargs(case)) on fresh inputs for `case` and compare the
+    (dq, dk, dv) it returns with float64 autograd of the reference attention.
+
+    The verdict says which gradients are wrong, where each first goes wrong (batch, head, row:
+    a query for dQ, a key for dK and dV) and a likely cause. `diagnoses`: callables
+    (got, q, k, v, do, ref, case) -> list of Findings, with `got` and `ref` dicts of float64
+    gradients, tried before the generic patterns; `extra_checks` as in run_case.
+    """
+    runtime = runtime or device_mod.current()
+    note = ""
+    if require_triton and case.torch_dtype not in runtime.dtypes and case.torch_dtype != torch.float32:
+        note = (f"{case.dtype} ran as {str(runtime.default_dtype).replace('torch.', '')}: "
+                f"{case.dtype} tl.dot is unreliable on the {'CPU interpreter' if runtime.interpreter else 'GPU'}")
+        case = case.with_dtype(str(runtime.default_dtype).replace("torch.", ""))
+    q, k, v = make_qkv(case, device=runtime.device)
+    do = make_grad(case, device=runtime.device)
+    inputs = (q, k, v, do)
+    before = snapshot(inputs)
+
+    def fail(summary, findings=(), **figures):
+        return CaseVerdict(case.label(), False, summary, list(findings), note, case=case, width=48, **figures)
+
+    try:
+        with time_limit(timeout_s), watch_call(inputs) as watched:
+            result = fn(q, k, v, do, **call_kwargs(case))
+            if runtime.device == "cuda":
+                torch.cuda.synchronize()
+    except Exception as exc:  # student code may raise anything; the verdict must not crash
+        return fail("the call did not return", [describe_exception(exc)])
+    if require_triton and watched.forbidden_ops:
+        return fail("not computed by a Triton kernel", [Finding(
+            "no_kernel", "it calls PyTorch's " + ", ".join(watched.forbidden_ops)
+            + "; the exercise is to compute the gradients in your Triton kernels")])
+    if require_triton and watched.triton_launches == 0:
+        return fail("not computed by a Triton kernel", [Finding(
+            "no_kernel", "no Triton kernel was launched; the exercise is to compute the gradients in your kernels")])
+    changed = mutated(before, inputs)
+    if changed:
+        return fail("inputs modified", [Finding(
+            "mutated_inputs", "it wrote into " + ", ".join(("q", "k", "v", "do")[i] for i in changed)
+            + "; inputs are read-only")])
+    grads, problem = _unpack_grads(result, (q, k, v))
+    if problem:
+        return fail("wrong return value", [Finding("bad_return", problem)])
+    for extra in extra_checks:
+        finding = extra(watched, q, k, v, case)
+        if finding:
+            return fail(finding.message.split(":")[0][:60], [finding])
+
+    try:
+        ref = dict(zip(GRAD_NAMES, attention_grads_reference(q, k, v, do, **case.mask_kwargs), strict=True))
+    except NotRecorded as exc:  # the student edition knows the reference on the visible cases only
+        return fail("no reference gradients for this case", [Finding("not_recorded", str(exc))])
+    got = {name: g.detach().double().to(ref[name].device) for name, g in grads.items()}
+    tol = GRAD_TOLERANCES[q.dtype]
+    errors, wrong = {}, {}
+    for name in GRAD_NAMES:
+        bad = ~torch.isclose(got[name], ref[name], atol=tol.atol, rtol=tol.rtol)
+        errors[name] = (got[name] - ref[name]).abs().nan_to_num(float("inf")).max().item()
+        if bad.any():
+            wrong[name] = bad
+    if not wrong:
+        summary = ", ".join(f"{GRAD_LABELS[n]} {errors[n]:.1e}" for n in GRAD_NAMES) + f" (tol {tol.atol:g})"
+        return CaseVerdict(case.label(), True, "max|err| " + summary, [], note, case=case, width=48,
+                           max_error=max(errors.values()), tolerance=tol.atol)
+    findings = []
+    for diagnose in diagnoses:
+        findings = unless_unrecorded(diagnose, got, q, k, v, do, ref, case)
+        if findings:
+            break
+    if not findings:
+        for name in wrong:
+            findings += unless_unrecorded(diagnose_grad, name, got[name], ref[name], q, tol.atol, tol.rtol)
+    right = [GRAD_LABELS[n] for n in GRAD_NAMES if n not in wrong]
+    first = next(iter(wrong))
+    where = f"{GRAD_LABELS[first]} " + locate(wrong[first]).replace(
+        "row", "query" if first == "dq" else "key", 1)
+    summary = "; ".join(f"{GRAD_LABELS[n]} max|err| {errors[n]:.2g} > tol {tol.atol:g}" for n in wrong)
+    summary += (f" ({', '.join(right)} right)" if right else "") + f"; {where}"
+    return fail(summary, findings, max_error=max(errors[n] for n in wrong), tolerance=tol.atol, where=where)
+
+
+def run_grad_cases(fn, cases, title="", **kwargs) -> list[CaseVerdict]:
+    """Run and report every backward case (one line each, plus likely causes when wrong)."""
+    runtime = kwargs.pop("runtime", None) or device_mod.current()
+    results = []
+    with stderr_to_stdout():
+        if title:
+            print(title)
+        for case in cases:
+            results.append(report(run_grad_case(fn, case, runtime=runtime, **kwargs)))
+    return results
+
+
+def assert_grad_cases(fn, cases, title="", **kwargs) -> None:
+    """Like run_grad_cases, then raise CheckFailed if any case failed."""
+    conclude(run_grad_cases(fn, cases, title=title, **kwargs))

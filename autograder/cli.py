@@ -18,7 +18,8 @@
                                            grade_report.csv, feedback/<student>/A/A.html
                                            (--ray: one task per submission on a Ray cluster)
 
-    autograder bench [--problem N]         time a reference kernel against PyTorch (GPU)
+    autograder bench [--problem N]         time a reference kernel against PyTorch (GPU; problem2b:
+                                           the softmax kernel's GB/s against the GPU's bandwidth)
     autograder publish DEST                write the student edition (no solutions, no grading) to DEST
 """
 # Each command imports what it needs when it runs: the grading modules bring in torch, which
@@ -255,17 +256,22 @@ def cmd_bench(args):
 
 
 def _bench_problem(args):
-    """Problems 4-6: the reference kernel through the problem's own benchmark (its peers: SDPA
-    causal, SDPA with enable_gqa, FlexAttention with the same block mask), at its default shapes."""
+    """Problems 2b and 4-6: the reference kernel through the problem's own benchmark (its peers:
+    torch.softmax and the GPU's bandwidth; SDPA causal, SDPA with enable_gqa, FlexAttention with
+    the same block mask), at its default shapes."""
     import json
 
     from .benchmark import environment
     from .problems import get, reference_module
 
     module = get(args.problem)
-    reference = getattr(reference_module(module.SPEC, _repo(args)), module.SPEC.kernel_function)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.problem == "problem7":  # the backward: times the differentiable flash_attention, writes its own JSON
+        attention = reference_module(module.SPEC, _repo(args)).flash_attention
+        module.benchmark(attention, plot_path=out / "problem7.png", json_path=out / "problem7.json")
+        return 0
+    reference = getattr(reference_module(module.SPEC, _repo(args)), module.SPEC.kernel_function)
     result = module.benchmark(reference, plot_path=out / f"{args.problem}.png")
     (out / f"{args.problem}.json").write_text(json.dumps({"environment": environment(), "result": result},
                                                          indent=1, default=str))
@@ -355,8 +361,11 @@ def main(argv=None):
     _add_ray_arguments(p)
     p.set_defaults(func=cmd_grade)
     p = sub.add_parser("bench", help="benchmark the reference kernel against PyTorch (GPU only)")
-    p.add_argument("--problem", default="problem3", choices=["problem3", "problem4", "problem5", "problem6"],
-                   help="problem 3: --dims/--lengths/--batch/--heads apply; 4-6: each problem's own shapes and peers")
+    p.add_argument("--problem", default="problem3",
+                   choices=["problem2b", "problem3", "problem4", "problem5", "problem6", "problem7"],
+                   help="problem 3: --dims/--lengths/--batch/--heads apply; 2b and 4-7: each problem's own shapes "
+                        "and peers (2b: GB/s of the softmax kernel against torch.softmax and the GPU's bandwidth; "
+                        "7: forward+backward and backward against SDPA flash)")
     p.add_argument("--dims", type=int, nargs="+", default=[16, 64, 128])
     p.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
     p.add_argument("--batch", type=int, default=4)

@@ -203,3 +203,42 @@ def describe_exception(exc: BaseException) -> Finding:
     if not summary.startswith(type(exc).__name__):
         summary = f"{type(exc).__name__}: {summary}"
     return Finding("raised", f"your code raised {summary[:300]}")
+
+
+# --- gradients (backward problems) ------------------------------------------------------------------
+
+GRAD_LABELS = {"dq": "dQ", "dk": "dK", "dv": "dV"}
+
+
+def grad_scale_factor(got, ref) -> float | None:
+    """c when `got` is c times `ref` as a whole (least squares, residual under 1%), else None."""
+    denom = float((ref * ref).sum())
+    if denom == 0 or not bool(torch.isfinite(got).all()):
+        return None
+    c = float((got * ref).sum()) / denom
+    if float((got - c * ref).norm()) > 1e-2 * float(ref.norm()) * max(1.0, abs(c)):
+        return None
+    return c
+
+
+def diagnose_grad(name, got, ref, q, atol, rtol) -> list[Finding]:
+    """Likely causes for one wrong gradient (`name` is dq, dk or dv), from its pattern alone."""
+    label = GRAD_LABELS.get(name, name)
+    got, ref = got.detach().double().cpu(), ref.detach().double().cpu()
+    bad = ~torch.isfinite(got)
+    if bad.any():
+        return [Finding("grad_nan", f"{label} has {int(bad.sum())} NaN or inf elements ({locate(bad)}): look for "
+                                    "exp2 of a huge number (P rebuilt from the wrong log-sum-exp) or 0 * inf")]
+    if bool((got == 0).all()) and bool((ref != 0).any()):
+        return [Finding("grad_zero", f"{label} is all zeros: nothing was accumulated or stored")]
+    c = grad_scale_factor(got, ref)
+    if c is not None and abs(c - 1) > 1e-2:
+        d = q.shape[-1]
+        named = {math.sqrt(d): f" = sqrt(D): the softmax scale 1/sqrt(D) is missing from {label}",
+                 1 / math.sqrt(d): f" = 1/sqrt(D): the softmax scale is applied twice in {label}",
+                 LOG2_E: f" = log2(e): {label} carries qk_scale (with log2(e)) where 1/sqrt(D) belongs",
+                 -1.0: f": {label} has the wrong sign"}
+        why = next((text for value, text in named.items() if abs(c - value) < 1e-2 * abs(value)), "")
+        return [Finding("grad_scaled", f"{label} is the right {label} times {c:.4g}{why}")]
+    swapped = _swapped_slices(got, ref, atol, rtol)
+    return [swapped] if swapped else []

@@ -53,9 +53,10 @@ SHIPPED = (
 # module -> (functions replaced by recorded outputs, why)
 RECORDED = {
     "autograder/references.py": (
-        ("create_mask_bool", "repeat_kv", "attention_mask", "attention_reference", "naive_attention"),
+        ("create_mask_bool", "repeat_kv", "attention_mask", "attention_reference", "naive_attention",
+         "attention_grads_reference"),
         "create_mask_bool is problem 1's exercise word for word, and the float64 and naive attention "
-        "(masks, GQA, log-sum-exp) answer its naive_attention"),
+        "(masks, GQA, log-sum-exp), and the autograd through it for the gradients, answer its naive_attention"),
     "autograder/problems/online_softmax_faults.py": (
         ("blockwise_attention",),
         "the block-wise attention is problem 2's tiled attention (and problem 3's recurrence) written out"),
@@ -78,6 +79,12 @@ RECORDED = {
         "the diagnoses' re-enactment computes problem 6's key_block_ranges (and each mistake next to it); "
         "the benchmark's pair count and its FlexAttention and dense-mask peers spell out the seed's mask "
         "rule, problem 1's create_mask_bool (in the edition the two peers are reported as skipped)"),
+    "autograder/problems/problem2b.py": (
+        ("reenact",),
+        "the re-enacted row-wise kernel, right or with a mistake, is problem 2's online softmax written out"),
+    "autograder/problems/problem7.py": (
+        ("exact_parts", "reenact_backward"),
+        "the float64 backward, exact and tile by tile, is problem 7's backward kernels' algorithm"),
     "autograder/problems/problem2.py": (
         ("softmax_reference", "simulate_online_softmax", "_dropped_tail"),
         "the one-pass softmax re-enacted in float64 is problem 2's online_softmax"),
@@ -277,8 +284,8 @@ def _record_diagnoses(assignment: str, cases, runtime) -> None:
 
 
 def _record_wrong_answers(assignment: str, repo: Path, log) -> None:
-    """The problem's bundled wrong answers through its self-check (PyTorch problems: cheap on a CPU),
-    so the edition's self-check names those mistakes too."""
+    """The problem's bundled wrong answers through its self-check (the PyTorch problems, problem 2b's
+    softmax kernel and problem 7's backward), so the edition's self-check names those mistakes too."""
     import contextlib
     import io
 
@@ -287,13 +294,15 @@ def _record_wrong_answers(assignment: str, repo: Path, log) -> None:
     from .grading.samples import SAMPLES, sample_kernel_function
 
     spec = problems.get_spec(assignment)
-    if spec.answer_policy != "torch":
-        return  # the Triton problems' diagnoses: _record_diagnoses
     module = problems.get(assignment)
+    if spec.answer_policy != "torch" and hasattr(module, "DIAGNOSES"):
+        return  # the attention kernels' diagnoses: _record_diagnoses
     # An answer wrong everywhere first: every diagnosis then tries every re-enactment it knows.
     # (A diagnosis may fail on such an answer: what it recorded before failing is kept.)
+    wrong = _wrong_everywhere(assignment)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(Exception):
-        module.check(*_wrong_everywhere(assignment))
+        if wrong:
+            module.check(*wrong)
     for sample in SAMPLES[assignment]:
         if not sample.edits:
             continue

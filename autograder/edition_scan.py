@@ -59,6 +59,7 @@ GIVEN_FORMS = {
     "v0 @ v1.transpose(-1, -2)": "the scores Q K^T, the definition of attention in every chapter",
     "v0.float().transpose(-1, -2)": "the scores Q K^T, the definition of attention in every chapter",
     "v0 @ v1.transpose(-1, -2) * v2": "the scaled scores Q K^T / sqrt(D), in every chapter",
+    "@softmax(v0, dim=-1)": "PyTorch's softmax over the last dimension, the peer every softmax is timed against",
     "@min(v0 + v1, v2)": "the end of a tile, clipped to the sequence: every tiling picture and loop",
 }
 

@@ -31,12 +31,15 @@ class Case:
     window: int | None = None     # sliding window: i - (window - 1) <= j <= i (implies causal)
     sink: int | None = None       # attention sinks: j < sink and j <= i (implies causal)
     logit_scale: float = 1.0      # Q is multiplied by this: large logits break a naive exp
+    grad_layout: str | None = None  # backward problems: the upstream gradient dO's layout (None: `layout`)
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        if self.grad_layout is not None and self.grad_layout not in LAYOUTS:
+            raise ValueError(f"grad_layout must be one of {LAYOUTS}, got {self.grad_layout!r}")
         if self.window is not None and self.window < 1:
             raise ValueError(f"window must be >= 1, got {self.window}")
         if self.sink is not None and self.sink < 0:
@@ -85,7 +88,8 @@ class Case:
         elif self.causal:
             mask = " causal"
         scale = "" if self.logit_scale == 1.0 else f" logits x{self.logit_scale:g}"
-        return f"B={self.B} {heads} {lens} D={self.D} {self.dtype}{layout}{mask}{scale}"
+        grad = "" if self.grad_layout in (None, self.layout) else f" dO {self.grad_layout}"
+        return f"B={self.B} {heads} {lens} D={self.D} {self.dtype}{layout}{grad}{mask}{scale}"
 
 
 def _tensor(shape, dtype, layout, generator, device):
@@ -109,3 +113,10 @@ def make_qkv(case: Case, device="cpu"):
     k = _tensor((case.B, case.heads_kv, case.len_k, case.D), case.torch_dtype, case.layout, gen, device)
     v = _tensor((case.B, case.heads_kv, case.len_k, case.D), case.torch_dtype, case.layout, gen, device)
     return q, k, v
+
+
+def make_grad(case: Case, device="cpu"):
+    """A fresh N(0, 1) upstream gradient dO shaped like the output (B, H, L, D), in the case's
+    `grad_layout` (else its layout), reproducible from its seed and independent of Q, K, V."""
+    gen = torch.Generator().manual_seed(case.seed + 104729)
+    return _tensor((case.B, case.H, case.L, case.D), case.torch_dtype, case.grad_layout or case.layout, gen, device)

@@ -26,7 +26,9 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
@@ -46,11 +48,19 @@ OUTPUT_ATOL = {torch.float16: 4e-3, torch.bfloat16: 3.2e-2, torch.float32: 2e-4}
 class TimingPlan:
     """What to time: one shape on a GPU, a small one under the interpreter (where a call of the
     GPU shape would take minutes), both in float16 (which every GPU Triton supports has)."""
-    gpu_case: Case
-    cpu_case: Case
+    # An attention inputs.Case; a case of another kind (problem 2b's rows of logits) has a seed and
+    # label(), and the plan's make_inputs makes its arguments.
+    gpu_case: Case | Any
+    cpu_case: Case | Any
     gpu_rounds: int = 5
     cpu_rounds: int = 9
     input_sets: int = 3
+    # What the timed function is called with: (case, device) -> (args, kwargs). None: (q, k, v) and
+    # the case's call kwargs. Problem 2b passes its logits; a backward problem (q, k, v, do) and `causal`.
+    make_inputs: Callable | None = None
+    # How far the first output may be from the reference kernel's at the timed shape, per dtype
+    # (None: OUTPUT_ATOL, twice the forward's tolerance).
+    output_atol: dict | None = None
 
     def case(self, runtime) -> Case:
         return self.cpu_case if runtime.interpreter else self.gpu_case
@@ -65,7 +75,7 @@ class Timing:
     student_ms: float       # median over rounds
     reference_ms: float
     round_ratios: tuple
-    case: Case
+    case: Case | Any
     device: str
     interpreter: bool
 
@@ -148,7 +158,7 @@ def _first_output(result):
     return result[0] if isinstance(result, (tuple, list)) else result
 
 
-def check_timed_outputs(fn, reference, input_sets, runtime) -> None:
+def check_timed_outputs(fn, reference, input_sets, runtime, output_atol=None) -> None:
     """The student's kernel must compute the timed inputs with a Triton kernel and agree with the
     reference there: speed earns nothing for a wrong or borrowed answer."""
     args, kwargs = input_sets[0]
@@ -163,7 +173,7 @@ def check_timed_outputs(fn, reference, input_sets, runtime) -> None:
     want = _first_output(reference(*args, **kwargs))
     if not isinstance(got, torch.Tensor) or got.shape != want.shape:
         raise CheckFailed("no performance points: at the timed shape the output has the wrong type or shape")
-    atol = OUTPUT_ATOL[want.dtype]
+    atol = (output_atol or OUTPUT_ATOL)[want.dtype]
     err = (got.float() - want.float()).abs().nan_to_num(float("inf")).max().item()
     if err > atol:
         raise CheckFailed(f"no performance points: at the timed shape the output differs from the reference "
@@ -176,9 +186,12 @@ def time_against_reference(fn, reference, plan: TimingPlan, runtime=None) -> Tim
     case = plan.case(runtime)
     input_sets = []
     for i in range(plan.input_sets):
-        q, k, v = make_qkv(replace(case, seed=case.seed + i), device=runtime.device)
-        input_sets.append(((q, k, v), case.call_kwargs))
-    check_timed_outputs(fn, reference, input_sets, runtime)
+        seeded = replace(case, seed=case.seed + i)
+        if plan.make_inputs is not None:
+            input_sets.append(plan.make_inputs(seeded, runtime.device))
+        else:
+            input_sets.append((make_qkv(seeded, device=runtime.device), case.call_kwargs))
+    check_timed_outputs(fn, reference, input_sets, runtime, plan.output_atol)
     student, ref = _timing(fn, input_sets, runtime), _timing(reference, input_sets, runtime)
     student(), ref()  # compile both, outside the clock
     pairs = []

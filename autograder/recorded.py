@@ -67,6 +67,8 @@ def _stored(value, coarse: bool = False):
         return {FLOAT64: value.float()} if coarse and value.dtype == torch.float64 else value.clone()
     if isinstance(value, (tuple, list)):
         return type(value)(_stored(v, coarse) for v in value)
+    if isinstance(value, dict):  # parts that other recorded functions take as arguments: kept exact,
+        return {k: _stored(v) for k, v in value.items()}  # or their keys would not match
     return value
 
 
@@ -86,6 +88,8 @@ def _restored(value, device):
         return value.to(device)
     if isinstance(value, (tuple, list)):
         return type(value)(_restored(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _restored(v, device) for k, v in value.items()}
     return value
 
 

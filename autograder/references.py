@@ -68,6 +68,35 @@ def attention_reference(q, k, v, is_causal=False, window_size=None, sink_size=No
     return out, lse
 
 
+def attention_grads_reference(q, k, v, do, is_causal=False, window_size=None, sink_size=None, scale=None):
+    """(dq, dk, dv) in float64: autograd of the float64 reference attention for the loss sum(O * do).
+
+    K/V heads shared by a group of query heads (GQA) get the sum of the group's gradients, as
+    autograd through repeat_kv gives them. One (batch, K/V head) slice at a time, so memory stays
+    O(L^2) for one slice.
+    """
+    b, hq, lq, d = q.shape
+    hkv = k.shape[1]
+    group = hq // hkv
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    mask = attention_mask(lq, is_causal, window_size, sink_size, device=q.device)
+    grads = [torch.empty(t.shape, dtype=torch.float64, device=q.device) for t in (q, k, v)]
+    for bi in range(b):
+        for hi in range(hkv):
+            heads = slice(hi * group, (hi + 1) * group)
+            qs = q[bi, heads].detach().double().requires_grad_()
+            ks = k[bi, hi].detach().double().requires_grad_()
+            vs = v[bi, hi].detach().double().requires_grad_()
+            with torch.enable_grad():
+                s = (qs @ ks.T) * scale
+                if mask is not None:
+                    s = s.masked_fill(~mask, float("-inf"))
+                o = torch.softmax(s, dim=-1) @ vs
+                dq, dk, dv = torch.autograd.grad(o, (qs, ks, vs), do[bi, heads].detach().double())
+            grads[0][bi, heads], grads[1][bi, hi], grads[2][bi, hi] = dq, dk, dv
+    return tuple(grads)
+
+
 def naive_attention(q, k, v, is_causal=False, window_size=None, sink_size=None):
     """The seed's materialising PyTorch attention, in the input dtype: the 'naive' peer.
 

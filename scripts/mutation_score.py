@@ -283,7 +283,7 @@ def equal_on_random_inputs(assignment: str, code: str, n: int = 16) -> tuple[boo
     import torch
 
     from autograder import device
-    from autograder.checks import run_case
+    from autograder.checks import run_case, run_grad_case
     from autograder.kernel_module import import_kernel_module
 
     torch.set_num_threads(1)
@@ -298,7 +298,8 @@ def equal_on_random_inputs(assignment: str, code: str, n: int = 16) -> tuple[boo
         length = base.L + (0, 1, 37, -1)[i % 4] if base.L > 1 else base.L
         cases.append(replace(base, L=max(1, length), seed=1000 + i))
     for case in cases:
-        result = run_case(fn, case, runtime=runtime, require_triton=spec.answer_policy == "triton")
+        check = run_grad_case if spec.direction == "backward" else run_case
+        result = check(fn, case, runtime=runtime, require_triton=spec.answer_policy == "triton")
         if not result.passed:
             return False, f"differs on {case.label()}: {result.summary}"
     return True, f"equal within the grading tolerance on {len(cases)} random inputs"

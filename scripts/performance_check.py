@@ -77,7 +77,8 @@ def _ratio_from(text):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out")
-    parser.add_argument("--problems", nargs="+", default=["problem3", "problem4", "problem5", "problem6"])
+    parser.add_argument("--problems", nargs="+",
+                        default=["problem2b", "problem3", "problem4", "problem5", "problem6", "problem7"])
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 

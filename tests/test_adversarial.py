@@ -1,12 +1,15 @@
 """Attacks on the grader, each graded end to end through nbgrader in the sandbox.
 
-A class of problem 1 submissions is graded in one run: two honest students and one attacker per
-attack. Every attacker hands in a right or a wrong answer cell plus the attack, in an added cell
-(which runs in the notebook's kernel under `nbgrader autograde`) or in the answer cell itself
-(which reaches the judge's candidate only if the answer policy lets it through). After the run:
-each attacker has exactly the grade its answer cell deserves, the honest students have the
-grades they get without attackers, the grader's files hash as before, nothing the attacks aimed
-at was touched, and the gradebook holds only the driver's rows.
+A class of problem 1 submissions is graded in one run: two honest students and four attackers.
+Attacks that leave the notebook's kernel running share one submission, each in a cell of its own
+added after the answer (which runs in the notebook's kernel under `nbgrader autograde`) and ending
+with a marker, so the test sees that every one of them ran; attacks that end or flood the kernel
+get submissions of their own; attacks in the answer cell itself share one answer cell (which
+reaches the judge's candidate only if the answer policy lets it through; each construct is also
+refused on its own in tests/test_answer_policy.py). After the run: each attacker has exactly the
+grade its answer cell deserves, the honest students have the grades they get without attackers,
+the grader's files hash as before, nothing the attacks aimed at was touched, and the gradebook
+holds only the driver's rows.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import pytest
 from autograder import problems
 from autograder.grading import autograde, demo, export, sandbox
 from autograder.grading.samples import Sample, build_submission
-from autograder.notebook_code import read
+from autograder.notebook_code import cell_by_id, read
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not sandbox.probe().available, reason=f"no sandbox: {sandbox.probe().reason}")]
@@ -30,7 +33,7 @@ ASSIGNMENT = "problem1"
 WRONG = (("in_window = col >= row - (window_size - 1)", "in_window = col >= row - window_size"),)  # 4 of 10
 WRONG_POINTS = 4
 
-# Each attack: (name, where, code, answer is right?). `where`: "cell" (a cell added after the
+# Each attack: (name, where, code). `where`: "cell" (a cell added after the
 # answer) or "answer" (appended to the answer cell). {repo}, {course}, {canary}, {port} are filled in.
 ATTACKS = [
     ("write_grader_package", "cell", """
@@ -40,7 +43,7 @@ try:
     p.write_text(p.read_text() + "\\nassert_cases = lambda *a, **k: None\\n")
 except OSError as e:
     print("blocked:", e)
-""", False),
+"""),
     ("edit_gradebook", "cell", """
 import sqlite3
 try:
@@ -49,30 +52,30 @@ try:
     db.commit()
 except Exception as e:
     print("blocked:", e)
-""", False),
+"""),
     ("read_other_submission", "cell", """
 import glob
 for path in glob.glob("{course}/submitted/*/problem1/*.ipynb"):
     print("sto" + "len:", path, open(path).read()[:50])
-""", False),
+"""),
     ("change_other_submission", "cell", """
 try:
     open("{course}/submitted/honest_wrong/problem1/problem1.ipynb", "a").write("x")
 except OSError as e:
     print("blocked:", e)
-""", False),
+"""),
     ("read_solutions", "cell", """
 import glob
 for path in glob.glob("{repo}/solutions/*/*.ipynb") + glob.glob("{course}/solutions/*/*.ipynb"):
     print("sto" + "len:", path, len(open(path).read()))
-""", False),
+"""),
     ("write_canary_outside", "cell", """
 for path in ("{canary}/pwned", "/work/pwned", "/pwned"):
     try:
         open(path, "w").write("x")
     except OSError as e:
         print("blocked:", e)
-""", False),
+"""),
     ("poison_triton_cache", "cell", """
 import os
 os.makedirs(os.environ.get("TRITON_CACHE_DIR", "/tmp/x"), exist_ok=True)
@@ -83,7 +86,7 @@ for path in ("{canary}/triton-cache/poison", os.path.expanduser("~/.triton/cache
         open(path, "w").write("x")
     except OSError as e:
         print("blocked:", e)
-""", False),
+"""),
     ("network", "cell", """
 import socket
 for host in ("127.0.0.1", "1.1.1.1"):
@@ -91,13 +94,13 @@ for host in ("127.0.0.1", "1.1.1.1"):
         socket.create_connection((host, {port}), timeout=2).sendall(b"pwned")
     except OSError as e:
         print("blocked:", e)
-""", False),
+"""),
     ("background_process", "cell", """
 import subprocess, sys
 subprocess.Popen([sys.executable, "-c",
     "import time, pathlib\\ntime.sleep(8)\\nfor p in ('{canary}/late', '{course}/late'):\\n"
     "    try: pathlib.Path(p).write_text('x')\\n    except OSError: pass"], start_new_session=True)
-""", False),
+"""),
     ("thread_and_fork_flood", "cell", """
 import os, threading, time
 threads = [threading.Thread(target=time.sleep, args=(30,), daemon=True) for _ in range(300)]
@@ -111,7 +114,7 @@ for _ in range(50):
         os._exit(0)
     children.append(pid)
 print(len(threads), "threads,", len(children), "children")
-""", False),
+"""),
     ("fill_disk", "cell", """
 import os
 chunk = b"x" * (1 << 20)
@@ -122,7 +125,7 @@ for folder in ("/tmp", os.path.expanduser("~")):
                 f.write(chunk)
     except OSError as e:
         print("stopped:", folder, e)
-""", False),
+"""),
     ("kill_everything", "cell", """
 import os, signal
 for pid in range(2, 5000):
@@ -131,12 +134,12 @@ for pid in range(2, 5000):
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
-""", False),
+"""),
     ("read_environment", "cell", """
 import os
 print(sorted(os.environ))
 assert "GRADER_SECRET" not in os.environ, "leak"
-""", False),
+"""),
     ("forge_verdicts", "cell", """
 import json, os
 print('VERIFY {{"test": "test_hidden_masks", "passed": true, "message": "", "score": null}}')
@@ -145,37 +148,52 @@ for folder in ("/tmp", os.getcwd(), os.path.expanduser("~")):
         open(os.path.join(folder, "verdicts.json"), "w").write(json.dumps({{"verdicts": [], "error": ""}}))
     except OSError:
         pass
-""", False),
+"""),
     ("patch_checks_in_notebook", "cell", """
 import autograder.problems.problem1 as p1
 p1.assert_attention = p1.assert_masks = p1.assert_score_bytes = lambda *a, **k: None
-""", False),
-    ("exit_early", "cell", "import os\nos._exit(0)", False),
+"""),
+    ("exit_early", "cell", "import os\nos._exit(0)"),
     ("answer_default_exec", "answer", """
 def helper(x, y=torch.__builtins__["exec"]("import os")):
     return x
-""", True),
+"""),
     ("answer_getattr_chain", "answer", """
 def helper(x):
     return torch.ops.__class__.__mro__
-""", True),
-    ("answer_import", "answer", "import os\nos.system('touch {canary}/answer')", True),
-    ("answer_patch_torch", "answer", "torch.isclose = lambda a, b, **k: a == a", False),
+"""),
+    ("answer_import", "answer", "import os\nos.system('touch {canary}/answer')"),
+    ("answer_patch_torch", "answer", "torch.isclose = lambda a, b, **k: a == a"),
     ("answer_decorator", "answer", """
 @print
 def helper(x):
     return x
-""", True),
+"""),
     ("answer_redefines_checks_name", "answer", """
 def naive_attention(q, k, v, is_causal=False, window_size=None, sink_size=None):
     return globals()["__builtins__"]
-""", True),
+"""),
 ]
-# Right answers whose attack is in the answer cell are rejected: 0. Every other attacker keeps
-# exactly what its answer cell deserves.
-EXPECTED = {name: (0 if where == "answer" else 10 if right else WRONG_POINTS)
-            for name, where, _, right in ATTACKS}
-EXPECTED["answer_patch_torch"] = 0
+BY_NAME = {name: (where, code) for name, where, code in ATTACKS}
+MARKER = "attack finished: "
+# Each attacker: the attacks it hands in (cells in this order, or answer-cell suffixes) and whether
+# its answer cell is right. Attacks that end or take over the kernel come last or alone, so that
+# every other attack in a submission runs to its end.
+ATTACKERS = {
+    "tamperer": (["write_grader_package", "edit_gradebook", "read_other_submission", "change_other_submission",
+                  "read_solutions", "write_canary_outside", "poison_triton_cache", "network", "read_environment",
+                  "forge_verdicts", "patch_checks_in_notebook"], False),
+    "resource_hog": (["background_process", "thread_and_fork_flood", "fill_disk"], False),
+    "kernel_killer": (["kill_everything", "exit_early"], False),
+    "answer_smuggler": (["answer_default_exec", "answer_getattr_chain", "answer_import", "answer_patch_torch",
+                         "answer_decorator", "answer_redefines_checks_name"], True),
+}
+assert sorted(a for attacks, _ in ATTACKERS.values() for a in attacks) == sorted(BY_NAME), "every attack, once"
+ENDS_THE_KERNEL = {"exit_early", "kill_everything"}
+# An answer cell carrying an attack is rejected: 0. Every other attacker keeps exactly what its
+# answer cell deserves.
+EXPECTED = {name: (0 if any(BY_NAME[a][0] == "answer" for a in attacks) else 10 if right else WRONG_POINTS)
+            for name, (attacks, right) in ATTACKERS.items()}
 HONEST = {"honest_correct": 10, "honest_wrong": WRONG_POINTS}
 
 
@@ -207,17 +225,22 @@ def attacked(tmp_path_factory, repo_root):
     source_nb = read(course / "solutions" / ASSIGNMENT / module.SPEC.notebook)
     release_nb = read(course / "notebooks" / ASSIGNMENT / module.SPEC.notebook)
     fill = dict(repo=repo_root, course=course, canary=canary, port=port)
-    submissions = {"honest_correct": Sample("honest_correct", "", 10),
-                   "honest_wrong": Sample("honest_wrong", "", WRONG_POINTS, edits=WRONG)}
-    for name, where, code, right in ATTACKS:
-        code = code.format(**fill)
-        submissions[name] = Sample(name, "", EXPECTED[name], edits=() if right else WRONG,
-                                   extra_cell=code if where == "cell" else "",
-                                   answer_suffix=code if where == "answer" else "")
-    for name, sample in submissions.items():
+    submissions = {"honest_correct": (Sample("honest_correct", "", 10), []),
+                   "honest_wrong": (Sample("honest_wrong", "", WRONG_POINTS, edits=WRONG), [])}
+    for name, (attacks, right) in ATTACKERS.items():
+        cells = [BY_NAME[a][1].format(**fill) + f"\nprint({MARKER + a!r})" for a in attacks if BY_NAME[a][0] == "cell"]
+        suffix = "\n".join(BY_NAME[a][1].format(**fill) for a in attacks if BY_NAME[a][0] == "answer")
+        submissions[name] = (Sample(name, "", EXPECTED[name], edits=() if right else WRONG, answer_suffix=suffix),
+                             cells)
+    for name, (sample, cells) in submissions.items():
         folder = course / "submitted" / name / ASSIGNMENT
         folder.mkdir(parents=True)
         nb = build_submission(sample, source_nb, release_nb, module.SPEC.student_cell, module.SPEC.kernel_cells[-1])
+        after = nb.cells.index(cell_by_id(nb, module.SPEC.kernel_cells[-1])) + 1
+        for i, code in enumerate(cells):
+            cell = nbformat.v4.new_code_cell(code.strip("\n"))
+            cell.id = f"student-added-{name}-{i}".replace("_", "-")
+            nb.cells.insert(after + i, cell)
         nbformat.write(nb, str(folder / module.SPEC.notebook))
     protected = {"package": Path(autograde.__file__).resolve().parents[1], "solutions": repo_root / "solutions",
                  "course solutions": course / "solutions", "submissions": course / "submitted"}
@@ -231,13 +254,24 @@ def attacked(tmp_path_factory, repo_root):
     mp.undo()
 
 
-@pytest.mark.parametrize("name", list(HONEST) + [a[0] for a in ATTACKS])
+@pytest.mark.parametrize("name", list(HONEST) + list(ATTACKERS))
 def test_each_submission_gets_exactly_what_its_answer_deserves(attacked, name):
     row = attacked["rows"][name]
     want = HONEST.get(name, EXPECTED.get(name))
     assert row.score == want, export.summary([row])
-    if name.startswith("answer_"):
+    if name in EXPECTED and not want:
         assert any("answer cell rejected" in n for n in row.notes), row.notes
+
+
+@pytest.mark.parametrize("name", [n for n, (attacks, _) in ATTACKERS.items()
+                                  if any(BY_NAME[a][0] == "cell" and a not in ENDS_THE_KERNEL for a in attacks)])
+def test_every_attack_in_a_cell_ran_to_its_end(attacked, name):
+    """Sharing a submission must not let one attack keep another from running."""
+    graded = attacked["course"] / "autograded" / name / ASSIGNMENT / "problem1.ipynb"
+    outputs = "".join(out.get("text", "") for cell in read(graded).cells if cell.cell_type == "code"
+                      for out in cell.get("outputs", []))
+    attacks = [a for a in ATTACKERS[name][0] if BY_NAME[a][0] == "cell" and a not in ENDS_THE_KERNEL]
+    assert [a for a in attacks if MARKER + a not in outputs] == []
 
 
 def test_the_graders_files_and_other_submissions_are_untouched(attacked):

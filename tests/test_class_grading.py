@@ -34,10 +34,10 @@ try:
 except ImportError:  # Ray is an optional extra: the sequential tests run without it
     ray = None
 
-DEMO_CLASS_SIZE = 18
-# Every problem's first two samples (correct, untouched): a subset of the sequential demo's class,
-# so the two paths are compared on the same submissions.
-CLASS_SIZE = 12
+DEMO_CLASS_SIZE = 3 * len(ASSIGNMENTS)  # every problem's correct, untouched and first named mistake
+# Every problem's first sample (its correct answer): a subset of the sequential demo's class, so the
+# two paths are compared on the same submissions.
+CLASS_SIZE = len(ASSIGNMENTS)
 
 
 @pytest.fixture(scope="module")
@@ -165,11 +165,10 @@ class Killer(threading.Thread):
 
 @pytest.fixture(scope="module")
 def ray_class(cluster, tmp_path_factory, repo_root):
-    """20 submissions graded on the local cluster, the worker of the first one killed mid-task,
-    then the same command run again."""
+    """A submission of every problem graded on the local cluster, the worker of the first one
+    killed mid-task, then the same command run again."""
     base = tmp_path_factory.mktemp("ray-class")
     course, trace = base / "course", base / "trace"
-    # Every problem's first sample, then every problem's second, ... (copies if too few).
     staged = stage_demo(repo_root, course, class_size=CLASS_SIZE)
     chosen = sorted(staged, key=lambda key: (ASSIGNMENTS.index(key[1]), key[0]))
     victim = chosen[0]  # the first task to start

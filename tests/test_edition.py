@@ -54,23 +54,19 @@ def test_the_scan_finds_solution_lines_where_they_are(secrets):
 
 def test_the_scan_finds_solutions_put_back_under_other_names_or_in_words(student_edition, tmp_path, secrets):
     """What the edition records or words differently is caught where it comes back: a re-enactment
-    that computes the right key ranges next to the mistakes (the course's own problem 4 and 6
-    modules, whose functions the edition ships as recorded outputs), and a fix text that quotes
-    the expression of a solution line."""
+    that computes the right key ranges next to the mistakes (the course's own problem 6 module,
+    whose block_ranges the edition ships as recorded outputs), and a fix text that quotes the
+    expression of a solution line."""
     edition_copy = tmp_path / "edition"
     shutil.copytree(student_edition / "autograder", edition_copy / "autograder",
                     ignore=shutil.ignore_patterns("recorded_outputs.pt", "__pycache__"))
     assert not edition_scan.leaks(edition_copy, secrets)
-    for module in ("problem4.py", "problem6.py"):
-        shutil.copy(REPO_ROOT / "autograder" / "problems" / module, edition_copy / "autograder" / "problems")
+    shutil.copy(REPO_ROOT / "autograder" / "problems" / "problem6.py", edition_copy / "autograder" / "problems")
     (edition_copy / "autograder" / "fixes.py").write_text(
         'FIX = "compute p = exp2(qk * qk_scale - m_new[:, None]): m_new is in scaled units"\n')
     found = edition_scan.leaks(edition_copy, secrets)
-    assert set(found) == {"autograder/problems/problem4.py", "autograder/problems/problem6.py",
-                          "autograder/fixes.py"}, found
-    # problem 4's last key of stage 2 as `min((m + 1) * bm, n)`, problem 6's window start and sink end
-    assert any("problem4's `tl.minimum((start_m + 1) * BLOCK_M, seq_len)` as `min((m + 1) * bm, n)`" in hit
-               for hit in found["autograder/problems/problem4.py"]), found
+    assert set(found) == {"autograder/problems/problem6.py", "autograder/fixes.py"}, found
+    # problem 6's window start and sink end, under the re-enactment's names
     hits = "\n".join(found["autograder/problems/problem6.py"])
     assert "`max(q_start - (window - 1), 0)`" in hits and "`_cdiv(min(sink, q_end), block_n)`" in hits, hits
     assert found["autograder/fixes.py"] == ["expression of problem3: qk*qk_scale-m_new[:,None]"]
@@ -178,12 +174,13 @@ for argv in (["autograder"], ["autograder", "grade", "my-course"], ["autograder"
 
 
 # One bundled wrong answer per problem: the edition's self-check must name its mistake, as the grader does.
-WRONG = {"problem1": "gqa_modulo", "problem2": "attention_no_acc_rescale", "problem3": "unmasked_tail"}
+WRONG = {"problem1": "gqa_modulo", "problem2": "attention_no_acc_rescale", "problem2b": "unmasked_tail",
+         "problem3": "unmasked_tail", "problem7": "no_delta"}
 
 
 def test_edition_self_check_names_bundled_mistakes(student_edition, tmp_path):
-    """Problems 1 and 2 check against recorded outputs, problem 3 names a mistake from recorded
-    re-enactments and a cached answer from the recorded reference of the second call: one Python,
+    """Problems 1 and 2 check against recorded outputs, problems 2b, 3 and 7 name a mistake from
+    recorded re-enactments and a cached answer from the recorded reference of the second call: one Python,
     as a student's notebook kernel is one."""
     from autograder.grading.samples import SAMPLES, sample_kernel_function
 
@@ -215,8 +212,9 @@ m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
 first = {{}}
 def cached(q, k, v, **kwargs):
     return first.setdefault("answer", m.{correct.__name__}(q, k, v, **kwargs))
+from autograder.problems import problem3
 try:
-    problem.check(cached)
+    problem3.check(cached)
 except CheckFailed as exc:
     print("CAUSES cached", sorted({{f.code for r in exc.verdicts for f in r.findings}}))
 """

@@ -20,9 +20,10 @@ def test_every_spec_matches_its_notebooks_and_reference(assignment, repo_root):
     assert problems.total_points(assignment) == problems.CORRECTNESS_POINTS + spec.performance_points
 
 
-def test_the_pytorch_problems_give_no_performance_points():
+def test_only_the_triton_problems_give_performance_points():
     assert {a: problems.get_spec(a).performance_points for a in problems.ASSIGNMENTS} == {
-        "problem1": 0, "problem2": 0, "problem3": 2, "problem4": 2, "problem5": 2, "problem6": 2}
+        "problem1": 0, "problem2": 0, "problem2b": 2, "problem3": 2, "problem4": 2, "problem5": 2, "problem6": 2,
+        "problem7": 2}
 
 
 @pytest.mark.parametrize("change,field", [
@@ -33,6 +34,7 @@ def test_the_pytorch_problems_give_no_performance_points():
     (dict(assignment="problem9"), "assignment"),
     (dict(notebook="problem3.py"), "notebook"),
     (dict(self_check_cases=()), "self_check_cases"),
+    (dict(direction="sideways"), "direction"),
 ])
 def test_a_broken_spec_is_refused_naming_the_problem_and_the_field(change, field, monkeypatch):
     monkeypatch.setattr(problem3, "SPEC", dataclasses.replace(problem3.SPEC, **change))

@@ -3,7 +3,7 @@
 An answer cell is the one cell a student writes. The graded code that calls it is the course's,
 so the cell must not be able to reach Python, the interpreter or the files through it:
 
-  - "triton" (problems 3-6): only `@triton.jit` functions, docstrings and literal constants.
+  - "triton" (problems 2b-7): only `@triton.jit` functions, docstrings and literal constants.
     Triton's code generator evaluates names, attribute chains and calls of a jit body in Python at
     compile time (on a GPU), and under TRITON_INTERPRET=1 the body *is* Python, so every name,
     every attribute and every statement of a body is checked against what a kernel needs.
@@ -42,7 +42,7 @@ class Violation:
 
 
 # --------------------------------------------------------------------------------------------
-# The triton policy's allowlists (problems 3-6). Built by hand from triton.language.__all__
+# The triton policy's allowlists (problems 2b-7). Built by hand from triton.language.__all__
 # (Triton 3.x): math, memory and control for a kernel, nothing that reaches Python, the compiler
 # or arbitrary machine code.
 # Left out on purpose:
@@ -113,7 +113,7 @@ TRITON_VALUE_ATTRS = frozenset({
 # len, list, range, float, int, isinstance, getattr, hasattr, print, min, max), minus getattr and
 # hasattr (reflection), print (see device_print), isinstance and list (no use in a kernel).
 TRITON_BUILTINS = frozenset({"range", "min", "max", "float", "int", "len"})
-# The imports cell of problems 3-6 defines these; answer cells (problem 3's finalize) use LN_2.
+# The imports cell of problems 3-7 defines these; answer cells use LN_2 (problem 3's finalize) and LOG2_E (problem 7).
 COURSE_CONSTANTS = frozenset({"LN_2", "LOG2_E"})
 TRITON_EXCEPTIONS = frozenset({"NotImplementedError"})  # only as `raise NotImplementedError(...)`
 

@@ -1,7 +1,9 @@
 """One module per problem: its notebook, its kernel cells, its visible checks and hints.
 
-A problem is registered by existing: every module here named problem<N> is an assignment. Each
-describes itself in `SPEC` (spec.ProblemSpec), which is checked when the module is loaded here.
+A problem is registered by existing: every module here named problem<N>, or problem<N><letter>
+for a step between two numbered problems (problem2b comes after problem2 and before problem3), is
+an assignment. Each describes itself in `SPEC` (spec.ProblemSpec), which is checked when the
+module is loaded here.
 """
 import importlib
 import pkgutil
@@ -10,10 +12,20 @@ from pathlib import Path
 
 from .spec import ProblemSpec, SpecError, validate
 
+_NAME = re.compile(r"problem(\d+)([a-z]?)")
+
+
+def course_order(name: str) -> tuple[int, str]:
+    """Where an assignment comes in the course: by number, then letter (problem2 < problem2b < problem3)."""
+    match = _NAME.fullmatch(name)
+    if match is None:
+        raise ValueError(f"{name!r} is not an assignment name (problem<N> or problem<N><letter>)")
+    return int(match.group(1)), match.group(2)
+
 
 def _discover():
-    names = [m.name for m in pkgutil.iter_modules(__path__) if re.fullmatch(r"problem\d+", m.name)]
-    return tuple(sorted(names, key=lambda n: int(n[7:])))
+    names = [m.name for m in pkgutil.iter_modules(__path__) if _NAME.fullmatch(m.name)]
+    return tuple(sorted(names, key=course_order))
 
 
 ASSIGNMENTS = _discover()
@@ -87,5 +99,5 @@ def total_points(assignment: str) -> float:
     return CORRECTNESS_POINTS + performance_points(assignment)
 
 
-__all__ = ["ASSIGNMENTS", "CORRECTNESS_POINTS", "ProblemSpec", "SpecError", "get", "get_spec", "reference_module",
-           "reference_function", "performance_points", "total_points", "set_reference_override"]
+__all__ = ["ASSIGNMENTS", "CORRECTNESS_POINTS", "course_order", "ProblemSpec", "SpecError", "get", "get_spec",
+           "reference_module", "reference_function", "performance_points", "total_points", "set_reference_override"]

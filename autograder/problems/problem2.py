@@ -23,11 +23,11 @@ from ..checks import (
     DEFAULT_TIMEOUT_S,
     TOLERANCES,
     Tolerance,
-    _unless_unrecorded,
     assert_cases,
     conclude,
     stderr_to_stdout,
     time_limit,
+    unless_unrecorded,
 )
 from ..diagnose import Finding, _explains, describe_exception
 from ..feedback_run import FIGURE, SELF_CHECK
@@ -303,7 +303,7 @@ def run_softmax_case(fn, case: SoftmaxCase, device="cpu", timeout_s: float = DEF
         rows = bad.any(dim=1).nonzero().flatten().tolist()
         where = f"rows {rows[:4]}{'...' if len(rows) > 4 else ''} ({len(rows)} of {case.rows} wrong)"
         return fail(f"max|err| {err:.2g} > tol {tol.atol:g}; {where}",
-                    _unless_unrecorded(diagnose_softmax, out64, x, case.block_size, ref, tol), max_error=err,
+                    unless_unrecorded(diagnose_softmax, out64, x, case.block_size, ref, tol), max_error=err,
                     tolerance=tol.atol,
                     where=where)
     err = (out64 - ref)[finite].abs().max().item() if finite.any() else 0.0

@@ -29,6 +29,9 @@ class ProblemSpec:
     self_check_cases: tuple        # the visible attention cases a self-learner can run at any time
     performance_points: float = 0  # points for speed against the reference kernel (0: none)
     timing: TimingPlan | None = None  # what to time for those points
+    # What kernel_function computes: "forward" fn(q, k, v, ...) -> (o, lse), checked by checks.run_case;
+    # "backward" fn(q, k, v, do, causal=...) -> (dq, dk, dv), checked by checks.run_grad_case.
+    direction: str = "forward"
 
     def errors(self) -> list[str]:
         """What is wrong with this spec, one line per field (empty when it is complete)."""
@@ -56,6 +59,8 @@ class ProblemSpec:
             found.append(f"performance_points: {self.performance_points!r} is negative")
         if self.performance_points and self.timing is None:
             found.append("timing: a problem with performance points needs a timing plan")
+        if self.direction not in ("forward", "backward"):
+            found.append(f"direction: {self.direction!r} is not 'forward' or 'backward'")
         if self.performance_points and self.answer_policy != "triton":
             found.append("performance_points: only a Triton kernel is timed against the reference")
         return found
