@@ -23,10 +23,12 @@ The GPU cost model (an NVIDIA H200 SXM; the rates are peak, dense):
     cost        = max(dot time + SFU time, memory time)
 
   - tensor-core rates: H200 datasheet (nvidia.com/en-us/data-center/h200), whose figures are
-    "with sparsity", halved for dense: FP8 1979, FP16/BF16 989, TF32 494.5 TFLOPS (a float32
-    `tl.dot` runs in TF32 by default; `input_precision="tf32x3"` is three TF32 passes); FP64
-    tensor core 67 TFLOPS. A float32 dot with `input_precision="ieee"` runs on the CUDA cores:
-    FP32 67 TFLOPS.
+    "with sparsity", halved for dense: FP8 1979, FP16/BF16 989 TFLOPS; FP64 tensor core 67.
+  - a dot with float32 operands at the CUDA cores' FP32 rate, 67 TFLOPS (datasheet), whatever
+    its input_precision: the datasheet's TF32 tensor-core rate (494.5 dense) is not what such a
+    dot gets inside these kernels. On the H200 (docs/results/cost-vs-timing) a float32 p @ v
+    made the problem 3 kernel 8.5x slower (TF32, the default) and 115x (input_precision="ieee"):
+    slower than even 67 TFLOPS explains, so this rate is a lower bound on what it costs.
   - special functions (ex2, lg2, rcp, rsqrt, sin, cos: the SFU, one result per lane): 16 per
     clock per SM on compute capability 9.0 (CUDA C++ Programming Guide, arithmetic instruction
     throughput), x 132 SMs x 1.83 GHz = 3.9e12/s, the figure the FlashAttention-3 paper gives
@@ -58,13 +60,11 @@ from dataclasses import dataclass, field
 DOT_RATES = {
     "fp8": 1979e12,     # 8-bit floats (and tl.dot_scaled), int8
     "fp16": 989e12,     # float16, bfloat16
-    "tf32": 494.5e12,   # float32 operands, input_precision "tf32" (the default)
-    "fp32": 67e12,      # float32 operands, input_precision "ieee": CUDA cores
+    "fp32": 67e12,      # float32 operands (any input_precision), 32-bit integers: CUDA cores
     "fp64": 67e12,      # float64 tensor cores
 }
 SFU_RATE = 3.9e12       # special-function results per second
 HBM_BYTES_PER_S = 4.8e12
-MODEL = "H200 SXM peak: FP16 989, TF32 494.5, FP32 67 TFLOPS; SFU 3.9e12/s; HBM 4.8 TB/s"
 
 SFU_OTHER = ("create_log", "create_log2", "create_sqrt", "create_precise_sqrt", "create_rsqrt", "create_sin",
              "create_cos", "create_fdiv", "create_precise_divf")
@@ -131,24 +131,10 @@ def price(counts: Counts) -> Price:
 # ------------------------------------------------------------------------------------------------
 # Counting, in the process that runs the kernel under TRITON_INTERPRET=1.
 
-def _dot_kind(a, b, input_precision) -> tuple[str, int]:
-    """(rate class, passes) of a tl.dot with operands a and b (the wider operand decides)."""
-    from triton._C.libtriton import ir
-
+def _dot_kind(a, b) -> str:
+    """The rate class of a tl.dot with operands a and b (the wider operand decides)."""
     widest = max(a.dtype.primitive_bitwidth, b.dtype.primitive_bitwidth)
-    floating = a.dtype.is_floating() or b.dtype.is_floating()
-    if widest <= 8:
-        return "fp8", 1
-    if widest == 16:
-        return "fp16", 1
-    if widest == 64:
-        return "fp64", 1
-    if not floating:  # 32-bit integers: no tensor core takes them
-        return "fp32", 1
-    precision = ir.INPUT_PRECISION
-    passes = {precision.TF32: ("tf32", 1), precision.TF32x3: ("tf32", 3), precision.IEEE: ("fp32", 1),
-              precision.BF16x3: ("fp16", 3), precision.BF16x6: ("fp16", 6)}
-    return passes.get(input_precision, ("tf32", 1))
+    return "fp8" if widest <= 8 else "fp16" if widest == 16 else "fp64" if widest == 64 else "fp32"
 
 
 def _itemsize(handle) -> int:
@@ -195,12 +181,11 @@ def counting():
     builder = interpreter.interpreter_builder
     counts, addresses = Counts(), _Addresses()
 
-    def dot(original, a, b, d, input_precision, *rest):
-        kind, passes = _dot_kind(a, b, input_precision)
+    def dot(original, a, b, *rest):
         outputs = math.prod(a.data.shape[:-1]) * b.data.shape[-1]  # (..., M, K) @ (..., K, N)
-        counts.dot_flops[kind] += passes * 2 * a.data.shape[-1] * outputs
+        counts.dot_flops[_dot_kind(a, b)] += 2 * a.data.shape[-1] * outputs
         counts.dots += 1
-        return original(a, b, d, input_precision, *rest)
+        return original(a, b, *rest)
 
     def dot_scaled(original, lhs, lhs_scale, lhs_format, rhs, rhs_scale, rhs_format, *rest):
         result = original(lhs, lhs_scale, lhs_format, rhs, rhs_scale, rhs_format, *rest)
