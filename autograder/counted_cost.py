@@ -8,7 +8,8 @@ from a count instead of a clock. Two parts, in two processes:
 - `counting()` (in the sandboxed candidate, around one call of the kernel): counts what the
   interpreter executes that a GPU would spend time on: tensor-core FLOPs by operand type
   (`tl.dot`), exponentials (`exp`, `exp2`), other special functions (log, sqrt, sin, cos,
-  division), and the bytes that loads, stores and atomics move (masked-off lanes move nothing).
+  division), floating-point element operations (add, subtract, multiply, fma, min, max), and
+  the bytes that loads, stores and atomics move (masked-off lanes move nothing).
   It wraps methods of Triton's interpreter builder, which every `triton.language` operation of
   an interpreted kernel goes through, and hands back plain integers (`Counts.to_dict`).
 - `price(counts)` (in the judge, which never runs student code): turns a count into seconds on
@@ -19,8 +20,9 @@ The GPU cost model (an NVIDIA H200 SXM; the rates are peak, dense):
 
     dot time    = sum over operand types of FLOPs / tensor-core rate of that type
     SFU time    = (exponentials + other special functions) / special-function rate
-    memory time = (bytes loaded + bytes stored) / HBM bandwidth
-    cost        = max(dot time + SFU time, memory time)
+    ALU time    = floating-point element operations / CUDA-core rate
+    memory time = distinct bytes loaded and stored / HBM bandwidth
+    cost        = max(dot time + SFU time, ALU time, memory time)
 
   - tensor-core rates: H200 datasheet (nvidia.com/en-us/data-center/h200), whose figures are
     "with sparsity", halved for dense: FP8 1979, FP16/BF16 989 TFLOPS; FP64 tensor core 67.
@@ -34,18 +36,21 @@ The GPU cost model (an NVIDIA H200 SXM; the rates are peak, dense):
     throughput), x 132 SMs x 1.83 GHz = 3.9e12/s, the figure the FlashAttention-3 paper gives
     for the H100 SXM5 ("989 TFLOPS of FP16 matmul but only 3.9 TFLOPS of special functions");
     the H200 has the same GH100 chip. `tl.exp` compiles to ex2 of a scaled argument: one SFU op.
-  - memory: HBM3e 4.8 TB/s (H200 datasheet), charged for every byte a load or store moves.
-    That over-charges re-reads that a GPU serves from L2, so memory rarely sets the cost of
-    these kernels; it does when a kernel moves far more data than it computes with.
+  - CUDA cores: 128 FP32 results per clock per SM (same table) x 132 SMs x 1.98 GHz = 33.5e12
+    element operations/s (the datasheet's FP32 67 TFLOPS counts an FMA as two).
+  - memory: HBM3e 4.8 TB/s (H200 datasheet), charged once per distinct byte a call reads or
+    writes (a re-read, such as K and V read again by every query block, comes from L2).
   - why `max` and `+`: a GPU overlaps memory traffic with arithmetic (asynchronous copies in
-    stages), so memory only costs what it exceeds the arithmetic by. In a FlashAttention-2
-    kernel the exponentials of a tile wait for its QK^T dot and the PV dot waits for them, so
-    tensor cores and SFU take turns (overlapping them takes warp specialisation, FA3 §3.1).
-    For the problem 3 reference on the H200 (D=64, 128x128 tiles) the model gives 8.4 ns per
-    tile (4.2 dot + 4.2 exp; memory 6.8), i.e. 500 TFLOPS: it measures 437-445.
+    stages), and the CUDA cores' element work with the tensor cores' and the SFU's (other
+    pipes), so each only costs what it exceeds the rest by. In a FlashAttention-2 kernel the
+    exponentials of a tile wait for its QK^T dot and the PV dot waits for them, so tensor cores
+    and SFU take turns (overlapping them takes warp specialisation, FA3 §3.1). For the problem 3
+    reference on the H200 (D=64, 128x128 tiles) the model gives 8.4 ns per tile (4.2 dot + 4.2
+    exp), i.e. 500 TFLOPS: it measures 437-445. Element work decides only in a kernel that
+    computes a product without `tl.dot` (a broadcast multiply and a sum: CUDA cores, not
+    tensor cores).
 
-Not counted: ordinary arithmetic (add, multiply, max, where: the CUDA cores, beside the tensor
-cores and the SFU, and growing with the same tiles as the exponentials), index arithmetic,
+Not counted: integer and index arithmetic, selects and comparisons, reductions (tl.sum, tl.max),
 launch overhead, and what a GPU compiler would remove (a dot whose result is never used is
 counted; on a GPU it may cost nothing). The count is exact and repeatable: the same kernel on the
 same inputs always gets the same cost, on any machine.
@@ -64,8 +69,11 @@ DOT_RATES = {
     "fp64": 67e12,      # float64 tensor cores
 }
 SFU_RATE = 3.9e12       # special-function results per second
+ALU_RATE = 33.5e12      # floating-point element operations per second (CUDA cores)
 HBM_BYTES_PER_S = 4.8e12
 
+ALU = ("create_fadd", "create_fsub", "create_fmul", "create_fma", "create_fneg", "create_minimumf", "create_minnumf",
+       "create_maximumf", "create_maxnumf")
 SFU_OTHER = ("create_log", "create_log2", "create_sqrt", "create_precise_sqrt", "create_rsqrt", "create_sin",
              "create_cos", "create_fdiv", "create_precise_divf")
 _MAX_COUNT = 1 << 62
@@ -78,6 +86,7 @@ class Counts:
     dots: int = 0               # tl.dot calls (all programs)
     exp: int = 0                # exp and exp2 results
     sfu_other: int = 0          # log, log2, sqrt, rsqrt, sin, cos, float division results
+    alu: int = 0                # floating-point element operations (add, sub, mul, fma, neg, min, max)
     bytes_loaded: int = 0       # every load (re-reads included) ...
     bytes_stored: int = 0       # ... and store
     memory_bytes: int = 0       # distinct bytes read or written: the traffic to and from HBM
@@ -85,7 +94,7 @@ class Counts:
 
     def to_dict(self) -> dict:
         return {"dot_flops": dict(self.dot_flops), "dots": self.dots, "exp": self.exp, "sfu_other": self.sfu_other,
-                "bytes_loaded": self.bytes_loaded, "bytes_stored": self.bytes_stored,
+                "alu": self.alu, "bytes_loaded": self.bytes_loaded, "bytes_stored": self.bytes_stored,
                 "memory_bytes": self.memory_bytes, "programs": self.programs}
 
     @classmethod
@@ -102,7 +111,7 @@ class Counts:
         if not isinstance(flops, dict) or set(flops) != set(DOT_RATES):
             raise ValueError("dot_flops is not a count per operand type")
         return cls({k: number(v, f"dot_flops[{k}]") for k, v in flops.items()},
-                   *(number(raw[k], k) for k in ("dots", "exp", "sfu_other", "bytes_loaded", "bytes_stored",
+                   *(number(raw[k], k) for k in ("dots", "exp", "sfu_other", "alu", "bytes_loaded", "bytes_stored",
                                                  "memory_bytes", "programs")))
 
 
@@ -111,21 +120,23 @@ class Price:
     """A count priced on an H200 (module docstring): seconds per part, and the cost."""
     dot_s: float
     sfu_s: float
+    alu_s: float
     memory_s: float
 
     @property
     def seconds(self) -> float:
-        return max(self.dot_s + self.sfu_s, self.memory_s)
+        return max(self.dot_s + self.sfu_s, self.alu_s, self.memory_s)
 
     def describe(self) -> str:
         us = 1e6
         return (f"{self.seconds * us:.3f} us (dots {self.dot_s * us:.3f} + special functions {self.sfu_s * us:.3f}; "
-                f"memory {self.memory_s * us:.3f})")
+                f"element operations {self.alu_s * us:.3f}; memory {self.memory_s * us:.3f})")
 
 
 def price(counts: Counts) -> Price:
     dot_s = sum(flops / DOT_RATES[kind] for kind, flops in counts.dot_flops.items())
-    return Price(dot_s, (counts.exp + counts.sfu_other) / SFU_RATE, counts.memory_bytes / HBM_BYTES_PER_S)
+    return Price(dot_s, (counts.exp + counts.sfu_other) / SFU_RATE, counts.alu / ALU_RATE,
+                 counts.memory_bytes / HBM_BYTES_PER_S)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -203,6 +214,11 @@ def counting():
         counts.sfu_other += int(args[0].data.size)
         return original(*args)
 
+    def alu(original, *args):
+        result = original(*args)
+        counts.alu += int(result.data.size)
+        return result
+
     def load(original, ptrs, mask, *rest):
         counts.bytes_loaded += addresses.add(ptrs, mask)
         return original(ptrs, mask, *rest)
@@ -233,6 +249,7 @@ def counting():
                 "create_masked_load": load, "create_masked_store": store, "create_atomic_rmw": atomic_rmw,
                 "create_atomic_cas": atomic_cas, "set_grid_idx": program}
     wrappers.update(dict.fromkeys(SFU_OTHER, sfu))
+    wrappers.update(dict.fromkeys(ALU, alu))
     for name, wrapper in wrappers.items():
         original = getattr(type(builder), name).__get__(builder)
         # An attribute of the instance shadows the class's method for exactly this builder.
