@@ -230,6 +230,10 @@ def test_a_task_takes_its_share_of_the_cores_and_gives_it_back(monkeypatch):
         assert threads.apply() == 1
     assert os.environ["OMP_NUM_THREADS"] == "7" and threads.ENV not in os.environ
     assert torch.get_num_threads() == before
+    # The notebook kernel's launcher hands the cap into its sandbox (the candidate's: the test above).
+    from autograder.grading.sandboxed_kernel import PASSED_ENV
+
+    assert set(threads.VARIABLES) <= set(PASSED_ENV)
 
 
 def test_the_diagnosis_of_a_wrong_kernel_is_bounded(reference_kernel):
