@@ -106,14 +106,14 @@ def problem3_samples():
 
 
 @needs_interpreter
-def test_extra_dots_and_float32_dots_lose_the_points_the_gpu_takes(problem3_samples):
+def test_extra_dots_float32_dots_and_products_without_dot_lose_the_points_the_gpu_takes(problem3_samples):
     from autograder.problems import problem3
 
     reference, samples = problem3_samples
     # Problem 3's counted case with one head instead of two: the same work per head, half the calls.
     plan = replace(problem3.SPEC.timing, cpu_case=replace(problem3.SPEC.timing.cpu_case, H=1))
     costs = {}
-    for name in ("extra_dots", "float32_dot"):
+    for name in ("extra_dots", "float32_dot", "product_without_dot"):
         sample, fn = samples[name]
         answer_cell = answer_cell_violations(_answer(sample))
         assert not answer_cell, answer_cell
@@ -121,9 +121,10 @@ def test_extra_dots_and_float32_dots_lose_the_points_the_gpu_takes(problem3_samp
         assert band_share(cost.ratio) * problem3.SPEC.performance_points == sample.expected_performance == 0, \
             cost.lines()
         assert cost.ratio > 1.6
-    extra, float32 = costs["extra_dots"], costs["float32_dot"]
+    extra, float32, by_hand = costs["extra_dots"], costs["float32_dot"], costs["product_without_dot"]
     assert extra.student_counts.dots == extra.reference_counts.dots * 5 // 2  # 2 dots per key block, then 5
     assert float32.student_counts.dot_flops["fp32"] == float32.reference_counts.dot_flops["fp16"] // 2  # p @ v
+    assert by_hand.student.alu_s > by_hand.student.dot_s + by_hand.student.sfu_s  # the CUDA cores decide
     # A count is exact: the reference counted twice gives the same count, so against itself the
     # ratio is 1 and the correct sample (the reference's own answer cell) earns every point.
     assert extra.reference_counts == float32.reference_counts

@@ -155,4 +155,8 @@ PERFORMANCE = (
     Sample("float32_dot_ieee", "right values, but p @ v in full float32 (input_precision='ieee': CUDA cores)", 10,
            edits=((PV_DOT, "    acc = tl.dot(p, v.to(tl.float32), acc, input_precision=\"ieee\")\n"),),
            expected_performance=0),
+    Sample("product_without_dot", "right values, but p @ v as a broadcast multiply and a sum (CUDA cores, not "
+           "tensor cores)", 10,
+           edits=((PV_DOT, "    acc = acc + tl.sum(p[:, :, None] * v.to(tl.float32)[None, :, :], axis=1)\n"),),
+           expected_performance=0),
 )
