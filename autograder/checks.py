@@ -42,6 +42,8 @@ TOLERANCES = {
 }
 LSE_TOLERANCE = Tolerance(atol=1e-3, rtol=1e-4)
 DEFAULT_TIMEOUT_S = float(os.environ.get("COURSE_CASE_TIMEOUT_S", 300))
+# Wrong cases per run that look for a likely cause (run_cases): the rest are reported without one.
+DIAGNOSED_FAILURES = 3
 
 
 class CheckFailed(AssertionError):
@@ -187,7 +189,7 @@ def unless_unrecorded(diagnose, *args) -> list[Finding]:
 
 def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
              timeout_s: float = DEFAULT_TIMEOUT_S, fresh_call: bool = False, require_triton: bool = True,
-             extra_checks=(), diagnoses=(), lse_diagnoses=()) -> CaseVerdict:
+             extra_checks=(), diagnoses=(), lse_diagnoses=(), diagnose: bool = True) -> CaseVerdict:
     """Call fn(q, k, v, **case.call_kwargs) on fresh inputs for `case` and compare with the
     float64 reference for the case's mask (causal, window, sink) and heads (GQA).
 
@@ -197,6 +199,7 @@ def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
     (e.g. "K/V were repeated in memory"). `diagnoses`: callables (o64, q, k, v, ref_o, case)
     -> list of Findings for a wrong output, tried before the generic patterns; `lse_diagnoses`:
     callables (lse64, q, k, v, ref_lse, case) -> list of Findings for a wrong log-sum-exp, likewise.
+    `diagnose=False`: a wrong output or LSE gets no likely cause (none of those is tried).
     """
     runtime = runtime or device_mod.current()
     note = ""
@@ -262,7 +265,8 @@ def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
         if bad.any():
             err = (o64 - ref_o).abs().nan_to_num(float("inf")).max().item()
             findings = _first_findings(diagnoses, (o64, q, k, v, ref_o, case),
-                                       lambda: diagnose_output(o64, q, k, v, ref_o, tol.atol, tol.rtol, case))
+                                       lambda: diagnose_output(o64, q, k, v, ref_o, tol.atol, tol.rtol, case)) \
+                if diagnose else []
             where = locate(bad)
             return fail(f"output: max|err| {err:.2g} > tol {tol.atol:g} ({where})", findings,
                         max_error=err, tolerance=tol.atol, where=where)
@@ -276,7 +280,8 @@ def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
         if bad.any():
             err = (lse64 - ref_lse).abs().nan_to_num(float("inf")).max().item()
             findings = _first_findings(lse_diagnoses, (lse64, q, k, v, ref_lse, case),
-                                       lambda: diagnose_lse(lse64, ref_lse, q, k, LSE_TOLERANCE.atol, case))
+                                       lambda: diagnose_lse(lse64, ref_lse, q, k, LSE_TOLERANCE.atol, case)) \
+                if diagnose else []
             return fail(f"lse: max|err| {err:.2g} > tol {LSE_TOLERANCE.atol:g}", findings,
                         max_error=err, tolerance=LSE_TOLERANCE.atol)
         lse_err = (lse64 - ref_lse).abs().max().item()
@@ -286,15 +291,22 @@ def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
 
 
 def run_cases(fn, cases, title="", **kwargs) -> list[CaseVerdict]:
-    """Run and report every case (one line each, plus likely causes when wrong)."""
+    """Run and report every case (one line each, plus likely causes when wrong). Only the first
+    DIAGNOSED_FAILURES wrong cases of a run look for a likely cause: the float64 re-enactments
+    behind a cause cost more CPU than the case itself, and a wrong kernel fails many cases."""
     runtime = kwargs.pop("runtime", None) or device_mod.current()
-    results = []
+    results: list[CaseVerdict] = []
     with stderr_to_stdout():
         if title:
             print(title)
         for i, case in enumerate(cases):
+            wrong = sum(not r.passed for r in results)
             # The first case of each run is also called on other inputs, to catch a cached answer.
-            result = run_case(fn, case, runtime=runtime, fresh_call=(i == 0), **kwargs)
+            result = run_case(fn, case, runtime=runtime, fresh_call=(i == 0),
+                              diagnose=wrong < DIAGNOSED_FAILURES, **kwargs)
+            if not result.passed and wrong >= DIAGNOSED_FAILURES and not result.findings:
+                result.note = (result.note + "; " if result.note else "") + \
+                    f"likely cause not sought: the first {DIAGNOSED_FAILURES} wrong cases were diagnosed"
             results.append(report(result))
     return results
 

@@ -18,6 +18,14 @@ so two submissions are never timed at once on the same device.
 Bands (`BANDS`): ratio <= 1.3 earns all the points, <= 1.6 half, slower none. The edges sit far
 from where kernels land: a kernel that does what the reference does measures 0.95-1.1, one that
 does twice the work (no block skipping, K/V read once per query head) 1.9 or more.
+
+Without a GPU (`award` under the Triton interpreter) the ratio is not timed: CPU time does not
+rank kernels as a GPU does (numpy runs a float32 dot as fast as a float16 one). Instead each
+kernel runs once on the same inputs with counters on what it asks of a GPU, each count is priced
+with an H200's peak rates (autograder.counted_cost), and the ratio of the two prices goes through
+the same bands:
+
+    ratio = counted cost of the student's kernel / counted cost of the reference kernel
 """
 from __future__ import annotations
 
@@ -28,7 +36,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -36,6 +44,9 @@ from . import device as device_mod
 from .checks import CheckFailed, stderr_to_stdout
 from .inputs import Case, make_qkv
 from .integrity import watch_call
+
+if TYPE_CHECKING:  # types only: counting needs the interpreter, imported where it runs
+    from .counted_cost import Counts, Price
 
 # (largest ratio, share of the points), tried in order; slower than the last edge earns nothing.
 BANDS = ((1.3, 1.0), (1.6, 0.5))
@@ -47,7 +58,9 @@ OUTPUT_ATOL = {torch.float16: 4e-3, torch.bfloat16: 3.2e-2, torch.float32: 2e-4}
 @dataclass(frozen=True)
 class TimingPlan:
     """What to time: one shape on a GPU, a small one under the interpreter (where a call of the
-    GPU shape would take minutes), both in float16 (which every GPU Triton supports has)."""
+    GPU shape would take minutes), both in float16 (which every GPU Triton supports has). Under
+    the interpreter the grade counts one call of each kernel on `cpu_case` (counted cost); the
+    rounds there are for `time_against_reference`, which the grade no longer uses on a CPU."""
     # An attention inputs.Case; a case of another kind (problem 2b's rows of logits) has a seed and
     # label(), and the plan's make_inputs makes its arguments.
     gpu_case: Case | Any
@@ -170,7 +183,10 @@ def check_timed_outputs(fn, reference, input_sets, runtime, output_atol=None) ->
         calls = f" (it calls {', '.join(watched.forbidden_ops)})" if watched.forbidden_ops else ""
         raise CheckFailed("no performance points: at the timed shape the result does not come from a Triton "
                           "kernel" + calls)
-    want = _first_output(reference(*args, **kwargs))
+    _require_agreement(got, _first_output(reference(*args, **kwargs)), output_atol)
+
+
+def _require_agreement(got, want, output_atol=None) -> None:
     if not isinstance(got, torch.Tensor) or got.shape != want.shape:
         raise CheckFailed("no performance points: at the timed shape the output has the wrong type or shape")
     atol = (output_atol or OUTPUT_ATOL)[want.dtype]
@@ -180,17 +196,18 @@ def check_timed_outputs(fn, reference, input_sets, runtime, output_atol=None) ->
                           f"kernel's by {err:.2g} (> {atol:g})")
 
 
+def plan_inputs(plan: TimingPlan, case, device) -> tuple:
+    """(args, kwargs) of one timed or counted call on `case`: the plan's own, else (q, k, v)."""
+    if plan.make_inputs is not None:
+        return plan.make_inputs(case, device)
+    return make_qkv(case, device=device), case.call_kwargs
+
+
 def time_against_reference(fn, reference, plan: TimingPlan, runtime=None) -> Timing:
     """Time fn and the reference in alternating rounds on the plan's inputs (see module doc)."""
     runtime = runtime or device_mod.current()
     case = plan.case(runtime)
-    input_sets = []
-    for i in range(plan.input_sets):
-        seeded = replace(case, seed=case.seed + i)
-        if plan.make_inputs is not None:
-            input_sets.append(plan.make_inputs(seeded, runtime.device))
-        else:
-            input_sets.append((make_qkv(seeded, device=runtime.device), case.call_kwargs))
+    input_sets = [plan_inputs(plan, replace(case, seed=case.seed + i), runtime.device) for i in range(plan.input_sets)]
     check_timed_outputs(fn, reference, input_sets, runtime, plan.output_atol)
     student, ref = _timing(fn, input_sets, runtime), _timing(reference, input_sets, runtime)
     student(), ref()  # compile both, outside the clock
@@ -206,6 +223,69 @@ def time_against_reference(fn, reference, plan: TimingPlan, runtime=None) -> Tim
     where = "the Triton interpreter (CPU)" if runtime.interpreter else torch.cuda.get_device_name(0)
     return Timing(statistics.median(ratios), statistics.median(s for s, _ in pairs),
                   statistics.median(t for _, t in pairs), ratios, case, where, runtime.interpreter)
+
+
+@dataclass(frozen=True)
+class CountedCost:
+    """Both kernels' counts on the same inputs, priced on an H200 (autograder.counted_cost)."""
+    ratio: float            # student cost / reference cost
+    student: Price
+    reference: Price
+    student_counts: Counts
+    reference_counts: Counts
+    case: Case
+    device: str = "the Triton interpreter (CPU), priced at an H200's peak rates"
+    interpreter: bool = True
+
+    def lines(self) -> list[str]:
+        def work(c):
+            dots = ", ".join(f"{kind} {flops / 1e6:.1f}" for kind, flops in c.dot_flops.items() if flops) or "none"
+            return (f"dot MFLOPs {dots}; exponentials {c.exp}; other special functions {c.sfu_other}; "
+                    f"bytes {c.memory_bytes} distinct ({c.bytes_loaded + c.bytes_stored} by all loads and stores)")
+        return [f"Counted on {self.device}, {self.case.label()}:",
+                f"  your kernel      {self.student.describe()}", f"    {work(self.student_counts)}",
+                f"  reference kernel {self.reference.describe()}", f"    {work(self.reference_counts)}",
+                f"  ratio {self.ratio:.2f}"]
+
+
+def _counted_call(fn, args, kwargs):
+    """(result, Counts) of one call of fn: counted in its candidate process when fn runs in one
+    (the grader's judge), else here."""
+    if hasattr(fn, "remote_count"):
+        return fn.remote_count(*args, **kwargs)
+    from .counted_cost import counting
+
+    with counting() as counts:
+        result = fn(*args, **kwargs)
+    return result, counts
+
+
+def count_against_reference(fn, reference, plan: TimingPlan, runtime=None) -> CountedCost:
+    """The counted cost of fn over the reference kernel's on the plan's CPU case (module doc)."""
+    from .counted_cost import price
+
+    runtime = runtime or device_mod.current()
+    if not runtime.interpreter:
+        raise RuntimeError("counting needs the Triton interpreter; on a GPU kernels are timed")
+    case = plan.cpu_case
+    args, kwargs = plan_inputs(plan, case, runtime.device)
+    check_timed_outputs(fn, reference, [(args, kwargs)], runtime, plan.output_atol)
+    got, student_counts = _counted_call(fn, args, kwargs)
+    want, reference_counts = _counted_call(reference, args, kwargs)
+    # The counted call must be the graded computation: the same answer, from interpreted programs.
+    _require_agreement(_first_output(got), _first_output(want), plan.output_atol)
+    if student_counts.programs == 0:
+        raise CheckFailed("no performance points: at the counted shape no Triton program ran")
+    student, ref = price(student_counts), price(reference_counts)
+    return CountedCost(student.seconds / ref.seconds, student, ref, student_counts, reference_counts, case)
+
+
+def measure_against_reference(fn, reference, plan: TimingPlan, runtime=None):
+    """On a GPU the timing (time_against_reference); under the interpreter the counted cost."""
+    runtime = runtime or device_mod.current()
+    if runtime.interpreter:
+        return count_against_reference(fn, reference, plan, runtime)
+    return time_against_reference(fn, reference, plan, runtime)
 
 
 def award(fn, reference, plan: TimingPlan, points: float, gate=None) -> float | None:
@@ -230,12 +310,13 @@ def award(fn, reference, plan: TimingPlan, points: float, gate=None) -> float | 
                 gate()
             except CheckFailed as exc:
                 raise CheckFailed(f"no performance points until the self-check passes: {exc.message}") from None
-        timing = time_against_reference(fn, reference, plan)
-        share = band_share(timing.ratio)
-        print("\n".join(timing.lines()))
+        measured = measure_against_reference(fn, reference, plan)
+        share = band_share(measured.ratio)
+        print("\n".join(measured.lines()))
         print(f"Bands: {describe_bands()}. Your kernel earns {share:.0%} of {points:g} points.")
-        if timing.interpreter:
-            print("(Under the interpreter the ratio measures how much work your kernel does, not GPU speed.)")
+        if measured.interpreter:
+            print("(Without a GPU the ratio compares what the two kernels ask of a GPU: tensor-core work by "
+                  "operand type, exponentials and memory traffic, counted and priced with an H200's peak rates.)")
     return points * share
 
 

@@ -68,8 +68,9 @@ def measure(assignment, name, fn, repeats):
 
 
 def _ratio_from(text):
+    """The ratio `award` printed: on a GPU in its timing line, under the interpreter on a line of its own."""
     for line in text.splitlines():
-        if "ratio" in line and "rounds" in line:
+        if "ratio" in line and "rounds" in line or line.strip().startswith("ratio "):
             return float(line.split("ratio")[1].split()[0])
     return None
 

@@ -281,7 +281,7 @@ def test_large_logits_overflow_a_naive_exp_in_float32(graded_cases):
 
 def test_timing_plan_times_the_reference_against_itself(reference):
     plan = TimingPlan(gpu_case=RowsCase(64, 4096, None, "float16"), cpu_case=RowsCase(4, 1024, None, "float16"),
-                      cpu_rounds=3, input_sets=2)
+                      cpu_rounds=3, input_sets=2, make_inputs=problem2b.timing_inputs)
     timing = time_against_reference(reference.triton_softmax, reference.triton_softmax, plan)
     assert 0.5 < timing.ratio < 2 and "4x1024 float16" in timing.lines()[0]
     spec_plan = problem2b.SPEC.timing

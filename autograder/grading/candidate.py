@@ -11,9 +11,11 @@ inputs, what those calls did (Triton launches, PyTorch ops, copies of inputs), a
 decides nothing; whatever it answers, the judge checks.
 
 Requests:
-  {"op": "call", "target": "fn" or "fn.attr", "args": [...], "kwargs": {...}}
+  {"op": "call", "target": "fn" or "fn.attr", "args": [...], "kwargs": {...}, "count": bool}
       -> {"ok": true, "result": v, "args": [v or null per argument: its value after the call
-          when the call wrote into it], "kwargs": {name: v, for those written into}, "watch": {...}}
+          when the call wrote into it], "kwargs": {name: v, for those written into}, "watch": {...},
+          "counts": {...} (with "count": what the call's interpreted kernels asked of a GPU,
+          autograder.counted_cost; the judge prices it)}
   {"op": "store", "key": k, "sets": [[args, kwargs], ...]}   input sets kept for timing
   {"op": "time", "target": t, "key": k, "interpreter": bool}
       -> {"ok": true, "ms": float} (GPU: do_bench's median over the sets; interpreter: one call)
@@ -22,6 +24,7 @@ A failing request answers {"ok": false, "error": {"type": name, "message": text,
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -63,10 +66,11 @@ def _bits_equal(a, b) -> bool:
 
 class Candidate:
     def __init__(self, workdir: Path):
-        from autograder import device
+        from autograder import device, threads
 
         from .wire import Exchange
 
+        threads.apply()  # the grading task's share of the cores, before any student code runs
         self.runtime = device.configure(verbose=False)  # before any @triton.jit is defined
         self.wire = Exchange(workdir / EXCHANGE, "c")
 
@@ -101,7 +105,14 @@ class Candidate:
         before = [a.clone() if isinstance(a, torch.Tensor) else None for a in args]
         before_kw = {k: a.clone() for k, a in kwargs.items() if isinstance(a, torch.Tensor)}
         tensors = [a for a in args if isinstance(a, torch.Tensor)]
-        with watch_call(tensors) as watched:
+        counter: contextlib.AbstractContextManager = contextlib.nullcontext(None)
+        if request.get("count"):
+            if not self.runtime.interpreter:
+                raise RuntimeError("counting needs the Triton interpreter (TRITON_INTERPRET=1)")
+            from autograder.counted_cost import counting
+
+            counter = counting()
+        with watch_call(tensors) as watched, counter as counts:
             result = fn(*args, **kwargs)
             if self.runtime.device == "cuda":
                 torch.cuda.synchronize()
@@ -117,8 +128,11 @@ class Candidate:
         watch = {"ops": sorted(watched.ops), "functions": sorted(watched.functions),
                  "triton_launches": watched.triton_launches, "largest_numel": watched.largest_numel,
                  "enlarged_copies": [list(x) for x in watched.enlarged_copies]}
-        return {"ok": True, "result": self.wire.encode(result), "args": after, "kwargs": after_kw,
-                "containers": containers, "watch": watch}
+        reply = {"ok": True, "result": self.wire.encode(result), "args": after, "kwargs": after_kw,
+                 "containers": containers, "watch": watch}
+        if counts is not None:
+            reply["counts"] = counts.to_dict()
+        return reply
 
     def store(self, request) -> dict:
         self.sets[request["key"]] = [self._decode_args({"args": a, "kwargs": k}) for a, k in request["sets"]]

@@ -32,6 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from .. import threads
 from .candidate import EXCHANGE, MODULE_FILE
 from .wire import Exchange, WireError
 
@@ -97,7 +98,7 @@ class CandidateProcess:
         self.wire = Exchange(self.workdir / EXCHANGE, "j")
         argv = [sys.executable, "-m", "autograder.grading.candidate", str(self.workdir)]
         env = {k: os.environ[k] for k in ("TRITON_INTERPRET", "COURSE_CASE_TIMEOUT_S", "COURSE_GRADING",
-                                          "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES") if k in os.environ}
+                                          "CUDA_VISIBLE_DEVICES", *threads.VARIABLES) if k in os.environ}
         if self.sandboxed:
             from . import sandbox
 
@@ -222,11 +223,13 @@ class CandidateProcess:
                 raise CandidateDied(f"the process running your code stopped answering ({type(exc).__name__})") from None
             raise
 
-    def call(self, target: str, args, kwargs):
+    def call(self, target: str, args, kwargs, count: bool = False):
+        """(result, watch record), plus the checked count of the call when `count` (the
+        candidate counts under the interpreter; autograder.counted_cost)."""
         if self.proc is None:
             self.request({"op": "noop"})  # start it; the exchange belongs to this process
         message = {"op": "call", "target": target, "args": self.wire.encode(list(args)),
-                   "kwargs": self.wire.encode(dict(kwargs))["v"]}
+                   "kwargs": self.wire.encode(dict(kwargs))["v"], "count": count}
         reply = self.request(message)
         if not reply["ok"]:
             raise rebuild_exception(reply.get("error") or {})
@@ -256,7 +259,15 @@ class CandidateProcess:
                 if not isinstance(value, torch.Tensor) or value.shape != arg.shape or value.dtype != arg.dtype:
                     raise CandidateDied("malformed reply: a changed argument changed shape or dtype")
                 arg.copy_(value.to(arg.device))
-        return result, _checked_watch(reply.get("watch"))
+        if not count:
+            return result, _checked_watch(reply.get("watch"))
+        from ..counted_cost import Counts
+
+        try:
+            counts = Counts.from_dict(reply.get("counts"))
+        except ValueError as exc:
+            raise CandidateDied(f"malformed reply: counts ({exc})") from None
+        return result, _checked_watch(reply.get("watch")), counts
 
 
 def _checked_watch(watch) -> dict:
@@ -299,6 +310,19 @@ class RemoteFunction:
             result, watch = self._host.call(self._target, args, kwargs)
         record_remote_watch(watch)
         return result
+
+    def remote_count(self, *args, **kwargs):
+        """(result, Counts) of one call, counted in the candidate under the interpreter; the
+        count is checked here as data (counted_cost.Counts.from_dict)."""
+        import torch
+        from torch.utils._python_dispatch import _disable_current_modes
+
+        from ..integrity import record_remote_watch
+
+        with _disable_current_modes(), torch._C.DisableTorchFunction():
+            result, watch, counts = self._host.call(self._target, args, kwargs, count=True)
+        record_remote_watch(watch)
+        return result, counts
 
     def remote_timer(self, input_sets, runtime):
         """A no-argument function returning the milliseconds of one timing of this function on
@@ -356,6 +380,7 @@ def judge(spec: dict) -> list[dict]:
     from .. import device, problems, verdict
     from ..checks import CheckFailed
 
+    threads.apply()  # the task's share of the cores (threads.task_share), for the diagnosis run here
     runtime = device.configure(verbose=False)
     gpu = not runtime.interpreter
     os.environ["COURSE_GRADING"] = "1"

@@ -88,7 +88,7 @@ class RayGrader:
 
         def launch(job: Job, attempt: int):
             return remote.remote(common_ref, template_refs[job.assignment], work.submission(job), job.assignment,
-                                 job.student, attempt, self.trace_dir, work.sandboxed)
+                                 job.student, attempt, self.trace_dir, work.sandboxed, gpus_per_task)
 
         share = f"{gpus_per_task:g} GPU per task" if gpus_per_task else "CPU tasks (Triton interpreter)"
         slots = _slots(gpus_per_task)

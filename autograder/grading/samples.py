@@ -16,8 +16,8 @@ from ..kernel_module import apply_edits, import_kernel_module
 from ..notebook_code import cell_by_id, read, strip_markers
 from .sample import Sample, expected_score
 
-__all__ = ["ADVERSARIAL", "GPU_FAULTS", "SAMPLES", "Sample", "apply_edits", "build_submission", "expected_score",
-           "sample_kernel_function", "write_samples"]
+__all__ = ["ADVERSARIAL", "GPU_FAULTS", "PERFORMANCE", "SAMPLES", "Sample", "apply_edits", "build_submission",
+           "expected_score", "sample_kernel_function", "write_samples"]
 
 
 def _sample_sets(attribute: str) -> dict:
@@ -34,6 +34,8 @@ SAMPLES = _sample_sets("SAMPLES")
 ADVERSARIAL = _sample_sets("ADVERSARIAL")
 # Faults only a GPU can have. Graded by the GPU-marked tests on a GPU runner.
 GPU_FAULTS = _sample_sets("GPU_FAULTS")
+# Right kernels that ask more of a GPU than the reference: they lose performance points only.
+PERFORMANCE = _sample_sets("PERFORMANCE")
 
 
 def build_submission(sample: Sample, source_nb, release_nb, student_cell: str, kernel_cell: str):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 KERNEL_NAME = "python3"           # the name every course notebook asks for
 PASSED_ENV = ("TRITON_INTERPRET", "COURSE_GRADING", "COURSE_FEEDBACK_RUN", "COURSE_CASE_TIMEOUT_S", "OMP_NUM_THREADS",
-              "CUDA_VISIBLE_DEVICES")
+              "MKL_NUM_THREADS", "COURSE_THREADS", "CUDA_VISIBLE_DEVICES")
 
 
 def install_kernelspec(scratch: Path) -> tuple[dict, list]:

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import problems
+from .. import problems, threads
 from ..notebook_code import read
 from .nbgrader_cli import StepResult, run_nbgrader
 from .verify import apply_to_gradebook, verify
@@ -307,13 +307,21 @@ def _sweep_scratch(parent: Path) -> None:
 
 
 def grade_in_scratch(common: dict, template: dict, submission: dict, assignment: str, student: str,
-                     attempt: int = 1, trace_dir: str | None = None, sandboxed: bool = True) -> SubmissionResult:
+                     attempt: int = 1, trace_dir: str | None = None, sandboxed: bool = True,
+                     gpus_per_task: float = 0.0) -> SubmissionResult:
     """Grade one submission in a scratch course of its own and return what the course must record.
 
     This is the body of a Ray task, and also runs without Ray. Everything per submission
     happens here (nbgrader, the clean re-run, and any timing of the student's kernel against
-    the reference), so both run on the same device in the same task.
+    the reference), so both run on the same device in the same task. Every process it starts
+    uses the task's share of the node's cores (autograder.threads): cores / tasks the node runs
+    at once (on Ray: one per CPU, or per `gpus_per_task` of its GPUs), all of them without Ray.
     """
+    with threads.task_share(threads.ray_tasks_at_once(gpus_per_task)):
+        return _grade_in_scratch(common, template, submission, assignment, student, attempt, trace_dir, sandboxed)
+
+
+def _grade_in_scratch(common, template, submission, assignment, student, attempt, trace_dir, sandboxed):
     start = time.monotonic()
     parent = Path(tempfile.gettempdir()) / SCRATCH_DIR
     parent.mkdir(parents=True, exist_ok=True)

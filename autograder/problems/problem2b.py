@@ -342,6 +342,11 @@ def default_block(cols: int) -> int:
     return min(1 << max(cols - 1, 0).bit_length(), 2048)
 
 
+def timing_inputs(case: RowsCase, device) -> tuple:
+    """The timed (or counted) call's arguments: the case's logits, and its block size."""
+    return (make_logits(case, device),), case.call_kwargs
+
+
 SPEC = ProblemSpec(
     assignment="problem2b",
     notebook="problem2b.ipynb",
@@ -356,7 +361,7 @@ SPEC = ProblemSpec(
     performance_points=2,
     timing=TimingPlan(gpu_case=RowsCase(8192, 8192, None, "float16"),
                       cpu_case=RowsCase(16, 4096, None, "float16"),
-                      make_inputs=lambda case, device: ((make_logits(case, device),), case.call_kwargs)),
+                      make_inputs=timing_inputs),
 )
 NOTEBOOK, KERNEL_CELLS = SPEC.notebook, SPEC.kernel_cells
 STUDENT_CELL, ANSWER_POLICY = SPEC.student_cell, SPEC.answer_policy

@@ -133,3 +133,30 @@ GPU_FAULTS = (
            extra_cell=ENDLESS_KERNEL, expected_note="CellTimeoutError"),
     Sample("z_correct_after_faults", "the reference solution, graded after the faults above", 10),
 )
+
+
+# Right answers that ask more of a GPU than the reference: full correctness, fewer performance
+# points. The counted cost grades them without a GPU; scripts/cost_vs_timing.py compares that
+# with the timing on a GPU.
+PV_DOT = "    acc = tl.dot(p.to(v.dtype), v, acc)        # 16-bit operands, float32 accumulation\n"
+EXTRA_DOTS = '''    p16 = p.to(v.dtype)
+    acc = tl.dot(p16, v, acc)
+    # A check that costs three more products of the block's size: (2p)v - p(2v) is zero.
+    twice_p = (p * 2).to(v.dtype)
+    drift = tl.dot(twice_p, v) - tl.dot(p16, v + v)
+    acc = acc + drift * tl.dot(p16, v)
+'''
+
+PERFORMANCE = (
+    Sample("extra_dots", "right values, but three more dot products per key block than needed", 10,
+           edits=((PV_DOT, EXTRA_DOTS),), expected_performance=0),
+    Sample("float32_dot", "right values, but p @ v in float32 (TF32, Triton's default for float32 operands)", 10,
+           edits=((PV_DOT, "    acc = tl.dot(p, v.to(tl.float32), acc)\n"),), expected_performance=0),
+    Sample("float32_dot_ieee", "right values, but p @ v in full float32 (input_precision='ieee': CUDA cores)", 10,
+           edits=((PV_DOT, "    acc = tl.dot(p, v.to(tl.float32), acc, input_precision=\"ieee\")\n"),),
+           expected_performance=0),
+    Sample("product_without_dot", "right values, but p @ v as a broadcast multiply and a sum (CUDA cores, not "
+           "tensor cores)", 10,
+           edits=((PV_DOT, "    acc = acc + tl.sum(p[:, :, None] * v.to(tl.float32)[None, :, :], axis=1)\n"),),
+           expected_performance=0),
+)
