@@ -30,6 +30,7 @@ SHIPPED = (
     "autograder/cli.py",             # `autograder env` and `bench`; the instructor commands say what they need
     "autograder/benchmark.py",
     "autograder/checks.py",
+    "autograder/counted_cost.py",    # what performance.py counts under the interpreter (with a reference kernel)
     "autograder/device.py",
     "autograder/diagnose.py",
     "autograder/feedback_run.py",    # the self-check and figures stand aside while a notebook is graded
@@ -94,6 +95,7 @@ RECORDED = {
 EXCLUDED = {
     "autograder/grading": "the grading pipeline: hidden tests, the judge, sample submissions made of solution lines",
     "autograder/edition.py": "publishes from solutions/: instructor only",
+    "autograder/threads.py": "caps the threads of each grading task: the grading pipeline's",
     "autograder/edition_scan.py": "knows the solutions, to scan the edition for them: instructor only",
     "autograder/course_config.py": "names the course's private repository",
     "autograder/notebook_template.py": "writes the badge and setup cells into the source notebooks (instructor only)",
