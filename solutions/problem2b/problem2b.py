@@ -15,7 +15,7 @@
 # %% [markdown] nbgrader={"grade": false, "grade_id": "colab_badge", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/flash-attention-course/flash-attention-course/blob/main/notebooks/problem2b/problem2b.ipynb)
 #
-# Runs in Colab (GPU or CPU), on a laptop without a GPU, or on a GPU machine: [how to start, and what each can do](https://github.com/flash-attention-course/flash-attention-course/blob/main/docs/self-study.md).
+# Runs in Colab (GPU or CPU), on a laptop without a GPU, or on a GPU machine: [how to start, and what each can do](https://github.com/flash-attention-course/flash-attention-course/blob/main/README.md#start).
 
 # %% [markdown] nbgrader={"grade": false, "grade_id": "intro", "locked": true, "schema_version": 3, "solution": false, "task": false}
 # # Problem 2b · A first Triton kernel: the online softmax, one row per program
@@ -46,7 +46,7 @@ import importlib.util
 import subprocess
 import sys
 
-# Where pip finds the course: generated from autograder/course_config.py (a fork changes it there).
+# Where pip finds the course: the student edition of the course.
 COURSE_PIP_SPEC = "git+https://github.com/flash-attention-course/flash-attention-course.git@main"
 
 if importlib.util.find_spec("autograder") is None:  # Colab, or a fresh environment
