@@ -107,11 +107,11 @@ def test_reference_passes_every_graded_cell_quietly(reference, source_nb, capfd)
     assert capfd.readouterr().err == ""
 
 
-def test_reference_error_is_far_inside_the_tolerance(reference):
+def test_reference_error_is_far_inside_the_tolerance(reference, runtime):
     """A probability rounded once to float16 is within half a unit (2**-12 relative); the tolerance
     allows about two, and the kernel's float32 work adds nothing visible."""
     for dtype in ("float16", "float32"):
-        x = make_logits(RowsCase(8, 300, 64, dtype, seed=5))
+        x = make_logits(RowsCase(8, 300, 64, dtype, seed=5), runtime.device)
         out = reference.triton_softmax(x, 64).double()
         ref = torch.softmax(x.double(), dim=-1)
         tol = problem2b.TOLERANCES[x.dtype]
@@ -131,9 +131,9 @@ def test_output_perturbed_by_two_units_fails(reference):
     (lambda x: (x[None], 64), "2-D"), (lambda x: (x.int(), 64), "dtype"),
     (lambda x: (x, 48), "power of two"), (lambda x: (x.tolist(), 64), "torch.Tensor"),
 ])
-def test_bad_input_gets_a_value_error(reference, bad, message):
+def test_bad_input_gets_a_value_error(reference, runtime, bad, message):
     with pytest.raises(ValueError, match=message):
-        reference.triton_softmax(*bad(torch.randn(2, 8)))
+        reference.triton_softmax(*bad(torch.randn(2, 8, device=runtime.device)))
 
 
 # --- each sample earns its points and names its cause -------------------------------------------
@@ -279,11 +279,11 @@ def test_large_logits_overflow_a_naive_exp_in_float32(graded_cases):
 
 # --- timing, spec, notebook ----------------------------------------------------------------------
 
-def test_timing_plan_times_the_reference_against_itself(reference):
+def test_timing_plan_times_the_reference_against_itself(reference, runtime):
     plan = TimingPlan(gpu_case=RowsCase(64, 4096, None, "float16"), cpu_case=RowsCase(4, 1024, None, "float16"),
                       cpu_rounds=3, input_sets=2, make_inputs=problem2b.timing_inputs)
-    timing = time_against_reference(reference.triton_softmax, reference.triton_softmax, plan)
-    assert 0.5 < timing.ratio < 2 and "4x1024 float16" in timing.lines()[0]
+    timing = time_against_reference(reference.triton_softmax, reference.triton_softmax, plan, runtime)
+    assert 0.5 < timing.ratio < 2 and plan.case(runtime).label() in timing.lines()[0]
     spec_plan = problem2b.SPEC.timing
     assert spec_plan.gpu_case.dtype == spec_plan.cpu_case.dtype == "float16"
     assert spec_plan.gpu_case.rows * spec_plan.gpu_case.cols >= 1 << 26  # 128 MiB each way: past any L2

@@ -274,8 +274,13 @@ def _verdict(case, passed, summary, findings=(), **figures) -> CaseVerdict:
     return CaseVerdict(case.label(), passed, summary, list(findings), case=case, width=LABEL_WIDTH, **figures)
 
 
-def run_kernel_case(fn, case: RowsCase, device="cpu", timeout_s: float = DEFAULT_TIMEOUT_S) -> CaseVerdict:
-    """Call fn(x, block_size=...) on the case's logits; compare with torch.softmax in float64."""
+def run_kernel_case(fn, case: RowsCase, device=None, timeout_s: float = DEFAULT_TIMEOUT_S) -> CaseVerdict:
+    """Call fn(x, block_size=...) on the case's logits (on `device`, default: where kernels run
+    here); compare with torch.softmax in float64."""
+    if device is None:
+        from .. import device as device_mod
+
+        device = device_mod.current().device
     x = make_logits(case, device)
     before = snapshot((x,))
 

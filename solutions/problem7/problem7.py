@@ -500,8 +500,10 @@ def _dq_kernel(
 # Tiles: (forward BLOCK_M, BLOCK_N; dK/dV: BLOCK_M1 queries per step, BLOCK_N1 keys per program;
 # dQ: BLOCK_M2 queries per program, BLOCK_N2 keys per step; num_warps, num_stages). BLOCK_N1 is a
 # multiple of BLOCK_M1 and BLOCK_M2 of BLOCK_N2, so that a diagonal is a whole number of steps.
-_GPU_CONFIGS = {16: (128, 64, 32, 128, 128, 32, 4, 3), 32: (128, 64, 32, 128, 128, 32, 4, 3),
-                64: (128, 64, 32, 128, 128, 32, 4, 3), 128: (128, 64, 32, 128, 128, 32, 8, 2)}
+# Chosen on an H200 by scripts/tune_backward.py (docs/results/h200/problem7): square 64 x 64 steps with
+# 4 warps are the fastest there, 1.2x SDPA's flash backward at D=128.
+_GPU_CONFIGS = {16: (128, 64, 64, 64, 64, 64, 4, 3), 32: (128, 64, 64, 64, 64, 64, 4, 3),
+                64: (128, 64, 64, 64, 64, 64, 4, 3), 128: (128, 64, 64, 64, 64, 64, 4, 2)}
 _FLOAT32_D128_CONFIG = (64, 32, 32, 64, 64, 32, 4, 2)  # float32 tiles take twice the shared memory
 _INTERPRETER_CONFIG = (32, 32, 16, 32, 32, 16, 4, 1)   # small tiles: several blocks at the CPU's small L
 
@@ -521,11 +523,12 @@ def _check(q, k, v):
         raise ValueError(f"this kernel needs as many keys as queries, got Lq={q.shape[2]}, Lk={k.shape[2]}")
 
 
-def attention_forward(q, k, v, causal=False):
-    """(o, lse) of softmax(q k^T / sqrt(D)) v, causal or not; lse float32 (B, H, L) in natural log."""
+def attention_forward(q, k, v, causal=False, config=None):
+    """(o, lse) of softmax(q k^T / sqrt(D)) v, causal or not; lse float32 (B, H, L) in natural log.
+    `config`: the tiles (launch_config's tuple), for tuning; None: launch_config(q)."""
     _check(q, k, v)
     batch, n_heads, seq_len, head_dim = q.shape
-    block_m, block_n, *_, num_warps, num_stages = launch_config(q)
+    block_m, block_n, *_, num_warps, num_stages = config or launch_config(q)
     o = torch.empty_like(q)
     lse = torch.empty((batch, n_heads, seq_len), device=q.device, dtype=torch.float32)
     grid = (triton.cdiv(seq_len, block_m), batch * n_heads)
@@ -536,13 +539,14 @@ def attention_forward(q, k, v, causal=False):
     return o, lse
 
 
-def attention_backward(q, k, v, o, lse, do, causal=False):
-    """(dq, dk, dv) from the forward's o and natural-log lse and the upstream gradient do."""
+def attention_backward(q, k, v, o, lse, do, causal=False, config=None):
+    """(dq, dk, dv) from the forward's o and natural-log lse and the upstream gradient do.
+    `config`: the tiles (launch_config's tuple), for tuning; None: launch_config(q)."""
     _check(q, k, v)
     if do.shape != q.shape or do.dtype != q.dtype or do.device != q.device:
         raise ValueError(f"do must be like q: shape {tuple(q.shape)}, {q.dtype}; got {tuple(do.shape)}, {do.dtype}")
     batch, n_heads, seq_len, head_dim = q.shape
-    _, _, block_m1, block_n1, block_m2, block_n2, num_warps, num_stages = launch_config(q)
+    _, _, block_m1, block_n1, block_m2, block_n2, num_warps, num_stages = config or launch_config(q)
     sm_scale = 1.0 / math.sqrt(head_dim)
     delta = torch.empty((batch, n_heads, seq_len), device=q.device, dtype=torch.float32)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)

@@ -1,0 +1,97 @@
+"""Sweep the tiles of problem 7's reference backward on a GPU: for each candidate configuration,
+the gradients against float64 autograd (max error in units of the dtype's tolerance) and the
+backward's do_bench median, next to SDPA's FLASH_ATTENTION backward on the same inputs.
+
+    python scripts/tune_backward.py OUTDIR [--dims 64 128] [--dtype float16]
+
+A configuration is (BLOCK_M, BLOCK_N, BLOCK_M1, BLOCK_N1, BLOCK_M2, BLOCK_N2, num_warps, num_stages),
+as the reference module's launch_config returns it; the wrappers take it as `config=`.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from autograder.checks import GRAD_TOLERANCES  # noqa: E402
+from autograder.problems import reference_module  # noqa: E402
+from autograder.references import attention_grads_reference  # noqa: E402
+
+CANDIDATES = {
+    64: [(128, 64, 32, 128, 128, 32, 4, 3), (128, 64, 64, 128, 128, 64, 8, 3), (128, 64, 32, 128, 128, 32, 8, 3),
+         (128, 64, 64, 64, 64, 64, 4, 3), (128, 64, 32, 64, 64, 32, 4, 3)],
+    128: [(128, 64, 32, 128, 128, 32, 8, 2), (128, 64, 32, 128, 128, 32, 4, 2), (128, 64, 64, 64, 64, 64, 4, 2),
+          (128, 64, 32, 64, 64, 32, 4, 2), (128, 64, 64, 128, 128, 64, 8, 2), (128, 64, 32, 128, 128, 32, 8, 1),
+          (128, 64, 64, 64, 64, 64, 8, 2)],
+}
+
+
+def error_units(module, config, shape, causal, dtype) -> float:
+    torch.manual_seed(0)
+    q, k, v, do = (torch.randn(shape, device="cuda", dtype=dtype) for _ in range(4))
+    o, lse = module.attention_forward(q, k, v, causal, config=config)
+    got = module.attention_backward(q, k, v, o, lse, do, causal, config=config)
+    want = attention_grads_reference(q.double(), k.double(), v.double(), do.double(), is_causal=causal)
+    tol = GRAD_TOLERANCES[dtype]
+    return max(((g.double() - w).abs() / (tol.atol + tol.rtol * w.abs())).max().item()
+               for g, w in zip(got, want, strict=True))
+
+
+def main() -> None:
+    from triton.testing import do_bench
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out")
+    parser.add_argument("--dims", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
+    args = parser.parse_args()
+    dtype = getattr(torch, args.dtype)
+    module = reference_module("problem7", REPO)
+    rows = []
+    print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, {args.dtype}; error in tolerance units "
+          "(<= 1 passes) at L=1000 causal and L=4096; time at B=4 H=16 L=4096")
+    print(f"{'D':>4} {'causal':>6} {'config':<40} {'err':>6} {'bwd ms':>8} {'TFLOPS':>7} {'flash ms':>8} "
+          f"{'x flash':>7}")
+    for dim in args.dims:
+        for causal in (False, True):
+            shape = (4, 16, 4096, dim)
+            torch.manual_seed(1)
+            q, k, v, do = (torch.randn(shape, device="cuda", dtype=dtype, requires_grad=True) for _ in range(4))
+            with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.FLASH_ATTENTION):
+                out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+                flash_ms = do_bench(functools.partial(torch.autograd.grad, out, (q, k, v), do, retain_graph=True),
+                                    return_mode="median")
+            flops = 2.5 * 4 * math.prod(shape[:3]) * shape[2] * dim / (2 if causal else 1)
+            for config in CANDIDATES[dim]:
+                try:
+                    err = max(error_units(module, config, (1, 2, 1000, dim), True, dtype),
+                              error_units(module, config, (1, 2, 4096, dim), False, dtype))
+                    qd, kd, vd, dod = (t.detach() for t in (q, k, v, do))
+                    o, lse = module.attention_forward(qd, kd, vd, causal, config=config)
+                    ms = do_bench(functools.partial(module.attention_backward, qd, kd, vd, o, lse, dod, causal,
+                                                    config=config), return_mode="median")
+                except Exception as exc:  # a configuration that does not fit (shared memory) is reported
+                    print(f"{dim:>4} {causal!s:>6} {config!s:<40} failed: {type(exc).__name__}: {str(exc)[:80]}")
+                    rows.append(dict(dim=dim, causal=causal, config=config, error=f"{type(exc).__name__}: {exc}"[:300]))
+                    continue
+                row = dict(dim=dim, causal=causal, config=config, error_units=err, backward_ms=ms,
+                           tflops=flops / ms / 1e9, flash_ms=flash_ms, speedup_vs_flash=flash_ms / ms)
+                rows.append(row)
+                print(f"{dim:>4} {causal!s:>6} {config!s:<40} {err:6.2f} {ms:8.3f} {row['tflops']:7.1f} "
+                      f"{flash_ms:8.3f} {row['speedup_vs_flash']:6.2f}x")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    meta = dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__, dtype=args.dtype,
+                triton=__import__("triton").__version__)
+    (Path(args.out) / "tune_backward.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+
+
+if __name__ == "__main__":
+    main()
