@@ -26,8 +26,9 @@ def pytest_report_header(config):
 # Under pytest-xdist (`--dist loadfile`, as course.sh runs the suite) each test file runs on one
 # worker, so a module's fixtures are built once; the longest files are handed out first, so that
 # none of them starts last.
-LONGEST_FIRST = ("test_class_grading.py", "test_adversarial.py", "test_robust_grading.py", "test_selfstudy.py",
-                 "test_sandbox.py")
+LONGEST_FIRST = ("test_class_grading.py", "test_robust_grading.py", "test_ray_grading.py", "test_adversarial.py",
+                 "test_selfstudy.py", "test_edition.py", "test_instructor_course.py", "test_problem3.py",
+                 "test_verdict.py", "test_problem2.py", "test_problem7.py", "test_notebooks.py", "test_sandbox.py")
 
 
 def pytest_collection_modifyitems(config, items):
