@@ -34,7 +34,8 @@ def stage_demo(repo_root: Path, course_root: Path, assignments=problems.ASSIGNME
         spec = problems.get_spec(assignment)
         chosen = (SAMPLES[assignment] + (ADVERSARIAL[assignment] if adversarial else ())
                   + (GPU_FAULTS[assignment] if gpu_faults else ()))
-        chosen = tuple(s for s in chosen if only is None or s.name in only)
+        wanted = only.get(assignment, set()) if isinstance(only, dict) else only
+        chosen = tuple(s for s in chosen if wanted is None or s.name in wanted)
         samples = write_samples(assignment, course_root / "solutions" / assignment / spec.notebook,
                                 release_path(course_root, assignment), course_root / "submitted", spec.student_cell,
                                 spec.kernel_cells[-1], chosen)
@@ -61,7 +62,8 @@ def run_demo(repo_root: Path, course_root: Path, assignments=problems.ASSIGNMENT
              adversarial=False, only=None, gpu_faults=False, class_size=0, grader: Grader | None = None,
              sandbox_mode="auto") -> tuple[GradingRun, dict]:
     """Grade the bundled sample submissions end to end (with `adversarial`, also the misbehaving
-    ones, always in the sandbox; `only`: just these samples; `class_size`: see stage_demo) with
+    ones, always in the sandbox; `only`: just these samples, a set of names or {assignment: names};
+    `class_size`: see stage_demo) with
     `grader` (default: one after another), and write the grade report and its plot.
     Returns (the run, expected {(student, assignment): points})."""
     sandboxed = sandbox_choice("required" if adversarial else sandbox_mode)
