@@ -4,7 +4,7 @@ import pytest
 from autograder import performance
 from autograder.checks import CheckFailed
 from autograder.inputs import Case
-from autograder.performance import TimingPlan, award, band_share, time_against_reference
+from autograder.performance import TimingPlan, award, band_share, measure_against_reference, time_against_reference
 from autograder.problems import problem3
 
 
@@ -30,19 +30,22 @@ def test_band_edges_are_increasing_and_shares_decreasing():
     assert edges == sorted(edges) and shares == sorted(shares, reverse=True) and shares[0] == 1.0
 
 
+# What grades speed here: on a GPU the timing, under the interpreter the counted cost (exact, so
+# these hold without the noise of CPU timing).
 def test_the_reference_against_itself_earns_everything(reference):
-    timing = time_against_reference(reference, reference, PLAN)
-    assert 0.8 < timing.ratio < 1.25, timing.lines()
-    assert len(timing.round_ratios) == PLAN.cpu_rounds or not timing.interpreter
+    measured = measure_against_reference(reference, reference, PLAN)
+    assert 0.8 < measured.ratio < 1.25, measured.lines()
+    assert measured.ratio == 1.0 or not measured.interpreter
 
 
 def test_a_kernel_doing_twice_the_work_earns_nothing(reference):
     def twice(q, k, v):
         reference(q, k, v)
         return reference(q, k, v)
-    timing = time_against_reference(twice, reference, PLAN)
-    assert 1.7 < timing.ratio < 2.5, timing.lines()
-    assert band_share(timing.ratio) == 0.0
+    measured = measure_against_reference(twice, reference, PLAN)
+    assert 1.7 < measured.ratio < 2.5, measured.lines()
+    assert measured.ratio == 2.0 or not measured.interpreter
+    assert band_share(measured.ratio) == 0.0
 
 
 def test_a_wrong_kernel_earns_nothing_however_fast(reference):
