@@ -1,17 +1,51 @@
-"""The student notebook is nbgrader's fresh output, and nothing from the solutions leaks into it."""
-import json
+"""Every problem's notebooks, one test per property, parametrised over the registered assignments
+(a new problem is checked as soon as its module exists): the student notebook is nbgrader's fresh
+output with nothing from the solutions in it, both notebooks are valid and output-free with the
+grading metadata intact, the setup cell is the template's and comes first, the answer cells obey
+the problem's answer policy, and every sample submission still applies to the solution."""
 import re
 
 import nbformat
 import pytest
 
-from autograder import problems
+from autograder import notebook_template, problems
 from autograder.grading.course import prepare_course, release
-from autograder.notebook_code import cell_by_id, grade_id
-from autograder.problems import ASSIGNMENTS, problem3
+from autograder.grading.samples import ADVERSARIAL, GPU_FAULTS, PERFORMANCE, SAMPLES, apply_edits
+from autograder.grading.verify import answer_cell_violations
+from autograder.notebook_code import cell_by_id, grade_id, read, strip_markers
+from autograder.problems import ASSIGNMENTS, CORRECTNESS_POINTS
 
-SOURCE = "solutions/problem3/problem3.ipynb"
-RELEASED = "notebooks/problem3/problem3.ipynb"
+# What each problem's notebooks hold: graded cells, and `raise NotImplementedError()` stubs in the
+# released answer cell (one per function the student writes). A problem not listed here gets the
+# generic checks only.
+GRADED_CELLS = {"problem1": 8, "problem2": 6, "problem2b": 6, "problem3": 7, "problem4": 8, "problem5": 8,
+                "problem6": 8, "problem7": 6}
+STUBS = {"problem1": 3, "problem2": 2, "problem2b": 2, "problem3": 2, "problem4": 3, "problem5": 2, "problem6": 2,
+         "problem7": 5}
+# Every sample submission of every kind, by assignment.
+ALL_SAMPLES = [(assignment, sample) for assignment in ASSIGNMENTS
+               for kind in (SAMPLES, ADVERSARIAL, GPU_FAULTS, PERFORMANCE) for sample in kind[assignment]]
+REJECTED = "answer cell rejected"   # the expected_note of a sample whose answer cell the policy refuses
+
+
+def _paths(assignment):
+    name = problems.get_spec(assignment).notebook
+    return f"solutions/{assignment}/{name}", f"notebooks/{assignment}/{name}"
+
+
+def _notebooks(repo_root, assignment):
+    """(source notebook, released notebook) of `assignment`."""
+    source, released = _paths(assignment)
+    return read(repo_root / source), read(repo_root / released)
+
+
+def _graded_points(nb) -> dict:
+    return {grade_id(c): c.metadata.nbgrader["points"] for c in nb.cells
+            if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")}
+
+
+def _solution(source_nb, assignment) -> str:
+    return strip_markers(cell_by_id(source_nb, problems.get_spec(assignment).student_cell).source)
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +56,7 @@ def fresh_releases(tmp_path_factory, repo_root):
     return {assignment: release(course, assignment) for assignment in ASSIGNMENTS}
 
 
-def _paths(assignment):
-    name = problems.get_spec(assignment).notebook
-    return f"solutions/{assignment}/{name}", f"notebooks/{assignment}/{name}"
+# --- the release is nbgrader's, and keeps nothing secret ----------------------------------------
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
@@ -60,9 +92,8 @@ def solution_and_hidden_lines(source_nb):
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_no_solution_or_hidden_test_line_leaks(repo_root, assignment):
-    source_path, released_path = _paths(assignment)
-    source = nbformat.read(str(repo_root / source_path), as_version=4)
-    student_text = "\n".join(c.source for c in nbformat.read(str(repo_root / released_path), as_version=4).cells)
+    source, released = _notebooks(repo_root, assignment)
+    student_text = "\n".join(c.source for c in released.cells)
     secret = solution_and_hidden_lines(source)
     assert len(secret) > 20  # the solution and hidden tests are really there to leak
     leaked = [line for line in secret if line in student_text]
@@ -70,29 +101,104 @@ def test_no_solution_or_hidden_test_line_leaks(repo_root, assignment):
     assert "BEGIN SOLUTION" not in student_text and "HIDDEN TESTS" not in student_text
 
 
-def test_student_notebook_has_no_outputs_and_keeps_the_grading_metadata(repo_root):
-    nb = json.loads((repo_root / RELEASED).read_text())
-    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    assert all(c["outputs"] == [] and c["execution_count"] is None for c in code)
-    graded = {c["metadata"]["nbgrader"]["grade_id"]: c["metadata"]["nbgrader"]["points"]
-              for c in code if c["metadata"].get("nbgrader", {}).get("grade")}
-    assert sum(graded.values()) == 12 and len(graded) == 7 and graded["test_performance"] == 2
-    stub = cell_by_id(nbformat.reads(json.dumps(nb), as_version=4), problem3.SPEC.student_cell).source
-    assert stub.count("raise NotImplementedError()") == 2
+# --- both notebooks: valid, no outputs, the grading metadata intact ------------------------------
 
 
-def test_source_notebook_is_valid_and_ids_are_unique(repo_root):
-    nb = nbformat.read(str(repo_root / SOURCE), as_version=4)
-    nbformat.validate(nb)
-    ids = [grade_id(c) for c in nb.cells if grade_id(c)]
-    assert len(ids) == len(set(ids))
-    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_notebooks_are_valid_without_outputs_and_ids_are_unique(repo_root, assignment):
+    for nb in _notebooks(repo_root, assignment):
+        nbformat.validate(nb)
+        assert all(not c.outputs and c.execution_count is None for c in nb.cells if c.cell_type == "code")
+        ids = [c.id for c in nb.cells]
+        assert len(ids) == len(set(ids))
+        grade_ids = [grade_id(c) for c in nb.cells if grade_id(c)]
+        assert len(grade_ids) == len(set(grade_ids))
 
 
-def test_setup_cell_configures_triton_before_any_kernel(repo_root):
-    nb = nbformat.read(str(repo_root / RELEASED), as_version=4)
-    code = [c.source for c in nb.cells if c.cell_type == "code"]
-    first_jit = next(i for i, s in enumerate(code) if "@triton.jit" in s)
-    setup = next(i for i, s in enumerate(code) if "configure()" in s)
-    assert setup < first_jit
-    assert not any(re.search(r"^\s*import triton", s, re.M) for s in code[:setup + 1])
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_graded_cells_keep_their_points_and_are_locked(repo_root, assignment):
+    """Correctness is worth CORRECTNESS_POINTS, speed the spec's performance points (one cell,
+    `test_performance`); the release has the source's graded cells with the same points, each
+    locked (nbgrader restores a locked cell a student edits)."""
+    source, released = _notebooks(repo_root, assignment)
+    graded = _graded_points(source)
+    assert _graded_points(released) == graded
+    performance = problems.performance_points(assignment)
+    assert graded.get("test_performance", 0) == performance
+    assert sum(graded.values()) == CORRECTNESS_POINTS + performance
+    assert len(graded) == GRADED_CELLS.get(assignment, len(graded)) and len(graded) >= 2
+    for nb in (source, released):
+        for cell in nb.cells:
+            if cell.metadata.get("nbgrader", {}).get("grade"):
+                assert cell.metadata.nbgrader["locked"] and not cell.metadata.nbgrader["solution"], grade_id(cell)
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_released_answer_cell_is_a_stub_per_function(repo_root, assignment):
+    source, released = _notebooks(repo_root, assignment)
+    stub = cell_by_id(released, problems.get_spec(assignment).student_cell).source
+    stubs = stub.count("raise NotImplementedError()")
+    assert stubs == STUBS.get(assignment, stubs) and stubs >= 1
+    assert _solution(source, assignment) not in stub
+
+
+# --- the setup cell ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_setup_cell_is_the_templates_and_the_first_code_cell(repo_root, assignment):
+    """The template's badge and setup cells (code and nbgrader metadata); in both notebooks the
+    setup cell configures Triton before any cell imports it or defines a kernel."""
+    source, released = _notebooks(repo_root, assignment)
+    differences = notebook_template.differences(source, assignment, problems.get_spec(assignment).notebook)
+    assert not differences, f"{differences}; run `python -m autograder release {assignment}`"
+    for nb in (source, released):
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert grade_id(code[0]) == notebook_template.SETUP_ID
+        assert code[0].source == notebook_template.setup_source() and "configure()" in code[0].source
+        assert not re.search(r"^\s*(import triton|from triton)", code[0].source, re.M)
+        kernels = "@triton.jit" in "".join(c.source for c in code)
+        assert kernels == (problems.get_spec(assignment).answer_policy == "triton")
+
+
+# --- the answer cell and the samples -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_answer_cells_follow_the_policy(repo_root, assignment):
+    """The solution and the released stub are both accepted by the problem's answer policy."""
+    source, released = _notebooks(repo_root, assignment)
+    spec = problems.get_spec(assignment)
+    assert answer_cell_violations(_solution(source, assignment), spec.answer_policy) == []
+    assert answer_cell_violations(cell_by_id(released, spec.student_cell).source, spec.answer_policy) == []
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_samples_hold_the_correct_and_untouched_answers_and_named_mistakes(assignment):
+    by_name = {s.name: s for s in SAMPLES[assignment]}
+    correct, untouched = by_name["correct"], by_name["untouched"]
+    assert correct.expected_points == CORRECTNESS_POINTS and not (correct.edits or correct.extra_cell)
+    assert untouched.untouched and untouched.expected_points == 0 and untouched.expected_cause == "not_implemented"
+    mistakes = [s for s in SAMPLES[assignment] if s.expected_cause and not s.untouched]
+    assert len(mistakes) >= 3  # typical mistakes, each named
+    for sample in SAMPLES[assignment]:
+        if sample.expected_points is not None and sample.expected_points < CORRECTNESS_POINTS:
+            assert sample.expected_cause or sample.expected_note, sample.name
+
+
+@pytest.mark.parametrize("assignment,sample", ALL_SAMPLES, ids=[f"{a}-{s.name}" for a, s in ALL_SAMPLES])
+def test_every_sample_edit_applies_and_only_a_rejected_answer_breaks_the_policy(repo_root, assignment, sample):
+    """Each sample's edits still change the solution (an edit that no longer applies raises), and
+    the answer cell it hands in is refused by the policy exactly when the sample expects that."""
+    source, released = _notebooks(repo_root, assignment)
+    spec = problems.get_spec(assignment)
+    solution = _solution(source, assignment)
+    edited = apply_edits(solution, sample.edits)
+    assert (edited != solution) == bool(sample.edits)
+    if sample.raw is not None or sample.missing:
+        return  # no answer cell handed in
+    answer = cell_by_id(released, spec.student_cell).source if sample.untouched else edited
+    if sample.answer_suffix:
+        answer += "\n" + sample.answer_suffix
+    rejected = answer_cell_violations(answer, spec.answer_policy) != []
+    assert rejected == (sample.expected_note == REJECTED), answer_cell_violations(answer, spec.answer_policy)

@@ -3,18 +3,16 @@ cell, each sample earns its points and names its cause, each mistake is re-enact
 graded inputs really hold what they claim (tail blocks, masked first blocks, overflowing logits)."""
 import contextlib
 import io
-import json
 import math
 
-import nbformat
 import pytest
 import torch
 
 from autograder import problems, verdict
 from autograder.checks import CheckFailed
 from autograder.grading.samples import SAMPLES
-from autograder.grading.verify import answer_cell_violations, graded_test_cells
-from autograder.kernel_module import apply_edits, import_kernel_module
+from autograder.grading.verify import graded_test_cells
+from autograder.kernel_module import import_kernel_module
 from autograder.notebook_code import cell_by_id, grade_id, read, strip_markers
 from autograder.performance import TimingPlan, time_against_reference
 from autograder.problems import problem2b
@@ -163,23 +161,9 @@ def test_performance_points_go_to_the_samples_that_pass_the_self_check(source_nb
 
 def test_untouched_kernel_says_not_implemented(repo_root, source_nb):
     stub = cell_by_id(read(repo_root / RELEASED), problem2b.SPEC.student_cell).source
-    assert stub.count("raise NotImplementedError()") == 2
     result = run_kernel_case(variant(source_nb, student_code=stub, name="untouched").triton_softmax,
                              RowsCase(3, 100, 32))
     assert codes(result) == ["not_implemented"] and "Traceback" not in "\n".join(result.lines())
-
-
-@pytest.mark.parametrize("sample", PROBLEM_SAMPLES, ids=lambda s: s.name)
-def test_every_sample_edit_still_applies_to_the_solution(solution_code, sample):
-    edited = apply_edits(solution_code, sample.edits)
-    assert (edited != solution_code) == bool(sample.edits)
-
-
-def test_answer_cells_follow_the_triton_policy(repo_root, source_nb, solution_code):
-    assert problem2b.SPEC.answer_policy == "triton"
-    stub = cell_by_id(read(repo_root / RELEASED), problem2b.SPEC.student_cell).source
-    for code in (solution_code, stub, *(apply_edits(solution_code, s.edits) for s in KERNEL_SAMPLES)):
-        assert answer_cell_violations(code, "triton") == []
 
 
 # --- the checks: integrity, convention, variants that are right ---------------------------------
@@ -296,19 +280,6 @@ def test_problem2b_comes_between_problems_2_and_3_and_is_a_triton_problem():
         ["problem2", "problem2b", "problem3", "problem10"]
     spec = problems.get_spec("problem2b")
     assert spec is problem2b.SPEC and spec.performance_points == 2 and spec.kernel_function == "triton_softmax"
-
-
-def test_student_notebook_shape(repo_root, source_nb):
-    nb = json.loads((repo_root / RELEASED).read_text())
-    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    assert all(c["outputs"] == [] and c["execution_count"] is None for c in code)
-    graded = {c["metadata"]["nbgrader"]["grade_id"]: c["metadata"]["nbgrader"]["points"]
-              for c in code if c["metadata"].get("nbgrader", {}).get("grade")}
-    assert sum(graded.values()) == 12 and len(graded) == 6
-    released = nbformat.reads(json.dumps(nb), as_version=4)
-    assert "BEGIN HIDDEN" not in cell_by_id(released, "test_hidden_masks").source
-    from autograder import notebook_template
-    assert cell_by_id(source_nb, "setup").source == notebook_template.setup_source()
 
 
 # --- on a GPU ---------------------------------------------------------------------------------

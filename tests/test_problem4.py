@@ -1,8 +1,6 @@
 """Problem 4 (causal): the reference passes every graded cell, each sample's mistake is named, the
 block-visit check fails a kernel that masks everything but skips nothing, the float64 re-enactment
-of the kernel's stages is exact, and the student notebook is nbgrader's fresh output with nothing
-secret in it."""
-import json
+of the kernel's stages is exact (the notebooks themselves: tests/test_notebooks.py)."""
 
 import pytest
 import torch
@@ -10,10 +8,8 @@ import torch
 from autograder.block_visits import minimal_visits
 from autograder.checks import run_case
 from autograder.grading.sample_sets.problem4 import SAMPLES
-from autograder.grading.samples import apply_edits
-from autograder.grading.verify import answer_cell_violations
 from autograder.inputs import Case, make_qkv
-from autograder.notebook_code import cell_by_id, read, strip_markers
+from autograder.notebook_code import cell_by_id, read
 from autograder.problems import problem4, reference_module
 from autograder.references import attention_reference
 from tests.helpers import graded_cells, kernel_module, likely_causes, run_graded_cell, run_printing_check
@@ -41,7 +37,6 @@ run_check = run_printing_check
 
 
 # ---- the reference passes every graded cell, hidden ones included (as verify_worker runs them) ----
-
 
 
 @pytest.mark.parametrize("test_id", [t for t, _ in graded_cells(SOURCE)])
@@ -106,7 +101,6 @@ def test_each_sample_mistake_is_named(source_nb, sample, capsys):
 
 def test_untouched_cell_says_not_implemented(repo_root, source_nb, capsys):
     stub = cell_by_id(read(repo_root / RELEASED), problem4.SPEC.student_cell).source
-    assert stub.count("raise NotImplementedError()") == 3
     module = variant(source_nb, student_code=stub, name="untouched")
     fn = module.flash_attention_causal
     ok_values, found_values, out_values = run_check(lambda: problem4.assert_cases(fn, VALUE_CASES[:1]), capsys)
@@ -241,40 +235,6 @@ def test_bad_inputs_raise_value_errors(reference, runtime):
         reference.flash_attention_causal(q.float(), k.float(), v.float())
     with pytest.raises(ValueError, match="int32"):
         reference.flash_attention_causal(q, k, v, _visits=torch.zeros(1, dtype=torch.int64))
-
-
-# ---- the notebooks ----
-
-
-def test_student_notebook_has_no_outputs_and_keeps_the_grading_metadata(repo_root):
-    nb = json.loads((repo_root / RELEASED).read_text())
-    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    assert all(c["outputs"] == [] and c["execution_count"] is None for c in code)
-    graded = {c["metadata"]["nbgrader"]["grade_id"]: c["metadata"]["nbgrader"]["points"]
-              for c in code if c["metadata"].get("nbgrader", {}).get("grade")}
-    assert sum(graded.values()) == 12 and len(graded) == 8 and graded["test_performance"] == 2
-
-
-def test_setup_cell_is_problem_3s_and_comes_before_any_kernel(repo_root, source_nb):
-    p3 = read(repo_root / "solutions/problem3/problem3.ipynb")
-    assert cell_by_id(source_nb, "setup").source == cell_by_id(p3, "setup").source
-    assert cell_by_id(source_nb, "setup").metadata == cell_by_id(p3, "setup").metadata
-    code = [c.source for c in source_nb.cells if c.cell_type == "code"]
-    first_jit = next(i for i, s in enumerate(code) if "@triton.jit" in s)
-    assert next(i for i, s in enumerate(code) if "configure()" in s) < first_jit
-
-
-def test_answer_cell_follows_the_policy(repo_root, source_nb):
-    solution = strip_markers(cell_by_id(source_nb, problem4.SPEC.student_cell).source)
-    assert answer_cell_violations(solution, problem4.SPEC.answer_policy) == []
-    stub = cell_by_id(read(repo_root / RELEASED), problem4.SPEC.student_cell).source
-    assert answer_cell_violations(stub, problem4.SPEC.answer_policy) == []
-
-
-@pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.name)
-def test_every_sample_edit_still_applies_to_the_solution(source_nb, sample):
-    solution = strip_markers(cell_by_id(source_nb, problem4.SPEC.student_cell).source)
-    assert (apply_edits(solution, sample.edits) != solution) == bool(sample.edits)
 
 
 def test_benchmark_explains_why_it_does_nothing_on_the_cpu(reference, runtime, capsys, monkeypatch):

@@ -1,21 +1,18 @@
 """Problem 6 (sliding window + attention sinks): the reference passes every graded cell, each
-sample's mistake is named, the visit check cannot be fooled, and the student notebook is
-nbgrader's fresh output with nothing of the solution in it."""
+sample's mistake is named, the visit check cannot be fooled
+(the notebooks themselves: tests/test_notebooks.py)."""
 import io
 import os
 from contextlib import redirect_stdout
 
-import nbformat
 import pytest
 import torch
 
 from autograder.block_visits import minimal_visits
 from autograder.checks import CheckFailed, run_case
 from autograder.grading.sample_sets.problem6 import SAMPLES
-from autograder.grading.samples import apply_edits
-from autograder.grading.verify import answer_cell_violations
 from autograder.inputs import Case, make_qkv
-from autograder.notebook_code import cell_by_id, grade_id, read, strip_markers
+from autograder.notebook_code import cell_by_id, read
 from autograder.problems import problem6, reference_module
 from autograder.references import attention_reference, create_mask_bool
 from tests.helpers import graded_cells, kernel_module, run_graded_cell
@@ -57,11 +54,6 @@ def test_reference_passes_every_graded_cell(reference, test):
     assert "FAIL" not in out.getvalue() and "All " in out.getvalue()
 
 
-def test_reference_answer_cell_is_accepted_by_the_clean_rerun(source_nb):
-    answer = strip_markers(cell_by_id(source_nb, problem6.SPEC.student_cell).source)
-    assert answer_cell_violations(answer, problem6.SPEC.answer_policy) == []
-
-
 # ---------------------------------------------------------------------------------------------
 # The samples: each mistake is named in-process (values and visits), and the edits still apply.
 
@@ -84,14 +76,6 @@ def test_each_sample_mistake_is_named(source_nb, runtime, sample):
     assert result.passed == (sample.expected_cause == "visits_all_blocks"), "\n".join(result.lines())
 
 
-@pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.name)
-def test_every_sample_edit_applies_and_passes_the_answer_policy(source_nb, sample):
-    solution = strip_markers(cell_by_id(source_nb, problem6.SPEC.student_cell).source)
-    edited = apply_edits(solution, sample.edits)
-    assert (edited != solution) == bool(sample.edits)
-    assert answer_cell_violations(edited, problem6.SPEC.answer_policy) == []
-
-
 def test_samples_cover_the_required_mistakes():
     by_name = {s.name: s for s in SAMPLES}
     assert {"correct", "untouched", "window_off_by_one", "sink_visited_twice", "visits_all_blocks"} <= set(by_name)
@@ -102,7 +86,6 @@ def test_samples_cover_the_required_mistakes():
 
 def test_untouched_answer_cell_says_not_implemented(repo_root, source_nb, runtime):
     stub = cell_by_id(read(repo_root / RELEASED), problem6.SPEC.student_cell).source
-    assert stub.count("raise NotImplementedError()") == 2
     module = variant(source_nb, student_code=stub, name="untouched")
     result = run_case(module.flash_attention_window, CASE, runtime, diagnoses=problem6.DIAGNOSES)
     assert codes(result.findings) == ["not_implemented"]
@@ -225,29 +208,6 @@ def test_benchmark_explains_why_it_does_not_run_here(reference, capsys, monkeypa
     if os.environ.get("TRITON_INTERPRET") == "1":
         assert problem6.benchmark(reference.flash_attention_window) is None
         assert "No GPU here" in capsys.readouterr().out
-
-
-# ---------------------------------------------------------------------------------------------
-# The student notebook: fresh nbgrader output, nothing leaked, the grading metadata intact.
-
-
-def test_notebook_structure(repo_root, source_nb):
-    nbformat.validate(source_nb)
-    ids = [grade_id(c) for c in source_nb.cells if grade_id(c)]
-    assert len(ids) == len(set(ids))
-    graded = {grade_id(c): c.metadata.nbgrader["points"] for c in source_nb.cells
-              if c.metadata.get("nbgrader", {}).get("grade")}
-    assert sum(graded.values()) == 12 and len(graded) == 8 and graded["test_performance"] == 2
-    assert all(not c.get("outputs") for c in source_nb.cells if c.cell_type == "code")
-    released = read(repo_root / RELEASED)
-    code = [c.source for c in released.cells if c.cell_type == "code"]
-    assert next(i for i, s in enumerate(code) if "configure()" in s) < next(
-        i for i, s in enumerate(code) if "@triton.jit" in s)
-    setup = cell_by_id(source_nb, "setup")
-    from autograder import notebook_template
-    assert notebook_template.differences(source_nb, "problem6", "problem6.ipynb") == []
-    assert setup.metadata.nbgrader == {"grade": False, "grade_id": "setup", "locked": True, "schema_version": 3,
-                                       "solution": False, "task": False}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,9 +1,8 @@
 """Problem 7 (the backward): the reference passes every graded cell, each sample's mistake is named
 with the points it deserves, the float64 re-enactment of the backward is exact and each of its
-mistakes is named, the gradient check is tight and says which gradient is wrong, and the student
-notebook is nbgrader's fresh output with nothing secret in it."""
+mistakes is named, the gradient check is tight and says which gradient is wrong
+(the notebooks themselves: tests/test_notebooks.py)."""
 import ast
-import json
 import math
 
 import pytest
@@ -11,10 +10,8 @@ import torch
 
 from autograder.checks import GRAD_TOLERANCES, run_grad_case
 from autograder.grading.sample_sets.problem7 import SAMPLES
-from autograder.grading.samples import apply_edits
-from autograder.grading.verify import answer_cell_violations
 from autograder.inputs import Case, make_grad, make_qkv
-from autograder.notebook_code import cell_by_id, read, strip_markers
+from autograder.notebook_code import cell_by_id, read
 from autograder.problems import problem7, reference_module
 from autograder.references import attention_grads_reference, attention_reference
 from tests.helpers import graded_cells, kernel_module, run_graded_cell, run_printing_check
@@ -119,7 +116,6 @@ def test_the_verdict_says_which_gradient_is_wrong_and_where(runtime, source_nb):
 
 def test_untouched_cell_says_not_implemented(repo_root, runtime, source_nb):
     stub = cell_by_id(read(repo_root / RELEASED), problem7.SPEC.student_cell).source
-    assert stub.count("raise NotImplementedError()") == 5
     fn = variant(source_nb, student_code=stub, name="untouched").flash_attention_grads
     result = run_grad_case(fn, Case(1, 1, 40, 16), runtime)
     assert codes(result) == ["not_implemented"] and "Traceback" not in "\n".join(result.lines())
@@ -268,38 +264,6 @@ def test_the_spec_says_the_function_returns_gradients():
     spec = problem7.SPEC
     assert spec.direction == "backward" and spec.kernel_function == "flash_attention_grads"
     assert spec.performance_points == 2 and spec.timing.make_inputs is not None
-
-
-# ---- the notebooks ----
-
-def test_student_notebook_has_no_outputs_and_keeps_the_grading_metadata(repo_root):
-    nb = json.loads((repo_root / RELEASED).read_text())
-    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    assert all(c["outputs"] == [] and c["execution_count"] is None for c in code)
-    graded = {c["metadata"]["nbgrader"]["grade_id"]: c["metadata"]["nbgrader"]["points"]
-              for c in code if c["metadata"].get("nbgrader", {}).get("grade")}
-    assert sum(graded.values()) == 12 and len(graded) == 6 and graded["test_performance"] == 2
-
-
-def test_setup_cell_is_problem_3s_and_comes_before_any_kernel(repo_root, source_nb):
-    p3 = read(repo_root / "solutions/problem3/problem3.ipynb")
-    assert cell_by_id(source_nb, "setup").source == cell_by_id(p3, "setup").source
-    code = [c.source for c in source_nb.cells if c.cell_type == "code"]
-    first_jit = next(i for i, s in enumerate(code) if "@triton.jit" in s)
-    assert next(i for i, s in enumerate(code) if "configure()" in s) < first_jit
-
-
-def test_answer_cell_follows_the_policy(repo_root, source_nb):
-    solution = strip_markers(cell_by_id(source_nb, problem7.SPEC.student_cell).source)
-    assert answer_cell_violations(solution, problem7.SPEC.answer_policy) == []
-    stub = cell_by_id(read(repo_root / RELEASED), problem7.SPEC.student_cell).source
-    assert answer_cell_violations(stub, problem7.SPEC.answer_policy) == []
-
-
-@pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: s.name)
-def test_every_sample_edit_still_applies_to_the_solution(source_nb, sample):
-    solution = strip_markers(cell_by_id(source_nb, problem7.SPEC.student_cell).source)
-    assert (apply_edits(solution, sample.edits) != solution) == bool(sample.edits)
 
 
 # ---- on a GPU: bfloat16, long sequences, every head dimension ----
