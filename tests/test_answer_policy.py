@@ -20,7 +20,7 @@ import triton.language as tl
 from autograder import problems
 from autograder.grading import answer_policy
 from autograder.grading.answer_policy import Violation, describe, violations
-from autograder.grading.samples import ADVERSARIAL, GPU_FAULTS, SAMPLES, build_submission
+from autograder.grading.samples import ADVERSARIAL, GPU_FAULTS, PERFORMANCE, SAMPLES, build_submission
 from autograder.notebook_code import cell_by_id, read, strip_markers
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -41,7 +41,8 @@ _NOTEBOOKS = {a: _notebooks(a) for a in problems.ASSIGNMENTS}
 
 def _bundled_samples():
     for assignment in problems.ASSIGNMENTS:
-        for sample in (*SAMPLES[assignment], *ADVERSARIAL[assignment], *GPU_FAULTS[assignment]):
+        for sample in (*SAMPLES[assignment], *ADVERSARIAL[assignment], *GPU_FAULTS[assignment],
+                       *PERFORMANCE[assignment]):
             if sample.raw is None and not sample.missing:  # those hand in no notebook at all
                 yield assignment, sample
 
