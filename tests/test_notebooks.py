@@ -10,7 +10,7 @@ import nbformat
 import pytest
 
 from autograder import notebook_template, problems
-from autograder.grading.course import prepare_course, release
+from autograder.grading.course import prepare_course, release_all, release_path
 from autograder.grading.samples import ADVERSARIAL, GPU_FAULTS, PERFORMANCE, SAMPLES, apply_edits
 from autograder.notebook_code import cell_by_id, grade_id, read, strip_markers
 from autograder.problems import ASSIGNMENTS, CORRECTNESS_POINTS
@@ -49,10 +49,12 @@ def _solution(source_nb, assignment) -> str:
 
 @pytest.fixture(scope="module")
 def fresh_releases(tmp_path_factory, repo_root):
-    """Every assignment released once by nbgrader into a fresh course: {assignment: notebook path}."""
+    """Every assignment released by nbgrader into a fresh course, in one run (as `course init`
+    does): {assignment: notebook path}."""
     course = tmp_path_factory.mktemp("course")
     prepare_course(repo_root, course)
-    return {assignment: release(course, assignment) for assignment in ASSIGNMENTS}
+    release_all(course)
+    return {assignment: release_path(course, assignment) for assignment in ASSIGNMENTS}
 
 
 # --- the release is nbgrader's, and keeps nothing secret ----------------------------------------
