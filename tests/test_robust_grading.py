@@ -1,13 +1,21 @@
 """Submissions that crash, exit, loop, tamper or arrive broken: each gets a grade or a recorded
-reason, the rest of the class is graded normally, and a second run grades nothing twice."""
+reason, the rest of the class is graded normally, and a second run grades nothing twice.
+
+Misbehaviours that leave the notebook's kernel running share a submission (problem 3's ADVERSARIAL
+samples), each in a cell of its own that prints a marker once it has done its part: the tests see
+that every one of them ran, and what each did to the notebook's run."""
 import pytest
 
 from autograder.grading.autograde import grade
 from autograder.grading.demo import run_demo
 from autograder.grading.export import summary
+from autograder.grading.sample_sets.problem3 import MISBEHAVING_CELLS, PATCHING_CELLS, RAN
 from autograder.grading.samples import ADVERSARIAL, expected_score
 from autograder.grading.scratch import DONE_MARKER
+from autograder.notebook_code import grade_id, read
 from autograder.problems import total_points
+
+SAMPLE = {s.name: s for s in ADVERSARIAL["problem3"]}
 
 
 @pytest.fixture(scope="module")
@@ -15,9 +23,8 @@ def graded(tmp_path_factory, repo_root):
     mp = pytest.MonkeyPatch()
     mp.setenv("COURSE_CELL_TIMEOUT_S", "30")  # the endless cell is interrupted after 30 s
     course = tmp_path_factory.mktemp("adversarial") / "course"
-    # The correct neighbour, and a correct kernel that writes to stderr (nbgrader would zero a
-    # test cell for that if the checks did not send stderr to stdout).
-    names = {s.name for s in ADVERSARIAL["problem3"]} | {"correct", "correct_noisy"}
+    # The correct neighbour, graded in the same class.
+    names = set(SAMPLE) | {"correct"}
     run, expected = run_demo(repo_root, course, assignments=("problem3",), progress=False, adversarial=True,
                              only=names)
     yield course, {r.student: r for r in run.rows}, expected
@@ -32,8 +39,45 @@ def test_each_misbehaving_submission_gets_exactly_its_outcome(graded, sample):
     assert row.score == expected_score(sample, "problem3"), summary([row])
     if sample.expected_points is None:
         assert row.problem, "a submission without a grade must have a recorded reason"
-    if sample.expected_note:
-        assert any(sample.expected_note in text for text in row.notes + [row.problem]), summary([row])
+    for note in filter(None, (sample.expected_note, *sample.expected_notes)):
+        assert any(note in text for text in row.notes + [row.problem]), summary([row])
+
+
+def _outputs(course, student):
+    """{cell id: (stdout and results, stderr)} of the autograded notebook's code cells."""
+    graded = read(course / "autograded" / student / "problem3" / "problem3.ipynb")
+    found = {}
+    for cell in graded.cells:
+        if cell.cell_type == "code":
+            streams = [(o.get("name", ""), o.get("text", "") or "".join(o.get("data", {}).get("text/plain", ""))
+                        or f"{o.get('ename', '')}: {o.get('evalue', '')}") for o in cell.get("outputs", [])]
+            found[cell.id] = ("".join(t for n, t in streams if n != "stderr"),
+                              "".join(t for n, t in streams if n == "stderr"), grade_id(cell))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("student,cells", [("misbehaving_notebook", MISBEHAVING_CELLS),
+                                           ("patched_checks", PATCHING_CELLS)])
+def test_every_cell_of_a_shared_submission_ran(graded, student, cells):
+    """Sharing a submission must not keep one misbehaviour from running: each added cell printed
+    its marker (the cell after sys.exit() and the endless cell too: the notebook went on)."""
+    course, rows, _ = graded
+    printed = "".join(out for out, _, _ in _outputs(course, student).values())
+    names = [line.split(RAN, 1)[1].split("'")[0] for code in cells for line in code.splitlines() if RAN in line]
+    assert len(names) == len(cells)
+    assert [name for name in names if RAN + name not in printed] == [], printed[-3000:]
+    assert not rows[student].problem, summary([rows[student]])
+
+
+@pytest.mark.slow
+def test_sys_exit_is_caught_and_the_endless_cell_interrupted(graded):
+    """IPython turns sys.exit() into an error in its cell, the endless cell is interrupted at the
+    cell time limit, and the notebook goes on (test_every_cell_of_a_shared_submission_ran)."""
+    course, _, _ = graded
+    printed = [out for out, _, _ in _outputs(course, "misbehaving_notebook").values()]
+    assert "SystemExit: done early" in next(out for out in printed if RAN + "sys_exit" in out)
+    assert "KeyboardInterrupt" in next(out for out in printed if RAN + "endless_cell" in out)
 
 
 @pytest.mark.slow
@@ -45,9 +89,16 @@ def test_the_well_behaved_neighbour_is_graded_normally(graded):
 
 @pytest.mark.slow
 def test_warnings_and_stderr_cost_no_points(graded):
-    _, rows, _ = graded
-    noisy = rows["correct_noisy"]
+    """The misbehaving notebook's kernel writes to stderr on every call: the test cells that call it
+    print nothing there (nbgrader would zero them), and it keeps every point."""
+    course, rows, _ = graded
+    noisy = rows["misbehaving_notebook"]
     assert noisy.score == total_points("problem3") and not noisy.failed_tests and not noisy.problem, summary([noisy])
+    tests = {gid: (out, err) for out, err, gid in _outputs(course, "misbehaving_notebook").values()
+             if gid and gid.startswith("test_")}
+    assert all(err == "" for _, err in tests.values()), tests
+    # The one visible test cell left (the other was deleted), restored by nbgrader, ran the kernel.
+    assert "debug: launching kernel" in tests["test_tail_block"][0], tests
 
 
 @pytest.mark.slow
@@ -103,7 +154,7 @@ def test_a_submission_over_its_time_limit_is_stopped_with_its_kernel(tmp_path, r
 
     monkeypatch.setenv("COURSE_SUBMISSION_TIMEOUT_S", "20")
     run, _ = run_demo(repo_root, tmp_path / "course", assignments=("problem3",), progress=False, adversarial=True,
-                      only={"endless_cell"})
+                      only={"misbehaving_notebook"})  # a cell that never finishes
     rows = run.rows
     # The notebook's run is stopped at the limit; the grade is the judge's, which ran beside it.
     assert rows[0].score == total_points("problem3") and "did not finish within 20 s" in rows[0].problem

@@ -12,6 +12,7 @@ class Sample:
     edits: tuple = ()                 # (old, new) replacements in the solution code
     untouched: bool = False           # leave the student's cell as released
     extra_cell: str = ""              # code cell appended after the kernel cell
+    extra_cells: tuple = ()           # more code cells after that one, each a cell of its own
     expected_cause: str = ""          # Finding.code the report should name
     # Submission-level faults (what reaches the grader, rather than what the kernel computes):
     locked_edits: tuple = ()          # (grade_id, new source, or None to delete the cell)
@@ -20,6 +21,7 @@ class Sample:
     raw: str | None = None            # hand in this text instead of a notebook
     missing: bool = False             # hand in an empty folder
     expected_note: str = ""           # text the grade report's notes or problem must contain
+    expected_notes: tuple = ()        # more such texts, each of which must be there too
     answer_suffix: str = ""           # code appended to the student's answer cell
     # Performance points it deserves; None: all of them when expected_points is the full
     # correctness score (the kernel is right, as fast as the reference), else none.

@@ -46,11 +46,12 @@ def build_submission(sample: Sample, source_nb, release_nb, student_cell: str, k
         cell_by_id(nb, student_cell).source = apply_edits(solution, sample.edits)
     if sample.answer_suffix:
         cell_by_id(nb, student_cell).source += "\n" + sample.answer_suffix
-    if sample.extra_cell:
-        index = nb.cells.index(cell_by_id(nb, kernel_cell)) + 1
-        extra = nbformat.v4.new_code_cell(sample.extra_cell.strip("\n"))
-        extra.id = f"student-added-{sample.name}".replace("_", "-")
-        nb.cells.insert(index, extra)
+    added = [code for code in (sample.extra_cell, *sample.extra_cells) if code]
+    index = nb.cells.index(cell_by_id(nb, kernel_cell)) + 1
+    for i, code in enumerate(added):
+        extra = nbformat.v4.new_code_cell(code.strip("\n"))
+        extra.id = f"student-added-{sample.name}".replace("_", "-") + (f"-{i}" if i else "")
+        nb.cells.insert(index + i, extra)
     for gid, new_source in sample.locked_edits:
         cell = cell_by_id(nb, gid)
         if new_source is None:
@@ -93,6 +94,6 @@ def sample_kernel_function(assignment: str, sample: Sample, repo_root: Path | No
     else:
         answer = apply_edits(strip_markers(cell_by_id(source, spec.student_cell).source), sample.edits) \
             + sample.answer_suffix
-    module = import_kernel_module(spec, source, answer=answer, extra_cells=(sample.extra_cell,),
+    module = import_kernel_module(spec, source, answer=answer, extra_cells=(sample.extra_cell, *sample.extra_cells),
                                   name=f"sample_{sample.name}")
     return getattr(module, spec.kernel_function)

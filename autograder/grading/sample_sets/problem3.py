@@ -63,29 +63,49 @@ SAMPLES = (
            answer_suffix=SDPA_CHEAT, expected_note="answer cell rejected"),
 )
 
-# Submissions that misbehave as submissions: crash, exit, loop, tamper, arrive broken.
+# Submissions that misbehave as submissions: crash, exit, loop, tamper, arrive broken. Misbehaviours
+# that leave the notebook's kernel running share a submission, each in a cell of its own (in this
+# order, after the kernel cell) that prints RAN and its name once it has done its part, so that the
+# grading tests can see that every one of them ran; a submission's effects on intake are combined
+# the same way.
+RAN = "misbehaviour ran: "
+
+
+def _ran(name: str) -> str:
+    return f"print({RAN + name!r})\n"
+
+
+# A cell that never finishes (interrupted at the cell time limit), after a sys.exit() (IPython
+# catches it) and a wrapper that writes to stderr on every call (the checks send stderr to stdout,
+# or nbgrader would zero the test cell); the cell after them shows that the notebook went on.
+MISBEHAVING_CELLS = (
+    NOISY_WRAPPER + _ran("noisy_wrapper"),
+    "import sys\n\n" + _ran("sys_exit") + "sys.exit('done early')",
+    _ran("endless_cell") + "while True:\n    pass",
+    _ran("after_the_endless_cell"),
+)
+# Checks patched in the notebook's kernel: the grade is the judge's, who never ran them.
+PATCHING_CELLS = (
+    PATCH_CHECKS + _ran("patched_checks"),
+    PATCH_ISCLOSE + "assert torch.isclose(torch.zeros(1), torch.ones(1)).all()\n" + _ran("patched_isclose"),
+)
+
 ADVERSARIAL = (
     Sample("kernel_exits", "os._exit(1) right after the kernel: the notebook's feedback stops there, the judge "
            "still grades the answer cell", 10, extra_cell="import os\nos._exit(1)", expected_note="kernel died"),
-    Sample("sys_exit", "sys.exit() in a cell: IPython catches it and grading goes on", 10,
-           extra_cell="import sys\nsys.exit('done early')"),
-    Sample("endless_cell", "a cell that never finishes: interrupted at the cell time limit", 10,
-           extra_cell="while True:\n    pass"),
-    Sample("edited_test", "a locked test cell replaced by `pass`: nbgrader restores it", 10,
-           locked_edits=(("test_tail_block", "pass"),), expected_note="locked cells edited"),
-    Sample("deleted_test", "a locked test cell deleted: the judge runs every test all the same", 10,
-           locked_edits=(("test_tail_block", None),), expected_note="locked cells deleted"),
-    Sample("other_kernelspec", "asks for a Julia kernel: graded with Python", 10,
-           kernelspec="julia-1.10", expected_note="kernel 'julia-1.10'"),
-    Sample("renamed_notebook", "handed in as my_problem3.ipynb", 10,
-           filename="my_problem3.ipynb", expected_note="was named my_problem3.ipynb"),
+    Sample("misbehaving_notebook", "right answer; handed in as my_problem3.ipynb asking for a Julia kernel, a "
+           "locked test cell replaced by `pass` and another deleted; cells that write to stderr, call sys.exit() "
+           "and never finish: graded with Python, the locked cells restored, every test run by the judge", 10,
+           extra_cells=MISBEHAVING_CELLS, filename="my_problem3.ipynb", kernelspec="julia-1.10",
+           locked_edits=(("test_tail_block", "pass"), ("test_full_blocks", None)),
+           expected_note="was named my_problem3.ipynb",
+           expected_notes=("kernel 'julia-1.10'", "locked cells edited", "locked cells deleted")),
     Sample("invalid_json", "a truncated file that is not JSON", None,
            raw='{"cells": [', expected_note="not a readable notebook"),
     Sample("no_notebook", "an empty submission folder", None, missing=True, expected_note="no notebook submitted"),
-    Sample("patched_checks", "nothing implemented, but a cell makes assert_cases always pass", 0, untouched=True,
-           extra_cell=PATCH_CHECKS, expected_note="not in the judge's clean run"),
-    Sample("patched_isclose", "the unmasked-tail bug, plus a cell that makes torch.isclose always true", 6,
-           edits=((MASK_LINES, ""),), extra_cell=PATCH_ISCLOSE, expected_note="not in the judge's clean run"),
+    Sample("patched_checks", "the unmasked-tail bug, plus cells that make assert_cases pass and torch.isclose "
+           "always true", 6, edits=((MASK_LINES, ""),), extra_cells=PATCHING_CELLS,
+           expected_note="not in the judge's clean run"),
     Sample("patch_in_answer_cell", "the answer cell itself patches the checks at import time", 0, untouched=True,
            answer_suffix=PATCH_CHECKS, expected_note="answer cell rejected"),
 )
