@@ -107,6 +107,47 @@ def time_limit(seconds: float):
         signal.signal(signal.SIGALRM, previous)
 
 
+def guarded_call(fn, args, kwargs, inputs, names, *, what: str, kernels: str = "kernel", device="cpu",
+                 timeout_s: float = DEFAULT_TIMEOUT_S, require_triton: bool = True, quiet=()):
+    """Call fn(*args, **kwargs) within the time limit, watching `inputs` (called `names`), and judge
+    the call itself, as every check does before it looks at what came back.
+
+    Returns (result, watched, None), or (None, None, (summary, findings)) when the call already
+    fails the case: it raised; with `require_triton`, it calls a PyTorch op that computes the
+    answer, or launches no Triton kernel (the advice: compute `what` in your Triton `kernels`);
+    without, it calls PyTorch's attention; it wrote into one of its inputs. `quiet`: messages of
+    RuntimeWarnings that the call may raise rightly (the interpreter's numpy at 0 / 0).
+    """
+    before = snapshot(inputs)
+    try:
+        with time_limit(timeout_s), watch_call(inputs) as watched, warnings.catch_warnings():
+            for message in quiet:
+                warnings.filterwarnings("ignore", message, RuntimeWarning)
+            result = fn(*args, **kwargs)
+            if device == "cuda":
+                torch.cuda.synchronize()
+    except Exception as exc:  # student code may raise anything; the verdict must not crash
+        return None, None, ("the call did not return", [describe_exception(exc)])
+    if require_triton and watched.forbidden_ops:
+        return None, None, ("not computed by a Triton kernel", [Finding(
+            "no_kernel", "it calls PyTorch's " + ", ".join(watched.forbidden_ops)
+            + f"; the exercise is to compute {what} in your Triton {kernels}")])
+    if not require_triton and watched.attention_ops:
+        return None, None, ("not computed by your code", [Finding(
+            "uses_builtin_attention", "it calls PyTorch's " + ", ".join(watched.attention_ops)
+            + f"; the exercise is to write {what} yourself")])
+    if require_triton and watched.triton_launches == 0:
+        return None, None, ("not computed by a Triton kernel", [Finding(
+            "no_kernel", f"no Triton kernel was launched; the exercise is to compute {what} in your {kernels}")])
+    changed = mutated(before, inputs)
+    if changed:
+        wrote = "it wrote into " + ", ".join(names[i] for i in changed)
+        if len(inputs) == 1:
+            return None, None, ("input modified", [Finding("mutated_inputs", wrote + "; the input is read-only")])
+        return None, None, ("inputs modified", [Finding("mutated_inputs", wrote + "; inputs are read-only")])
+    return result, watched, None
+
+
 def _unpack(result, q, check_lse):
     """Return (o, lse, problem) from what the candidate returned."""
     if isinstance(result, torch.Tensor):
@@ -210,34 +251,14 @@ def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
                 f"{case.dtype} tl.dot is unreliable on the {'CPU interpreter' if runtime.interpreter else 'GPU'}")
         case = case.with_dtype(str(runtime.default_dtype).replace("torch.", ""))
     q, k, v = make_qkv(case, device=runtime.device)
-    before = snapshot((q, k, v))
 
     def fail(summary, findings=(), **figures):
         return CaseVerdict(case.label(), False, summary, list(findings), note, case=case, **figures)
 
-    try:
-        with time_limit(timeout_s), watch_call((q, k, v)) as watched:
-            result = fn(q, k, v, **case.call_kwargs)
-            if runtime.device == "cuda":
-                torch.cuda.synchronize()
-    except Exception as exc:  # student code may raise anything; the verdict must not crash
-        return fail("the call did not return", [describe_exception(exc)])
-    if require_triton and watched.forbidden_ops:
-        return fail("not computed by a Triton kernel", [Finding(
-            "no_kernel", "it calls PyTorch's " + ", ".join(watched.forbidden_ops)
-            + "; the exercise is to compute attention in your Triton kernel")])
-    if not require_triton and watched.attention_ops:
-        return fail("not computed by your code", [Finding(
-            "uses_builtin_attention", "it calls PyTorch's " + ", ".join(watched.attention_ops)
-            + "; the exercise is to write attention yourself")])
-    if require_triton and watched.triton_launches == 0:
-        return fail("not computed by a Triton kernel", [Finding(
-            "no_kernel", "no Triton kernel was launched; the exercise is to compute attention in your kernel")])
-    changed = mutated(before, (q, k, v))
-    if changed:
-        return fail("inputs modified", [Finding(
-            "mutated_inputs", "it wrote into " + ", ".join("qkv"[i] for i in changed) + "; inputs are read-only")])
-
+    result, watched, failed = guarded_call(fn, (q, k, v), case.call_kwargs, (q, k, v), "qkv", what="attention",
+                                           device=runtime.device, timeout_s=timeout_s, require_triton=require_triton)
+    if failed:
+        return fail(*failed)
     o, lse, problem = _unpack(result, q, check_lse)
     if problem:
         return fail("wrong return value", [Finding("bad_return", problem)])
@@ -384,31 +405,15 @@ def run_grad_case(fn, case: Case, runtime=None, timeout_s: float = DEFAULT_TIMEO
         case = case.with_dtype(str(runtime.default_dtype).replace("torch.", ""))
     q, k, v = make_qkv(case, device=runtime.device)
     do = make_grad(case, device=runtime.device)
-    inputs = (q, k, v, do)
-    before = snapshot(inputs)
 
     def fail(summary, findings=(), **figures):
         return CaseVerdict(case.label(), False, summary, list(findings), note, case=case, width=48, **figures)
 
-    try:
-        with time_limit(timeout_s), watch_call(inputs) as watched:
-            result = fn(q, k, v, do, **call_kwargs(case))
-            if runtime.device == "cuda":
-                torch.cuda.synchronize()
-    except Exception as exc:  # student code may raise anything; the verdict must not crash
-        return fail("the call did not return", [describe_exception(exc)])
-    if require_triton and watched.forbidden_ops:
-        return fail("not computed by a Triton kernel", [Finding(
-            "no_kernel", "it calls PyTorch's " + ", ".join(watched.forbidden_ops)
-            + "; the exercise is to compute the gradients in your Triton kernels")])
-    if require_triton and watched.triton_launches == 0:
-        return fail("not computed by a Triton kernel", [Finding(
-            "no_kernel", "no Triton kernel was launched; the exercise is to compute the gradients in your kernels")])
-    changed = mutated(before, inputs)
-    if changed:
-        return fail("inputs modified", [Finding(
-            "mutated_inputs", "it wrote into " + ", ".join(("q", "k", "v", "do")[i] for i in changed)
-            + "; inputs are read-only")])
+    result, watched, failed = guarded_call(fn, (q, k, v, do), call_kwargs(case), (q, k, v, do), ("q", "k", "v", "do"),
+                                           what="the gradients", kernels="kernels", device=runtime.device,
+                                           timeout_s=timeout_s, require_triton=require_triton)
+    if failed:
+        return fail(*failed)
     grads, problem = _unpack_grads(result, (q, k, v))
     if problem:
         return fail("wrong return value", [Finding("bad_return", problem)])
@@ -450,16 +455,22 @@ def run_grad_case(fn, case: Case, runtime=None, timeout_s: float = DEFAULT_TIMEO
     return fail(summary, findings, max_error=max(errors[n] for n in wrong), tolerance=tol.atol, where=where)
 
 
-def run_grad_cases(fn, cases, title="", **kwargs) -> list[CaseVerdict]:
-    """Run and report every backward case (one line each, plus likely causes when wrong)."""
-    runtime = kwargs.pop("runtime", None) or device_mod.current()
+def run_each(run_one, fn, cases, title="", **kwargs) -> list[CaseVerdict]:
+    """run_one(fn, case, **kwargs) for every case, each reported in one line (plus likely causes
+    when wrong), with stderr sent to stdout while they run."""
     results = []
     with stderr_to_stdout():
         if title:
             print(title)
         for case in cases:
-            results.append(report(run_grad_case(fn, case, runtime=runtime, **kwargs)))
+            results.append(report(run_one(fn, case, **kwargs)))
     return results
+
+
+def run_grad_cases(fn, cases, title="", **kwargs) -> list[CaseVerdict]:
+    """Run and report every backward case (one line each, plus likely causes when wrong)."""
+    runtime = kwargs.pop("runtime", None) or device_mod.current()
+    return run_each(run_grad_case, fn, cases, title, runtime=runtime, **kwargs)
 
 
 def assert_grad_cases(fn, cases, title="", **kwargs) -> None:

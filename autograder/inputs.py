@@ -14,6 +14,13 @@ DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch
 LAYOUTS = ("contiguous", "bshd", "strided_d")
 
 
+def check_choice(field: str, value, choices) -> None:
+    """Raise ValueError naming `field` unless `value` is one of `choices` (an input case's dtype or layout)."""
+    if value not in choices:
+        shown = sorted(choices) if isinstance(choices, dict) else choices
+        raise ValueError(f"{field} must be one of {shown}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class Case:
     """One test input: shapes, dtype, memory layout and seed."""
@@ -34,12 +41,10 @@ class Case:
     grad_layout: str | None = None  # backward problems: the upstream gradient dO's layout (None: `layout`)
 
     def __post_init__(self):
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
-        if self.grad_layout is not None and self.grad_layout not in LAYOUTS:
-            raise ValueError(f"grad_layout must be one of {LAYOUTS}, got {self.grad_layout!r}")
+        check_choice("dtype", self.dtype, DTYPES)
+        check_choice("layout", self.layout, LAYOUTS)
+        if self.grad_layout is not None:
+            check_choice("grad_layout", self.grad_layout, LAYOUTS)
         if self.window is not None and self.window < 1:
             raise ValueError(f"window must be >= 1, got {self.window}")
         if self.sink is not None and self.sink < 0:

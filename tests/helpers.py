@@ -1,14 +1,17 @@
 """What the per-problem tests share: kernel modules built from a source notebook with the answer
 cell edited (the sample submissions' edits) or replaced, the graded cells as the clean re-run
-runs them, and a runner that collects a check's verdicts."""
+runs them (and the cases each one checks), and a runner that collects a check's verdicts."""
 from pathlib import Path
+
+import pytest
 
 from autograder import verdict
 from autograder.checks import CheckFailed
+from autograder.grading.samples import SAMPLES
 from autograder.grading.verify import graded_test_cells
 from autograder.kernel_module import import_kernel_module
 from autograder.notebook_code import read
-from autograder.problems import problem3
+from autograder.problems import ASSIGNMENTS, problem3
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SOURCE = REPO_ROOT / "solutions" / "problem3" / "problem3.ipynb"
@@ -39,6 +42,29 @@ def run_graded_cell(module, gid, code):
     exec(compile(code, f"<{gid}>", "exec"), namespace)
 
 
+def codes(result) -> list:
+    """The cause codes of one case verdict's findings, in order."""
+    return [f.code for f in result.findings]
+
+
+def checked_cases(source_nb, problem, checks, names) -> dict:
+    """{grade_id: [cases]}: what each graded correctness cell of `source_nb` checks, read by running
+    it with `problem`'s check functions named in `checks` replaced by recorders, and the functions
+    it checks (`names`) absent, so that a test looks at exactly the graded inputs. Every cell
+    must check something."""
+    seen: dict = {}
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for gid, code in graded_test_cells(source_nb):
+            if gid == "test_performance":
+                continue
+            for check in checks:
+                monkeypatch.setattr(problem, check, lambda fn, cases, gid=gid, **kwargs: seen.setdefault(
+                    gid, []).extend(cases))
+            exec(compile(code, gid, "exec"), dict.fromkeys(names))
+            assert seen.get(gid), f"{gid} checks no case"
+    return seen
+
+
 def likely_causes(verdicts):
     """The cause codes that case verdicts name."""
     return {f.code for v in verdicts for f in v.findings}
@@ -53,3 +79,14 @@ def run_printing_check(check, capsys):
         except CheckFailed:
             passed = False
     return passed, verdicts, capsys.readouterr().out
+
+
+def first_named_mistake(assignment: str) -> str:
+    """The name of an assignment's first sample with a named mistake (not the untouched one)."""
+    return next(s.name for s in SAMPLES[assignment] if s.expected_cause not in ("", "not_implemented"))
+
+
+# The demo class graded one after another (conftest.demo_class), {assignment: sample names}: every
+# problem's first named mistake, and problem 3's correct and untouched notebooks.
+DEMO_CLASS = {a: {first_named_mistake(a)} | ({"correct", "untouched"} if a == "problem3" else set())
+              for a in ASSIGNMENTS}

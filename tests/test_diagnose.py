@@ -6,10 +6,7 @@ import torch
 
 from autograder.checks import CheckFailed, assert_cases, run_case, stderr_to_stdout
 from autograder.inputs import Case
-
-
-def codes(result):
-    return [f.code for f in result.findings]
+from tests.helpers import codes
 
 
 def test_wrong_head_offset_is_recognised(reference_kernel, runtime):

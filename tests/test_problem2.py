@@ -24,7 +24,7 @@ from autograder.problems.problem2 import (
     score_matrix_limit,
     torch_runtime,
 )
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, checked_cases, codes
 
 SOURCE = "solutions/problem2/problem2.ipynb"
 RELEASED = "notebooks/problem2/problem2.ipynb"
@@ -47,26 +47,11 @@ def variant(solution_code, edits=(), student_code=None, name="variant"):
     return import_kernel_module(problem2.SPEC, read(REPO_ROOT / SOURCE), answer=code, name=name)
 
 
-def codes(result):
-    return [f.code for f in result.findings]
-
-
-def recorded_cases(source_nb, monkeypatch):
-    """{grade_id: [cases]}: what each graded cell checks, read by running the cell with the checks
-    replaced by recorders (so the tests below look at exactly the graded inputs)."""
-    seen = {}
-
-    def recorder(gid):
-        return lambda fn, cases, **kwargs: seen.setdefault(gid, []).extend(cases)
-
-    found = {}
-    for gid, code in graded_test_cells(source_nb):
-        seen.clear()
-        monkeypatch.setattr(problem2, "check_online_softmax", recorder(gid))
-        monkeypatch.setattr(problem2, "check_tiled_attention", recorder(gid))
-        exec(compile(code, gid, "exec"), {"online_softmax": None, "tiled_attention": None})
-        found[gid] = list(seen[gid])
-    return found
+@pytest.fixture(scope="module")
+def graded_cases(source_nb):
+    """{grade_id: [cases]}: what each graded cell checks."""
+    return checked_cases(source_nb, problem2, ("check_online_softmax", "check_tiled_attention"),
+                         ("online_softmax", "tiled_attention"))
 
 
 # --- the reference earns every point --------------------------------------------------------
@@ -260,8 +245,8 @@ def test_memory_limit_stands_aside_where_a_block_and_the_matrix_look_alike():
     assert score_matrix_limit((2, 2, 200, 32), (2, 2, 200, 32), (2, 2, 200, 32))[0] == 4 * 200 * 200
 
 
-def test_every_memory_cell_case_can_catch_a_materialised_matrix(source_nb, monkeypatch):
-    cases = recorded_cases(source_nb, monkeypatch)["test_no_score_matrix"]
+def test_every_memory_cell_case_can_catch_a_materialised_matrix(graded_cases):
+    cases = graded_cases["test_no_score_matrix"]
     for case in cases:
         shape_q = (case.B, case.H, case.L, case.D)
         shape_k = (case.B, case.heads_kv, case.len_k, case.D)
@@ -271,8 +256,8 @@ def test_every_memory_cell_case_can_catch_a_materialised_matrix(source_nb, monke
 
 # --- the large-logit cases really break a naive exp ----------------------------------------------
 
-def test_huge_softmax_logits_overflow_a_naive_exp(source_nb, monkeypatch):
-    cases = [c for c in recorded_cases(source_nb, monkeypatch)["test_hidden_softmax_stability"]
+def test_huge_softmax_logits_overflow_a_naive_exp(graded_cases):
+    cases = [c for c in graded_cases["test_hidden_softmax_stability"]
              if c.logit_scale >= 1e4]
     assert len(cases) >= 2 and {c.dtype for c in cases} == {"float32", "float64"}
     for case in cases:
@@ -281,8 +266,8 @@ def test_huge_softmax_logits_overflow_a_naive_exp(source_nb, monkeypatch):
         assert torch.isinf(torch.exp(x))[finite_rows].any(dim=1).all()  # every row overflows
 
 
-def test_large_attention_logits_overflow_a_naive_exp_in_float32(source_nb, monkeypatch):
-    cases = recorded_cases(source_nb, monkeypatch)["test_hidden_large_logits"]
+def test_large_attention_logits_overflow_a_naive_exp_in_float32(graded_cases):
+    cases = graded_cases["test_hidden_large_logits"]
     assert cases and all(c.logit_scale > 1 and c.dtype == "float32" for c in cases)
     for case in cases:
         q, k, v = make_qkv(case)

@@ -17,6 +17,7 @@ from autograder.notebook_code import cell_by_id, grade_id, read, strip_markers
 from autograder.performance import TimingPlan, time_against_reference
 from autograder.problems import problem2b
 from autograder.problems.problem2b import RowsCase, after_row, make_logits, reenact, run_kernel_case
+from tests.helpers import checked_cases, codes
 
 SOURCE = "solutions/problem2b/problem2b.ipynb"
 RELEASED = "notebooks/problem2b/problem2b.ipynb"
@@ -43,10 +44,6 @@ def variant(source_nb, edits=(), student_code=None, name="variant"):
     return import_kernel_module(problem2b.SPEC, source_nb, answer=student_code, edits=edits, name=name)
 
 
-def codes(result):
-    return [f.code for f in result.findings]
-
-
 def correctness_cells(source_nb):
     return [(gid, code) for gid, code in graded_test_cells(source_nb) if gid != "test_performance"]
 
@@ -67,20 +64,10 @@ def run_cells(module, source_nb):
     return outcome
 
 
-def record_cases(source_nb, monkeypatch):
-    """{grade_id: [RowsCase]}: what each graded cell checks, read by running it with a recorder."""
-    seen: dict = {}
-    for gid, code in correctness_cells(source_nb):
-        monkeypatch.setattr(problem2b, "check_softmax_kernel",
-                            lambda fn, cases, gid=gid, **kw: seen.setdefault(gid, []).extend(cases))
-        exec(compile(code, gid, "exec"), {"triton_softmax": None})
-    return seen
-
-
 @pytest.fixture(scope="module")
 def graded_cases(source_nb):
-    with pytest.MonkeyPatch.context() as monkeypatch:
-        return record_cases(source_nb, monkeypatch)
+    """{grade_id: [RowsCase]}: what each graded correctness cell checks."""
+    return checked_cases(source_nb, problem2b, ("check_softmax_kernel",), ("triton_softmax",))
 
 
 def first_failure(fn, cases):

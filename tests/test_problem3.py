@@ -10,14 +10,10 @@ from autograder.inputs import Case, make_qkv
 from autograder.problems import problem3
 from autograder.problems.online_softmax_faults import FAULTS, blockwise_attention
 from autograder.references import attention_reference
-from tests.helpers import kernel_variant
+from tests.helpers import codes, kernel_variant
 
 KERNEL_SAMPLES = [s for s in SAMPLES if s.edits]
 CASE = Case(1, 2, 200, 64, seed=3)
-
-
-def codes(result):
-    return [f.code for f in result.findings]
 
 
 # --- the reference kernel ----------------------------------------------------------------------

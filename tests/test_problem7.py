@@ -14,7 +14,7 @@ from autograder.inputs import Case, make_grad, make_qkv
 from autograder.notebook_code import cell_by_id, read
 from autograder.problems import problem7, reference_module
 from autograder.references import attention_grads_reference, attention_reference
-from tests.helpers import graded_cells, kernel_module, run_graded_cell, run_printing_check
+from tests.helpers import codes, graded_cells, kernel_module, run_graded_cell, run_printing_check
 
 SOURCE = "solutions/problem7/problem7.ipynb"
 RELEASED = "notebooks/problem7/problem7.ipynb"
@@ -33,10 +33,6 @@ def reference(repo_root):
 
 def variant(source_nb, edits=(), student_code=None, name="variant"):
     return kernel_module(problem7, source_nb, edits, student_code, name=name)
-
-
-def codes(result):
-    return [f.code for f in result.findings]
 
 
 def graded_value_cases():

@@ -25,16 +25,16 @@ from ..checks import (
     Tolerance,
     assert_cases,
     conclude,
-    stderr_to_stdout,
+    run_each,
     time_limit,
     unless_unrecorded,
 )
 from ..diagnose import Finding, _explains, describe_exception
 from ..feedback_run import FIGURE, SELF_CHECK
-from ..inputs import Case
+from ..inputs import Case, check_choice
 from ..integrity import mutated, snapshot, watch_call
 from ..references import attention_reference
-from ..verdict import CaseVerdict, report
+from ..verdict import CaseVerdict
 from .online_softmax_faults import blockwise_attention, diagnose_online_softmax
 from .spec import ProblemSpec
 
@@ -99,8 +99,7 @@ class SoftmaxCase:
     seed: int = 0
 
     def __post_init__(self):
-        if self.dtype not in SOFTMAX_DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(SOFTMAX_DTYPES)}, got {self.dtype!r}")
+        check_choice("dtype", self.dtype, SOFTMAX_DTYPES)
         unknown = set(self.masked) - set(MASKS)
         if unknown:
             raise ValueError(f"unknown masks {sorted(unknown)}; known: {MASKS}")
@@ -315,14 +314,7 @@ def check_online_softmax(fn, cases, title: str = "") -> None:
     """One line per case; raise CheckFailed naming the likely cause if any case fails."""
     from .. import device as device_mod
 
-    device = device_mod.current().device
-    results = []
-    with stderr_to_stdout():
-        if title:
-            print(title)
-        for case in cases:
-            results.append(report(run_softmax_case(fn, case, device=device)))
-    conclude(results)
+    conclude(run_each(run_softmax_case, fn, cases, title, device=device_mod.current().device))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,19 +22,18 @@ the last place, 2**-12 relative in float16 and 2**-9 in bfloat16. We allow about
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import torch
 
 from .. import performance
-from ..checks import DEFAULT_TIMEOUT_S, Tolerance, conclude, stderr_to_stdout, time_limit, unless_unrecorded
-from ..diagnose import Finding, describe_exception
+from ..checks import DEFAULT_TIMEOUT_S, Tolerance, conclude, guarded_call, run_each, unless_unrecorded
+from ..diagnose import Finding
 from ..feedback_run import FIGURE, SELF_CHECK
-from ..integrity import mutated, snapshot, watch_call
+from ..inputs import DTYPES, check_choice
 from ..performance import TimingPlan
 from ..references import create_mask_bool
-from ..verdict import CaseVerdict, report
+from ..verdict import CaseVerdict
 from . import reference_function
 from .problem2 import _matches, _overflow_finding, diagnose_softmax
 from .spec import ProblemSpec
@@ -57,7 +56,7 @@ _HINTS = (
 # The inputs
 # ---------------------------------------------------------------------------------------------
 
-KERNEL_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+KERNEL_DTYPES = DTYPES  # the attention kernels' dtypes (autograder.inputs)
 # How a (rows, cols) view sits in memory:
 #   contiguous: row-major, row stride = cols
 #   padded:     every row followed by unused memory (row stride cols + 24), as a slice x[:, :cols] is
@@ -90,10 +89,8 @@ class RowsCase:
     seed: int = 0
 
     def __post_init__(self):
-        if self.dtype not in KERNEL_DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(KERNEL_DTYPES)}, got {self.dtype!r}")
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {self.layout!r}")
+        check_choice("dtype", self.dtype, KERNEL_DTYPES)
+        check_choice("layout", self.layout, LAYOUTS)
         if self.block_size is not None and (self.block_size < 1 or self.block_size & (self.block_size - 1)):
             raise ValueError(f"block_size must be a power of two, got {self.block_size}")
 
@@ -282,29 +279,15 @@ def run_kernel_case(fn, case: RowsCase, device=None, timeout_s: float = DEFAULT_
 
         device = device_mod.current().device
     x = make_logits(case, device)
-    before = snapshot((x,))
 
     def fail(summary, findings, **figures):
         return _verdict(case, False, summary, findings, **figures)
 
-    try:
-        with time_limit(timeout_s), watch_call((x,)) as watched, warnings.catch_warnings():
-            # The interpreter's numpy warns at 0 / 0 and x / 0, which a row of -inf rightly computes.
-            warnings.filterwarnings("ignore", "(invalid value|divide by zero) encountered", RuntimeWarning)
-            out = fn(x, **case.call_kwargs)
-            if device == "cuda":
-                torch.cuda.synchronize()
-    except Exception as exc:  # student code may raise anything; the verdict must not crash
-        return fail("the call did not return", [describe_exception(exc)])
-    if watched.forbidden_ops:
-        return fail("not computed by a Triton kernel", [Finding(
-            "no_kernel", "it calls PyTorch's " + ", ".join(watched.forbidden_ops)
-            + "; the exercise is to compute the softmax in your Triton kernel")])
-    if watched.triton_launches == 0:
-        return fail("not computed by a Triton kernel", [Finding(
-            "no_kernel", "no Triton kernel was launched; the exercise is to compute the softmax in your kernel")])
-    if mutated(before, (x,)):
-        return fail("input modified", [Finding("mutated_inputs", "it wrote into x; the input is read-only")])
+    # The interpreter's numpy warns at 0 / 0 and x / 0, which a row of -inf rightly computes.
+    out, _, failed = guarded_call(fn, (x,), case.call_kwargs, (x,), ("x",), what="the softmax", device=device,
+                                  timeout_s=timeout_s, quiet=("(invalid value|divide by zero) encountered",))
+    if failed:
+        return fail(*failed)
     if not isinstance(out, torch.Tensor) or out.shape != x.shape or out.dtype != x.dtype:
         got = f"{out.dtype} {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
         return fail("wrong return value", [Finding("bad_return", f"returned {got}; expected {x.dtype} "
@@ -331,14 +314,7 @@ def check_softmax_kernel(fn, cases, title: str = "") -> None:
     """One line per case; raise CheckFailed naming the likely cause if any case fails."""
     from .. import device as device_mod
 
-    device = device_mod.current().device
-    results = []
-    with stderr_to_stdout():
-        if title:
-            print(title)
-        for case in cases:
-            results.append(report(run_kernel_case(fn, case, device=device)))
-    conclude(results)
+    conclude(run_each(run_kernel_case, fn, cases, title, device=device_mod.current().device))
 
 
 def default_block(cols: int) -> int:
