@@ -36,8 +36,10 @@ case "${1:-}" in
     echo "==> ruff and mypy"
     "$VENV/bin/ruff" check autograder tests scripts
     "$VENV/bin/mypy"
-    # Two workers (pytest-xdist) share the machine; each test file runs on one (tests/conftest.py).
-    exec "$VENV/bin/python" -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile "${@:2}"
+    # Two workers (pytest-xdist) share the machine; each test file runs on one, the longest first
+    # (tests/conftest.py; without --no-loadscope-reorder, xdist would hand out the files with the
+    # most tests first instead).
+    exec "$VENV/bin/python" -m pytest -n "${TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "${@:2}"
     ;;
   *)
     echo "usage: bash course.sh demo|test [extra arguments]" >&2

@@ -23,9 +23,11 @@ def pytest_report_header(config):
     return f"course runtime: {RUNTIME.describe()}"
 
 
-# Under pytest-xdist (`--dist loadfile`, as course.sh runs the suite) each test file runs on one
-# worker, so a module's fixtures are built once; the longest files are handed out first, so that
-# none of them starts last.
+# Under pytest-xdist (`--dist loadfile --no-loadscope-reorder`, as course.sh runs the suite) each
+# test file runs on one worker, so a module's fixtures are built once; the longest files are handed
+# out first, so that none of them starts last. The Ray class comes after the robustness tests: it
+# compares itself with the demo class (demo_class, built once per run by whichever worker needs it
+# first), which is then done.
 LONGEST_FIRST = ("test_class_grading.py", "test_robust_grading.py", "test_ray_grading.py", "test_adversarial.py",
                  "test_selfstudy.py", "test_edition.py", "test_instructor_course.py", "test_problem3.py",
                  "test_verdict.py", "test_problem2.py", "test_problem7.py", "test_notebooks.py", "test_sandbox.py")
@@ -72,9 +74,7 @@ def recorded_outputs(tmp_path_factory) -> Path:
 
     from autograder import edition
 
-    shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = shared.parent  # the run's folder, above each worker's own
+    shared = _run_folder(tmp_path_factory)
     table = shared / "recorded_outputs.pt"
     with FileLock(str(shared / "recorded_outputs.lock")):
         if not table.exists():
@@ -82,6 +82,42 @@ def recorded_outputs(tmp_path_factory) -> Path:
             torch.save(edition.record_outputs(REPO_ROOT, log=lambda *_: None), partial)
             partial.rename(table)
     return table
+
+
+def _run_folder(tmp_path_factory) -> Path:
+    """The test run's folder, which every pytest-xdist worker shares (above each worker's own)."""
+    shared = tmp_path_factory.getbasetemp()
+    return shared.parent if os.environ.get("PYTEST_XDIST_WORKER") else shared
+
+
+@pytest.fixture(scope="session")
+def demo_class(tmp_path_factory):
+    """The demo class graded once, one submission after another, through nbgrader
+    (grading.demo.run_demo), once per test run and shared by the pytest-xdist workers: checked by
+    tests/test_class_grading.py, and the Ray class is compared with it (tests/test_ray_grading.py).
+    Returns (course folder, {(student, assignment): SubmissionGrade}, expected points)."""
+    import json
+    from dataclasses import asdict
+
+    from filelock import FileLock
+
+    from autograder.grading.demo import run_demo
+    from autograder.grading.report import SubmissionGrade
+    from tests.helpers import DEMO_CLASS
+
+    shared = _run_folder(tmp_path_factory)
+    course, saved = shared / "sequential-demo" / "course", shared / "sequential-demo.json"
+    with FileLock(str(shared / "sequential-demo.lock")):
+        if not saved.exists():
+            # The whole bundled set is `bash course.sh demo`, too long for CI.
+            run, expected = run_demo(REPO_ROOT, course, progress=False, only=DEMO_CLASS)
+            partial = saved.with_suffix(".partial")
+            partial.write_text(json.dumps({"rows": [asdict(r) for r in run.rows],
+                                           "expected": [[s, a, p] for (s, a), p in expected.items()]}))
+            partial.rename(saved)
+    data = json.loads(saved.read_text())
+    rows = [SubmissionGrade(**r) for r in data["rows"]]
+    return course, {(r.student, r.assignment): r for r in rows}, {(s, a): p for s, a, p in data["expected"]}
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,10 @@
 """Grading a class end to end through real nbgrader, one submission after another (the demo).
 
-A class of the bundled samples (every problem's first named mistake, and problem 3's correct and
-untouched notebooks) is graded once, and every grade, cause, export and feedback file is checked.
-Every problem's correct answer is graded end to end on Ray (tests/test_ray_grading.py), and every
+A class of the bundled samples (tests.helpers.DEMO_CLASS: every problem's first named mistake, and
+problem 3's correct and untouched notebooks) is graded once per test run (conftest.demo_class, which
+the Ray class is also compared with), and every grade, cause, export and feedback file is checked.
+Every problem's correct answer is graded end to end on Ray (tests/test_ray_grading.py) but problem
+1's, which the README's instructor commands grade (tests/test_instructor_course.py), and every
 untouched answer cell is named "not implemented" by each problem's own tests.
 """
 import csv
@@ -10,27 +12,15 @@ import json
 
 import pytest
 
-from autograder.grading.demo import run_demo
 from autograder.grading.export import summary
 from autograder.grading.samples import SAMPLES, expected_score
 from autograder.problems import ASSIGNMENTS, total_points
-
-
-def _first_mistake(assignment: str) -> str:
-    return next(s.name for s in SAMPLES[assignment] if s.expected_cause not in ("", "not_implemented"))
-
-
-DEMO_CLASS = {a: {_first_mistake(a)} | ({"correct", "untouched"} if a == "problem3" else set()) for a in ASSIGNMENTS}
+from tests.helpers import DEMO_CLASS
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory, repo_root):
-    """A class graded once, one after another, through nbgrader (grading.demo.run_demo): (course
-    folder, {(student, assignment): SubmissionGrade}, expected points)."""
-    course = tmp_path_factory.mktemp("sequential-demo") / "course"
-    # The whole bundled set is `bash course.sh demo`, too long for CI.
-    run, expected = run_demo(repo_root, course, progress=False, only=DEMO_CLASS)
-    return course, {(r.student, r.assignment): r for r in run.rows}, expected
+def demo(demo_class):
+    return demo_class
 
 
 def _sample(student, assignment):
