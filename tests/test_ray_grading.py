@@ -50,7 +50,14 @@ def cluster():
         pytest.skip("Ray is not installed (pip install -e '.[scale]')")
     if ray.is_initialized():
         ray.shutdown()
-    start_local_ray(num_cpus=2)
+    try:
+        start_local_ray(num_cpus=2)
+    except Exception:
+        # On a busy machine (the other worker grading the demo class) Ray's metrics agent may miss
+        # the raylet's 30 s wait for its port file ("The current node timed out during startup"):
+        # a node that never came up, not a grading failure; start it once more.
+        ray.shutdown()
+        start_local_ray(num_cpus=2)
     yield
     ray.shutdown()
 
