@@ -67,6 +67,9 @@ def cmd_release(args):
         if notebook_template.apply_to_file(source, assignment):
             paired_sources.sync(source, "notebook")
             print(f"updated the badge and setup cells of {source} and {paired_sources.text_path(source).name}")
+    for chapter in notebook_template.CHAPTERS if not args.assignments else ():
+        if notebook_template.apply_to_file(repo / "notebooks" / chapter / f"{chapter}.ipynb", chapter):
+            print(f"updated the badge and setup cells of notebooks/{chapter}/{chapter}.ipynb")
     # One work folder per selection, so releasing different problems at once cannot collide.
     work = repo / "build" / ("release-" + "-".join(args.assignments) if args.assignments else "release")
     if work.exists():

@@ -8,11 +8,12 @@ Shakespeare (shipped in autograder/capstone/texts/), with bfloat16 autocast. Thr
 seed and batches: "course", "sdpa" (FlashAttention-2 backend pinned) and, unless --no-control,
 "sdpa-math" (PyTorch's math backend): the control, how far two correct attentions drift apart.
 The course run must stay within the tolerance (autograder/capstone/train.py, TOLERANCES) of the
-SDPA run at every step.
+SDPA run at every step, and its first step's gradients within GRADIENT_TOLERANCES of SDPA's.
 
 Writes OUTDIR/capstone.json (every loss of every run, tokens/s, the tolerance and whether it held,
 the control's divergence, GPU, versions, the command, a text sample from the course-trained model)
-and OUTDIR/capstone.png (the curves and their differences). Exits 1 when the runs disagree.
+and OUTDIR/capstone.png (the curves and their differences). Exits 1 when the runs or the first
+step's gradients disagree.
 """
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ def main(argv=None) -> int:
 
     matplotlib.use("Agg")
     from autograder.benchmark import environment
-    from autograder.capstone import Batches, CharText, Comparison, GPTConfig, TrainConfig, plot, train
+    from autograder.capstone import (GRADIENT_TOLERANCES, Batches, CharText, Comparison, GPTConfig, TrainConfig,
+                                     first_step_gradients, gradient_differences, plot, train)
     from autograder.capstone.attention import attention_backend, course_kernels
 
     text = CharText.load()
@@ -69,6 +71,15 @@ def main(argv=None) -> int:
     names = ["course", "sdpa"] + ([] if args.no_control else ["sdpa-math"])
     runs, models = {}, {}
     started = time.perf_counter()
+    # Step 0: the same weights and batch, so the gradients must agree to rounding (a scale error in
+    # dQ or dK hides from AdamW's loss curve, not from this).
+    grads = {name: first_step_gradients(model_config, attention_backend(name, kernels), config, batches[0])
+             for name in names}
+    gradient_check = {f"{name} vs sdpa": max(gradient_differences(grads[name], grads["sdpa"]).values())
+                      for name in names if name != "sdpa"}
+    gradient_tolerance = GRADIENT_TOLERANCES[config.precision]
+    print("first step, max |g - g_sdpa| / max |g_sdpa| over the weights: "
+          + ", ".join(f"{k} {v:.1e}" for k, v in gradient_check.items()) + f" (tolerance {gradient_tolerance:g})")
     for name in names:
         t0 = time.perf_counter()
 
@@ -98,6 +109,8 @@ def main(argv=None) -> int:
         "control": None if control is None else {"runs": list(control.runs), "agree": control.agree,
                                                  "max_divergence": control.max_divergence,
                                                  "mean_divergence": control.mean_divergence},
+        "first_step_gradients": {"max_relative_difference": gradient_check, "tolerance": gradient_tolerance,
+                                 "agree": gradient_check["course vs sdpa"] <= gradient_tolerance},
         "sample_from_course_model": sample,
     }
     if control is not None:
@@ -108,7 +121,7 @@ def main(argv=None) -> int:
     if control is not None:
         print(f"control: {control.summary()}")
     print(f"wrote {args.outdir / 'capstone.json'} and capstone.png in {result['seconds']:.0f} s")
-    return 0 if comparison.agree else 1
+    return 0 if comparison.agree and result["first_step_gradients"]["agree"] else 1
 
 
 def _tolerance(config) -> float:

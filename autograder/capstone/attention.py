@@ -120,7 +120,7 @@ def course_kernels(notebook: Path | str | None = None, self_check: bool = True):
             return learner_kernels(notebook, self_check), f"your problem 7 notebook ({notebook})"
         except KernelsNotReady as not_ready:
             try:
-                return reference_kernels(), f"the course's reference solution ({not_ready})"
+                return reference_kernels(), f"the course's reference solution, because {not_ready}"
             except KernelsNotReady:
                 raise not_ready from None
     return reference_kernels(), "the course's reference solution"

@@ -42,15 +42,22 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig, attention: Attention):
         super().__init__()
         self.n_head, self.head_dim = config.n_head, config.head_dim
-        self.qkv = nn.Linear(config.width, 3 * config.width)
+        # Three projections (not one fused qkv): each of dQ, dK, dV then has a weight of its own,
+        # whose gradient shows that gradient alone. The keys have no bias: adding one vector to every
+        # key adds a constant to each query's scores, which the softmax ignores, so its gradient is
+        # zero and only rounding would train it.
+        self.q = nn.Linear(config.width, config.width)
+        self.k = nn.Linear(config.width, config.width, bias=False)
+        self.v = nn.Linear(config.width, config.width)
         self.proj = nn.Linear(config.width, config.width)
         self.attention = attention
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, width = x.shape
-        # (B, L, 3, H, D) -> three (B, H, L, D) views: strided, as a model hands them to a kernel.
-        q, k, v = self.qkv(x).view(batch, length, 3, self.n_head, self.head_dim).unbind(2)
-        y = self.attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        # (B, L, H, D) -> (B, H, L, D) views: strided, as a model hands them to a kernel.
+        q, k, v = (f(x).view(batch, length, self.n_head, self.head_dim).transpose(1, 2)
+                   for f in (self.q, self.k, self.v))
+        y = self.attention(q, k, v)
         if y.shape != (batch, self.n_head, length, self.head_dim):
             raise ValueError(f"the attention function returned shape {tuple(y.shape)}, expected "
                              f"{(batch, self.n_head, length, self.head_dim)}")
