@@ -54,8 +54,18 @@ def main(argv=None) -> int:
 
     matplotlib.use("Agg")
     from autograder.benchmark import environment
-    from autograder.capstone import (GRADIENT_TOLERANCES, Batches, CharText, Comparison, GPTConfig, TrainConfig,
-                                     first_step_gradients, gradient_differences, plot, train)
+    from autograder.capstone import (
+        GRADIENT_TOLERANCES,
+        Batches,
+        CharText,
+        Comparison,
+        GPTConfig,
+        TrainConfig,
+        first_step_gradients,
+        gradient_differences,
+        plot,
+        train,
+    )
     from autograder.capstone.attention import attention_backend, course_kernels
 
     text = CharText.load()

@@ -12,9 +12,19 @@ import pytest
 import torch
 
 from autograder import notebook_template, problems
-from autograder.capstone import (GRADIENT_TOLERANCES, TOLERANCES, Batches, CharText, GPTConfig, KernelsNotReady,
-                                 TrainConfig, attention_backend, compare, first_step_gradients,
-                                 gradient_differences)
+from autograder.capstone import (
+    GRADIENT_TOLERANCES,
+    TOLERANCES,
+    Batches,
+    CharText,
+    GPTConfig,
+    KernelsNotReady,
+    TrainConfig,
+    attention_backend,
+    compare,
+    first_step_gradients,
+    gradient_differences,
+)
 from autograder.capstone.attention import course_attention, course_kernels, learner_kernels
 from autograder.capstone.dataset import TEXT
 from autograder.grading.samples import SAMPLES, build_submission, sample_kernel_function

@@ -10,8 +10,17 @@ train      a training run, the gradients of its first step, and the comparison o
 from .attention import BACKENDS, KernelsNotReady, attention_backend, course_kernels, sdpa_attention
 from .dataset import Batches, CharText
 from .model import GPT, GPTConfig
-from .train import (GRADIENT_TOLERANCES, TOLERANCES, Comparison, TrainConfig, compare, first_step_gradients,
-                    gradient_differences, plot, train)
+from .train import (
+    GRADIENT_TOLERANCES,
+    TOLERANCES,
+    Comparison,
+    TrainConfig,
+    compare,
+    first_step_gradients,
+    gradient_differences,
+    plot,
+    train,
+)
 
 __all__ = ["BACKENDS", "GRADIENT_TOLERANCES", "TOLERANCES", "Batches", "CharText", "Comparison", "GPT", "GPTConfig",
            "KernelsNotReady", "TrainConfig", "attention_backend", "compare", "course_kernels", "first_step_gradients",
