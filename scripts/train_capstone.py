@@ -94,8 +94,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
 
         def progress(step, loss, name=name):
-            if step % 100 == 0 or step == args.steps - 1:
-                print(f"  {name:>9} step {step:5d}  loss {loss:.4f}", flush=True)
+            print(f"  {name:>9} step {step:5d}  loss {loss:.4f}", flush=True)
 
         runs[name] = train(name, attention_backend(name, kernels), model_config, config, batches,
                            progress=progress, keep_model=models)

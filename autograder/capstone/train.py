@@ -108,10 +108,11 @@ def _synchronize(device: str) -> None:
 
 
 def train(name: str, attention: Attention, model_config: GPTConfig, config: TrainConfig, batches: Batches,
-          progress=None, keep_model: dict | None = None) -> Run:
+          progress=None, progress_every: int = 100, keep_model: dict | None = None) -> Run:
     """Train a fresh model (seeded by config.seed) for config.steps steps; `progress(step, loss)` is
-    called after each step when given (it reads the loss, which waits for the GPU); the trained
-    model goes into `keep_model[name]` when a dict is given."""
+    called every `progress_every` steps and after the last one, when given (reading the loss waits
+    for the GPU, so not at every step); the trained model goes into `keep_model[name]` when a dict
+    is given."""
     if len(batches) < config.steps:
         raise ValueError(f"{config.steps} steps need as many batches, got {len(batches)}")
     model = build_model(model_config, attention, config.seed, config.device)
@@ -132,7 +133,7 @@ def train(name: str, attention: Attention, model_config: GPTConfig, config: Trai
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
         losses.append(loss.detach())
-        if progress is not None:
+        if progress is not None and (step % progress_every == 0 or step == config.steps - 1):
             progress(step, loss.item())
     _synchronize(config.device)
     seconds = time.perf_counter() - start
