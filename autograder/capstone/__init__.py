@@ -14,6 +14,7 @@ from .train import (
     GRADIENT_TOLERANCES,
     TOLERANCES,
     Comparison,
+    Tolerance,
     TrainConfig,
     compare,
     first_step_gradients,
@@ -23,5 +24,5 @@ from .train import (
 )
 
 __all__ = ["BACKENDS", "GRADIENT_TOLERANCES", "TOLERANCES", "Batches", "CharText", "Comparison", "GPT", "GPTConfig",
-           "KernelsNotReady", "TrainConfig", "attention_backend", "compare", "course_kernels", "first_step_gradients",
-           "gradient_differences", "plot", "sdpa_attention", "train"]
+           "KernelsNotReady", "Tolerance", "TrainConfig", "attention_backend", "compare", "course_kernels",
+           "first_step_gradients", "gradient_differences", "plot", "sdpa_attention", "train"]
