@@ -28,12 +28,12 @@ SHIPPED = (
     "autograder/__init__.py",
     "autograder/__main__.py",
     "autograder/cli.py",             # `autograder env` and `bench`; the instructor commands say what they need
+    "autograder/benchmark.py",
     "autograder/capstone/__init__.py",  # the capstone trains with the learner's own problem 7 kernels
     "autograder/capstone/attention.py",
     "autograder/capstone/dataset.py",
     "autograder/capstone/model.py",
     "autograder/capstone/train.py",
-    "autograder/benchmark.py",
     "autograder/checks.py",
     "autograder/counted_cost.py",    # what performance.py counts under the interpreter (with a reference kernel)
     "autograder/device.py",
