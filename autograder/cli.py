@@ -67,6 +67,10 @@ def cmd_release(args):
         if notebook_template.apply_to_file(source, assignment):
             paired_sources.sync(source, "notebook")
             print(f"updated the badge and setup cells of {source} and {paired_sources.text_path(source).name}")
+    # Chapters with nothing to hand in are written in notebooks/ directly: only the template's cells.
+    for chapter in notebook_template.CHAPTERS if not args.assignments else ():
+        if notebook_template.apply_to_file(repo / "notebooks" / chapter / f"{chapter}.ipynb", chapter):
+            print(f"updated the badge and setup cells of notebooks/{chapter}/{chapter}.ipynb")
     # One work folder per selection, so releasing different problems at once cannot collide.
     work = repo / "build" / ("release-" + "-".join(args.assignments) if args.assignments else "release")
     if work.exists():
