@@ -75,7 +75,7 @@ SPEC = ProblemSpec(
                       output_atol={dtype: 2 * tol.atol for dtype, tol in GRAD_TOLERANCES.items()}),
 )
 
-SELF_CHECK_VISITS = (Case(1, 1, 160, 16, window=16, sink=4), Case(1, 2, 128, 16, H_kv=1, window=40, sink=40))
+SELF_CHECK_VISITS = (Case(1, 1, 128, 16, window=16, sink=4), Case(1, 2, 96, 16, H_kv=1, window=40, sink=40))
 
 
 def _cdiv(a, b):
