@@ -22,5 +22,6 @@ if [ "$WHAT" = bench ] || [ "$WHAT" = all ]; then
   # Problem 2b's softmax kernel: GB/s against torch.softmax and the GPU's bandwidth (problem2b.json).
   python3 -m autograder bench --problem problem2b --out "$OUT" 2>&1 | tee "$OUT/bench_problem2b.log" || status=1
   python3 -m autograder bench --problem problem7 --out "$OUT" 2>&1 | tee "$OUT/bench-problem7.log" || status=1
+  python3 -m autograder bench --problem problem8 --out "$OUT" 2>&1 | tee "$OUT/bench-problem8.log" || status=1
 fi
 exit $status
