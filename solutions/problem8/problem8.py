@@ -511,8 +511,10 @@ def _dkdv_kernel(
 ):
     # One program owns BLOCK_N keys of one (batch, K/V head): it loads them once, and for every query
     # head of the group walks the query blocks that see them. One writer per dK/dV block, no atomics.
-    start_n = tl.program_id(0)
-    off_bkv = tl.program_id(1)
+    # The key blocks are the grid's second axis, so that the first ones (the sinks, whose programs walk
+    # to the end of the sequence) start first and do not finish last.
+    off_bkv = tl.program_id(0)
+    start_n = tl.program_id(1)
     off_b = (off_bkv // n_kv_heads).to(tl.int64)
     off_kv = off_bkv % n_kv_heads
     k_start = start_n * BLOCK_N
@@ -562,7 +564,7 @@ def _dkdv_kernel(
              + offs_d[None, :] * stride_dvd, dv.to(DV.dtype.element_ty), mask=keys)
     if COUNT_VISITS:
         # For grading: how many (query block, query head) tiles this program folded in.
-        tl.store(VISITS + off_bkv * tl.num_programs(0) + start_n, n_visits)
+        tl.store(VISITS + off_bkv * tl.num_programs(1) + start_n, n_visits)
 
 
 @triton.jit
@@ -692,10 +694,10 @@ def attention_backward(q, k, v, o, lse, do, window_size, sink_size=0, config=Non
     lse = lse.contiguous()
     _preprocess_kernel[(triton.cdiv(seq_len, block_m2), batch * n_heads)](
         o, do, delta, *o.stride(), *do.stride(), n_heads, seq_len, HEAD_DIM=head_dim, BLOCK_M=block_m2)
-    grid1 = (triton.cdiv(seq_len, block_n1), batch * n_kv_heads)
+    grid1 = (batch * n_kv_heads, triton.cdiv(seq_len, block_n1))
     visits = delta  # a placeholder pointer: the counting code is compiled only when COUNT_VISITS
     if _visits is not None:
-        visits = torch.zeros(grid1[1], grid1[0], device=q.device, dtype=torch.int32)
+        visits = torch.zeros(grid1, device=q.device, dtype=torch.int32)
         _visits.update(counts=visits, block_m=block_m1, block_n=block_n1, group_size=n_heads // n_kv_heads)
     _dkdv_kernel[grid1](
         q, k, v, do, dk, dv, lse, delta, visits,
