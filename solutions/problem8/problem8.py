@@ -35,7 +35,7 @@
 # **How this notebook works.** Run the cells from the top. The first code cell installs the course
 # when it is missing (in Colab) and picks the GPU, or Triton's CPU interpreter when there is no GPU
 # that Triton supports. You edit one cell, marked *Your code*: seven small `@triton.jit` functions,
-# four of them problem 7's with the new mask. The forward (problem 6's kernel), the backward kernels,
+# five of them problem 7's with the new mask. The forward (problem 6's kernel), the backward kernels,
 # their loops and loads are given. The self-check after the kernel cell says which gradient is wrong,
 # where, and why; a hint cell reveals one step at a time; the check cells of section 6 earn the
 # points, and the grader runs more of the same kind on inputs you do not see.
@@ -169,8 +169,8 @@ plt.show()
 # %% [markdown]
 # ## 4. Your code
 #
-# The kernels below your cell load the tiles and call **your** functions. Four are problem 7's, now
-# with the window and sinks in the mask; three are new:
+# The kernels below your cell load the tiles and call **your** functions. Five are problem 7's, now
+# with the window and sinks in the mask; two are new:
 #
 # * `softmax_delta(o, do)`: the preprocess's $\Delta_i = \sum_d O_{id}\, dO_{id}$ for a block of rows,
 #   in float32 (problem 7's).
@@ -274,7 +274,7 @@ def dkdv_update(dk, dv, q, k, v, do, lse, delta, qk_scale, sm_scale, query_idx, 
     """
     ### BEGIN SOLUTION
     qk = tl.dot(q, tl.trans(k))
-    p = recompute_p(qk, lse, qk_scale, query_idx, key_idx, window_size, sink_size, MASKED)
+    p = recompute_p(qk, lse, qk_scale, query_idx, key_idx, window_size, sink_size, MASKED=MASKED)
     dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv)        # dV += P^T dO
     dp = tl.dot(do, tl.trans(v))                         # dP = dO V^T
     ds = score_grad(p, dp, delta)
@@ -297,7 +297,7 @@ def dq_update(dq, q, k, v, do, lse, delta, qk_scale, sm_scale, query_idx, key_id
     """
     ### BEGIN SOLUTION
     qk = tl.dot(q, tl.trans(k))
-    p = recompute_p(qk, lse, qk_scale, query_idx, key_idx, window_size, sink_size, MASKED)
+    p = recompute_p(qk, lse, qk_scale, query_idx, key_idx, window_size, sink_size, MASKED=MASKED)
     dp = tl.dot(do, tl.trans(v))
     ds = score_grad(p, dp, delta)
     dq = tl.dot((ds * sm_scale).to(k.dtype), k, dq)      # dQ += (scale dS) K
