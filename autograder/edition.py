@@ -94,6 +94,10 @@ RECORDED = {
     "autograder/problems/problem7.py": (
         ("exact_parts", "reenact_backward"),
         "the float64 backward, exact and tile by tile, is problem 7's backward kernels' algorithm"),
+    "autograder/problems/problem8.py": (
+        ("kv_ranges", "exact_parts", "reenact_backward"),
+        "the dK/dV program's query ranges are problem 8's query_block_ranges (next to each mistake), and the "
+        "float64 backward of the group sum is its kernels' algorithm"),
     "autograder/problems/problem2.py": (
         ("softmax_reference", "simulate_online_softmax", "_dropped_tail"),
         "the one-pass softmax re-enacted in float64 is problem 2's online_softmax"),
