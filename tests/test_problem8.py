@@ -51,7 +51,8 @@ def cell_cases():
 def test_reference_passes_every_graded_cell(reference, capsys):
     """The performance cell is left to the Ray class, which grades the reference with every cell."""
     for gid, code in graded_cells(SOURCE, performance=False):
-        passed, verdicts, out = run_printing_check(lambda: run_graded_cell(reference, gid, code), capsys)
+        passed, verdicts, out = run_printing_check(lambda gid=gid, code=code: run_graded_cell(reference, gid, code),
+                                                     capsys)
         assert passed and verdicts and all(v.passed for v in verdicts), f"{gid}:\n{out}"
 
 

@@ -14,13 +14,22 @@ with the same block mask, on a GPU.
 """
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 
 import torch
 
 from .. import performance
-from ..checks import (DEFAULT_TIMEOUT_S, GRAD_TOLERANCES, CheckFailed, assert_grad_cases, grad_call_kwargs,
-                      stderr_to_stdout, time_limit)
+from ..checks import (
+    DEFAULT_TIMEOUT_S,
+    GRAD_TOLERANCES,
+    CheckFailed,
+    assert_grad_cases,
+    grad_call_kwargs,
+    stderr_to_stdout,
+    time_limit,
+)
 from ..diagnose import Finding, describe_exception, explains
 from ..feedback_run import FIGURE, SELF_CHECK
 from ..inputs import Case, make_grad, make_qkv
@@ -543,6 +552,10 @@ def benchmark(attention, lengths=(4096, 16384, 65536), head_dims=(64, 128), wind
         print(reason)
         return None
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def yours(query, key, value):
+        return attention(query, key, value, window, sink)
+
     rows = []
     for d in head_dims:
         for n in lengths:
@@ -551,8 +564,8 @@ def benchmark(attention, lengths=(4096, 16384, 65536), head_dims=(64, 128), wind
             k, v = (torch.randn(batch, kv_heads, n, d, device="cuda", dtype=dtype, generator=gen) for _ in range(2))
             pairs = problem6.visible_pairs(n, window, sink)
             fwd, bwd = 4.0 * batch * heads * d * pairs, backward_flops(batch, heads, d, pairs)
-            impls = {"your kernels": lambda: (lambda q, k, v: attention(q, k, v, window, sink)),
-                     "FlexAttention": lambda: _flex(n, window, sink)}
+            impls: dict[str, Callable[[], Callable]] = {"your kernels": lambda: yours,
+                                                        "FlexAttention": functools.partial(_flex, n, window, sink)}
             for name, make in impls.items():
                 row = {"impl": name, "B": batch, "Hq": heads, "Hkv": kv_heads, "L": n, "D": d, "W": window,
                        "S": sink, "dtype": str(dtype)[6:]}

@@ -14,7 +14,8 @@ DS_LINE = "    ds = p * (dp - delta[:, None])\n"
 DK_LINE = "    dk = tl.dot(tl.trans((ds * sm_scale).to(q.dtype)), q, dk)   # dK += (scale dS)^T Q\n"
 DQ_LINE = "    dq = tl.dot((ds * sm_scale).to(k.dtype), k, dq)      # dQ += (scale dS) K\n"
 SINK_LINE = "    sink_lo = tl.where(k_start < sink_size, after_window, seq_len)  # later queries see only the sinks\n"
-WINDOW_HI_LINE = "    window_hi = tl.minimum(k_end - 1 + window_size, seq_len)  # the last query whose window holds the last key\n"
+WINDOW_HI_LINE = ("    window_hi = tl.minimum(k_end - 1 + window_size, seq_len)"
+                  "  # the last query whose window holds the last key\n")
 
 SAMPLES = (
     Sample("correct", "the reference solution", 10),
