@@ -109,7 +109,8 @@ def test_each_sample_mistake_is_named(runtime, source_nb, sample):
     fn = kernel_module(problem8, source_nb, sample.edits, name=sample.name).flash_attention_grads
     if sample.name == "window_to_end":  # right gradients from too many tiles: the visit count names it
         record: dict = {}
-        case = Case(1, 2, 96, 16, H_kv=1, window=8, sink=20)   # key blocks whose window ends before L
+        # Key blocks whose window ends before L, with the interpreter's tiles and a GPU's 64-key ones.
+        case = Case(1, 2, 200, 16, H_kv=1, window=8, sink=20)
         q, k, v = make_qkv(case, runtime.device)
         fn(q, k, v, make_grad(case, runtime.device), window_size=8, sink_size=20, _visits=record)
         counts = record["counts"].reshape(1, -1).tolist()
