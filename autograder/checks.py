@@ -365,6 +365,21 @@ GRAD_TOLERANCES = {
 GRAD_NAMES = ("dq", "dk", "dv")
 
 
+def grad_close(got: torch.Tensor, ref: torch.Tensor, tol: Tolerance) -> torch.Tensor:
+    """Where a gradient is right: |got - ref| <= atol + rtol * (the largest |ref| in its row).
+
+    A row (one token's gradient) comes out of one accumulation over many blocks, and its rounding
+    error scales with the terms summed, which the row's largest entry tracks; a single entry can
+    cancel to near zero while its error does not. Measured: a sink key's dV under a window of 1
+    sums P ~ 0.5 times dO over all 1500 queries of a float16 case; the reference kernel, rounding P
+    to float16 before the dot as every FlashAttention-2 does, is 0.0094 off in an entry of size
+    0.099 of a row whose largest entry is 75, on the H200 and under the interpreter alike
+    (docs/backward-tolerances.md). NaN and inf are never close.
+    """
+    scale = ref.abs().amax(dim=-1, keepdim=True)
+    return (got - ref).abs() <= tol.atol + tol.rtol * scale
+
+
 def grad_call_kwargs(case: Case) -> dict:
     """What a backward function under test is called with besides (q, k, v, do): `causal`, and the
     window/sink arguments when the case sets them."""
@@ -430,7 +445,7 @@ def run_grad_case(fn, case: Case, runtime=None, timeout_s: float = DEFAULT_TIMEO
     tol = GRAD_TOLERANCES[q.dtype]
     errors, wrong = {}, {}
     for name in GRAD_NAMES:
-        bad = ~torch.isclose(got[name], ref[name], atol=tol.atol, rtol=tol.rtol)
+        bad = ~grad_close(got[name], ref[name], tol)
         errors[name] = (got[name] - ref[name]).abs().nan_to_num(float("inf")).max().item()
         if bad.any():
             wrong[name] = bad

@@ -67,6 +67,10 @@ def cmd_release(args):
         if notebook_template.apply_to_file(source, assignment):
             paired_sources.sync(source, "notebook")
             print(f"updated the badge and setup cells of {source} and {paired_sources.text_path(source).name}")
+    # Chapters with nothing to hand in are written in notebooks/ directly: only the template's cells.
+    for chapter in notebook_template.CHAPTERS if not args.assignments else ():
+        if notebook_template.apply_to_file(repo / "notebooks" / chapter / f"{chapter}.ipynb", chapter):
+            print(f"updated the badge and setup cells of notebooks/{chapter}/{chapter}.ipynb")
     # One work folder per selection, so releasing different problems at once cannot collide.
     work = repo / "build" / ("release-" + "-".join(args.assignments) if args.assignments else "release")
     if work.exists():
@@ -256,9 +260,9 @@ def cmd_bench(args):
 
 
 def _bench_problem(args):
-    """Problems 2b and 4-6: the reference kernel through the problem's own benchmark (its peers:
+    """Problems 2b and 4-8: the reference kernel through the problem's own benchmark (its peers:
     torch.softmax and the GPU's bandwidth; SDPA causal, SDPA with enable_gqa, FlexAttention with
-    the same block mask), at its default shapes."""
+    the same block mask; SDPA flash's backward, FlexAttention's backward), at its default shapes."""
     import json
 
     from .benchmark import environment
@@ -267,9 +271,10 @@ def _bench_problem(args):
     module = get(args.problem)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.problem == "problem7":  # the backward: times the differentiable flash_attention, writes its own JSON
-        attention = reference_module(module.SPEC, _repo(args)).flash_attention
-        module.benchmark(attention, plot_path=out / "problem7.png", json_path=out / "problem7.json")
+    if args.problem in ("problem7", "problem8"):  # backwards: time the differentiable attention, write their JSON
+        kernels = reference_module(module.SPEC, _repo(args))
+        attention = kernels.flash_attention if args.problem == "problem7" else kernels.flash_attention_window
+        module.benchmark(attention, plot_path=out / f"{args.problem}.png", json_path=out / f"{args.problem}.json")
         return 0
     reference = getattr(reference_module(module.SPEC, _repo(args)), module.SPEC.kernel_function)
     result = module.benchmark(reference, plot_path=out / f"{args.problem}.png")
@@ -362,7 +367,7 @@ def main(argv=None):
     p.set_defaults(func=cmd_grade)
     p = sub.add_parser("bench", help="benchmark the reference kernel against PyTorch (GPU only)")
     p.add_argument("--problem", default="problem3",
-                   choices=["problem2b", "problem3", "problem4", "problem5", "problem6", "problem7"],
+                   choices=["problem2b", "problem3", "problem4", "problem5", "problem6", "problem7", "problem8"],
                    help="problem 3: --dims/--lengths/--batch/--heads apply; 2b and 4-7: each problem's own shapes "
                         "and peers (2b: GB/s of the softmax kernel against torch.softmax and the GPU's bandwidth; "
                         "7: forward+backward and backward against SDPA flash)")

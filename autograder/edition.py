@@ -29,6 +29,11 @@ SHIPPED = (
     "autograder/__main__.py",
     "autograder/cli.py",             # `autograder env` and `bench`; the instructor commands say what they need
     "autograder/benchmark.py",
+    "autograder/capstone/__init__.py",  # the capstone trains with the learner's own problem 7 kernels
+    "autograder/capstone/attention.py",
+    "autograder/capstone/dataset.py",
+    "autograder/capstone/model.py",
+    "autograder/capstone/train.py",
     "autograder/checks.py",
     "autograder/counted_cost.py",    # what performance.py counts under the interpreter (with a reference kernel)
     "autograder/device.py",
@@ -50,6 +55,9 @@ SHIPPED = (
     "autograder/problems/spec.py",
     "autograder/problems/problem3.py",
 )
+
+# Files of the package that are not modules, shipped as they are (pyproject's package-data).
+SHIPPED_DATA = ("autograder/capstone/texts/tinyshakespeare.txt", "autograder/capstone/texts/README.md")
 
 # module -> (functions replaced by recorded outputs, why)
 RECORDED = {
@@ -86,6 +94,10 @@ RECORDED = {
     "autograder/problems/problem7.py": (
         ("exact_parts", "reenact_backward"),
         "the float64 backward, exact and tile by tile, is problem 7's backward kernels' algorithm"),
+    "autograder/problems/problem8.py": (
+        ("kv_ranges", "exact_parts", "reenact_backward"),
+        "the dK/dV program's query ranges are problem 8's query_block_ranges (next to each mistake), and the "
+        "float64 backward of the group sum is its kernels' algorithm"),
     "autograder/problems/problem2.py": (
         ("softmax_reference", "simulate_online_softmax", "_dropped_tail"),
         "the one-pass softmax re-enacted in float64 is problem 2's online_softmax"),
@@ -359,7 +371,7 @@ def _pyproject(repo: Path) -> str:
                                          '(notebooks, self-checks, hints, benchmarks)"', head)
     return (head + '[project.optional-dependencies]\nnotebooks = ["jupyterlab>=4", "ipykernel>=6"]\n\n'
             '[tool.setuptools.packages.find]\ninclude = ["autograder*"]\n\n'
-            '[tool.setuptools.package-data]\nautograder = ["recorded_outputs.pt"]\n')
+            '[tool.setuptools.package-data]\nautograder = ["recorded_outputs.pt", "capstone/texts/*"]\n')
 
 
 def _environment(repo: Path) -> str:
@@ -408,7 +420,7 @@ def _write_edition(dest: Path, repo: Path, table: dict) -> None:
 
     shutil.copytree(repo / "notebooks", dest / "notebooks",
                     ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
-    for module in SHIPPED:
+    for module in SHIPPED + SHIPPED_DATA:
         target = dest / module
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(repo / module, target)

@@ -22,6 +22,9 @@ from . import course_config
 
 BADGE_ID = "colab_badge"
 SETUP_ID = "setup"
+# Chapters with nothing to hand in: written in notebooks/<chapter>/<chapter>.ipynb directly (there is
+# no solution to strip, so nbgrader does not release them), with the same two cells.
+CHAPTERS = ("capstone",)
 
 
 def _nbgrader(grade_id: str) -> dict:

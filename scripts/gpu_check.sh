@@ -16,11 +16,14 @@ if [ "$WHAT" = tests ] || [ "$WHAT" = all ]; then
   python3 scripts/error_report.py --out "$OUT/errors.json" 2>&1 | tee "$OUT/errors.log" || status=1
   python3 scripts/backward_tolerances.py "$OUT" --kernel --lengths 256 1024 4096 --kernel-lengths 1000 4096 \
     2>&1 | tee "$OUT/backward_tolerances.log" || status=1
+  python3 scripts/backward_tolerances_window.py "$OUT" --kernel --lengths 256 2048 --kernel-lengths 1000 4096 \
+    2>&1 | tee "$OUT/backward_tolerances_window.log" || status=1
 fi
 if [ "$WHAT" = bench ] || [ "$WHAT" = all ]; then
   python3 -m autograder bench --out "$OUT" 2>&1 | tee "$OUT/bench.log" || status=1
   # Problem 2b's softmax kernel: GB/s against torch.softmax and the GPU's bandwidth (problem2b.json).
   python3 -m autograder bench --problem problem2b --out "$OUT" 2>&1 | tee "$OUT/bench_problem2b.log" || status=1
   python3 -m autograder bench --problem problem7 --out "$OUT" 2>&1 | tee "$OUT/bench-problem7.log" || status=1
+  python3 -m autograder bench --problem problem8 --out "$OUT" 2>&1 | tee "$OUT/bench-problem8.log" || status=1
 fi
 exit $status

@@ -79,7 +79,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out")
     parser.add_argument("--problems", nargs="+",
-                        default=["problem2b", "problem3", "problem4", "problem5", "problem6", "problem7"])
+                        default=["problem2b", "problem3", "problem4", "problem5", "problem6", "problem7",
+                                 "problem8"])
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 

@@ -77,7 +77,8 @@ def test_released_stubs_pass_so_the_checks_say_not_implemented(assignment):
 def test_policies_of_the_problems():
     assert {a: _policy(a) for a in problems.ASSIGNMENTS} == {
         "problem1": "torch", "problem2": "torch", "problem2b": "triton", "problem3": "triton", "problem4": "triton",
-        "problem5": "triton", "problem6": "triton", "problem7": "triton"}
+        "problem5": "triton", "problem6": "triton", "problem7": "triton",
+        "problem8": "triton"}
 
 
 _SAMPLES = list(_bundled_samples())

@@ -175,11 +175,11 @@ for argv in (["autograder"], ["autograder", "grade", "my-course"], ["autograder"
 
 # One bundled wrong answer per problem: the edition's self-check must name its mistake, as the grader does.
 WRONG = {"problem1": "gqa_modulo", "problem2": "attention_no_acc_rescale", "problem2b": "unmasked_tail",
-         "problem3": "unmasked_tail", "problem7": "no_delta"}
+         "problem3": "unmasked_tail", "problem7": "no_delta", "problem8": "sink_visited_twice"}
 
 
 def test_edition_self_check_names_bundled_mistakes(student_edition, tmp_path):
-    """Problems 1 and 2 check against recorded outputs, problems 2b, 3 and 7 name a mistake from
+    """Problems 1 and 2 check against recorded outputs, problems 2b, 3, 7 and 8 name a mistake from
     recorded re-enactments and a cached answer from the recorded reference of the second call: one Python,
     as a student's notebook kernel is one."""
     from autograder.grading.samples import SAMPLES, sample_kernel_function

@@ -94,7 +94,7 @@ def test_every_triton_problem_times_a_case_its_kernel_accepts():
     from autograder.problems import ASSIGNMENTS, get_spec, performance_points
 
     timed = [a for a in ASSIGNMENTS if performance_points(a)]
-    assert timed == ["problem2b", "problem3", "problem4", "problem5", "problem6", "problem7"]
+    assert timed == ["problem2b", "problem3", "problem4", "problem5", "problem6", "problem7", "problem8"]
     for assignment in timed:
         plan = get_spec(assignment).timing
         assert plan.gpu_case.dtype == plan.cpu_case.dtype == "float16"  # every GPU Triton supports has it

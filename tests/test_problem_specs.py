@@ -23,7 +23,7 @@ def test_every_spec_matches_its_notebooks_and_reference(assignment, repo_root):
 def test_only_the_triton_problems_give_performance_points():
     assert {a: problems.get_spec(a).performance_points for a in problems.ASSIGNMENTS} == {
         "problem1": 0, "problem2": 0, "problem2b": 2, "problem3": 2, "problem4": 2, "problem5": 2, "problem6": 2,
-        "problem7": 2}
+        "problem7": 2, "problem8": 2}
 
 
 @pytest.mark.parametrize("change,field", [

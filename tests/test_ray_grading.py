@@ -21,11 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from autograder.grading.autograde import format_run, grade
+from autograder.grading.autograde import Job, format_run, grade
 from autograder.grading.demo import stage_demo
 from autograder.grading.export import write_rows
+from autograder.grading.ray_grading import longest_first
 from autograder.grading.scratch import is_graded
-from autograder.problems import ASSIGNMENTS
+from autograder.problems import ASSIGNMENTS, course_order
 from tests.helpers import DEMO_CLASS, first_named_mistake
 
 try:
@@ -98,7 +99,7 @@ def ray_class(cluster, tmp_path_factory, repo_root):
     course, trace = base / "course", base / "trace"
     staged = stage_demo(repo_root, course, only=RAY_CLASS)
     chosen = sorted(staged, key=lambda key: (ASSIGNMENTS.index(key[1]), key[0]))
-    victim = chosen[0]  # the first task to start
+    victim = max(chosen, key=lambda key: course_order(key[1]))  # the first task to start (longest_first)
     killer = Killer(trace, victim)
     killer.start()
     start = time.monotonic()
@@ -231,6 +232,14 @@ def _run_dispatch(task, attempts=2, timeout_s=60.0):
              lambda job, reason: retries.append(reason),
              slots=lambda: 2, attempts=attempts, timeout_s=timeout_s, poll_s=0.2)
     return results, failures, retries
+
+
+def test_the_longest_problems_are_started_first():
+    jobs = [Job(assignment, student, []) for student in ("ann", "bob") for assignment in ASSIGNMENTS]
+    order = longest_first(jobs)
+    assert [job.assignment for job in order[::2]] == sorted(ASSIGNMENTS, key=course_order, reverse=True)
+    # Within one problem, students keep the order intake met them in.
+    assert [job.student for job in order] == ["ann", "bob"] * len(ASSIGNMENTS)
 
 
 def test_a_task_that_fails_once_is_retried_and_its_result_kept(cluster):

@@ -340,3 +340,29 @@ def test_filled_in_student_notebook_runs_top_to_bottom(assignment, tmp_path, stu
             assert any("image/png" in o.get("data", {}) for o in cell.outputs), f"{grade_id(cell)} drew nothing"
     hint_cell = next(c for c in code_cells(nb) if re.search(rf"\bhint\(\s*[\"']{assignment}", c.source))
     assert text_of(hint_cell).startswith("Hint 1 (step 1 of 3)")
+
+
+@pytest.mark.slow
+def test_capstone_chapter_trains_with_the_learners_problem7_from_the_edition(tmp_path, student_edition, monkeypatch):
+    """The capstone from the student edition, which has no reference kernels: it takes the learner's
+    solved problem 7 notebook from the folder next to its own, checks it, and trains with it."""
+    from nbclient import NotebookClient
+
+    spec = problems.get_spec("problem7")
+    solved = filled_in_student_notebook("problem7", student_edition / "notebooks" / "problem7" / spec.notebook)
+    (tmp_path / "problem7").mkdir()
+    nbformat.write(solved, str(tmp_path / "problem7" / spec.notebook))
+    (tmp_path / "capstone").mkdir()
+    nb = read(student_edition / "notebooks" / "capstone" / "capstone.ipynb")
+    monkeypatch.setenv("PYTHONPATH", str(student_edition))
+    start = time.perf_counter()
+    NotebookClient(nb, timeout=600, kernel_name="python3",
+                   resources={"metadata": {"path": str(tmp_path / "capstone")}}).execute()
+    print(f"capstone: executed in {time.perf_counter() - start:.1f} s")
+    errors = [f"{c.get('id')}: {o.ename}: {o.evalue}" for c in code_cells(nb) for o in c.outputs
+              if o.output_type == "error"]
+    assert not errors
+    printed = "\n".join(text_of(c) for c in code_cells(nb))
+    assert "the course backend runs your problem 7 notebook (../problem7/problem7.ipynb)" in printed
+    assert "course vs sdpa:" in printed and "within the tolerance" in printed
+    assert any("image/png" in o.get("data", {}) for c in code_cells(nb) for o in c.outputs)  # the loss curves

@@ -39,7 +39,7 @@ from .course import (
     submitted_students,
     use_judge_cache,
 )
-from .export import export_gradebook, grade_rows, has_feedback, write_feedback
+from .export import export_gradebook, grade_rows, has_feedback, write_feedback_all
 from .intake import inspect_submission
 from .scratch import (
     ASSIGNMENTS,
@@ -234,9 +234,7 @@ def grade(course_root: Path, assignments=None, *, grader: Grader | None = None, 
         finally:
             tally.close()
 
-    for assignment in chosen:
-        if _feedback_needed(course_root, assignment, students_of[assignment], run):
-            write_feedback(course_root, assignment)
+    write_feedback_all(course_root, [a for a in chosen if _feedback_needed(course_root, a, students_of[a], run)])
     export_gradebook(course_root)
     for assignment in chosen:
         students = students_of[assignment]

@@ -7,8 +7,10 @@ driver writes.
 from __future__ import annotations
 
 import csv
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from .. import threads
 from .nbgrader_cli import must, run_nbgrader
 from .report import SubmissionGrade, format_table, plot_grades, read_grades
 from .scratch import ASSIGNMENTS
@@ -21,6 +23,23 @@ GRADES_PLOT = "grades.png"
 def write_feedback(course_root: Path, assignment: str) -> None:
     """nbgrader generate_feedback: an HTML page per graded submission of `assignment`."""
     must(run_nbgrader(course_root, "generate_feedback", assignment, "--force"))
+
+
+def write_feedback_all(course_root: Path, assignments) -> None:
+    """`write_feedback` for each of `assignments`, as many at once as there are cores.
+
+    Each is its own nbgrader process that only reads the gradebook (SQLite serves concurrent
+    readers) and writes only feedback/<student>/<assignment>/, so they cannot disturb one
+    another; one after another, their start-ups alone were most of the driver's serial tail
+    after a class was graded on several GPUs.
+    """
+    assignments = list(assignments)
+    if not assignments:
+        return
+    with ThreadPoolExecutor(max_workers=min(len(assignments), threads.cores())) as pool:
+        results = list(pool.map(lambda a: run_nbgrader(course_root, "generate_feedback", a, "--force"), assignments))
+    for result in results:
+        must(result)
 
 
 def has_feedback(course_root: Path, assignment: str, student: str) -> bool:

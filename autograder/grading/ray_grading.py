@@ -26,6 +26,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from ..problems import course_order
 from .autograde import Job, Tally, Work
 from .scratch import grade_in_scratch, submission_timeout_s
 
@@ -93,8 +94,20 @@ class RayGrader:
         share = f"{gpus_per_task:g} GPU per task" if gpus_per_task else "CPU tasks (Triton interpreter)"
         slots = _slots(gpus_per_task)
         tally.running(slots, f"{slots} task(s) at a time, {share}", gpus_per_task)
-        dispatch(jobs, launch, tally.graded, tally.failed, tally.retried, slots=lambda: _slots(gpus_per_task),
-                 attempts=self.attempts, timeout_s=self.timeout_s or task_timeout_s())
+        dispatch(longest_first(jobs), launch, tally.graded, tally.failed, tally.retried,
+                 slots=lambda: _slots(gpus_per_task), attempts=self.attempts,
+                 timeout_s=self.timeout_s or task_timeout_s())
+
+
+def longest_first(jobs: list[Job]) -> list[Job]:
+    """The order tasks are started in: later problems first (students in intake order within one).
+
+    Later problems take longest to grade (on an H200, problem 7's median task took 69 s, problem
+    6's 53 s, problems 1-5's 15-32 s): started last, they left a tail in which most slots stood
+    idle. The order of the gradebook and of the exports does not depend on it (students are
+    enrolled before any task starts, and results are read back per assignment).
+    """
+    return sorted(jobs, key=lambda job: course_order(job.assignment), reverse=True)
 
 
 def start_local_ray(num_cpus: int | None = None, num_gpus: int | None = None) -> None:
