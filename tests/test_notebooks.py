@@ -19,9 +19,9 @@ from autograder.problems import ASSIGNMENTS, CORRECTNESS_POINTS
 # released answer cell (one per function the student writes). A problem not listed here gets the
 # generic checks only.
 GRADED_CELLS = {"problem1": 8, "problem2": 6, "problem2b": 6, "problem3": 7, "problem4": 8, "problem5": 8,
-                "problem6": 8, "problem7": 6}
+                "problem6": 8, "problem7": 6, "problem8": 8}
 STUBS = {"problem1": 3, "problem2": 2, "problem2b": 2, "problem3": 2, "problem4": 3, "problem5": 2, "problem6": 2,
-         "problem7": 5}
+         "problem7": 5, "problem8": 7}
 # Every sample submission of every kind, by assignment.
 ALL_SAMPLES = [(assignment, sample) for assignment in ASSIGNMENTS
                for kind in (SAMPLES, ADVERSARIAL, GPU_FAULTS, PERFORMANCE) for sample in kind[assignment]]
