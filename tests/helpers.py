@@ -86,7 +86,11 @@ def first_named_mistake(assignment: str) -> str:
     return next(s.name for s in SAMPLES[assignment] if s.expected_cause not in ("", "not_implemented"))
 
 
-# The demo class graded one after another (conftest.demo_class), {assignment: sample names}: every
-# problem's first named mistake, and problem 3's correct and untouched notebooks.
+# The demo class graded one after another (conftest.demo_class), {assignment: sample names}: the first
+# named mistake of a problem of each kind of check (problem 1: PyTorch; problem 3: a forward kernel,
+# with its correct and untouched notebooks; problem 6: a forward with block-visit counts; problem 8:
+# a backward with gradient checks and visit counts). The feedback path is the same for every
+# problem, and each problem's own tests name every one of its samples' mistakes.
+DEMO_PROBLEMS = ("problem1", "problem3", "problem6", "problem8")
 DEMO_CLASS = {a: {first_named_mistake(a)} | ({"correct", "untouched"} if a == "problem3" else set())
-              for a in ASSIGNMENTS}
+              for a in ASSIGNMENTS if a in DEMO_PROBLEMS}

@@ -1,8 +1,9 @@
 """Grading a class end to end through real nbgrader, one submission after another (the demo).
 
-A class of the bundled samples (tests.helpers.DEMO_CLASS: every problem's first named mistake, and
-problem 3's correct and untouched notebooks) is graded once per test run (conftest.demo_class, which
-the Ray class is also compared with), and every grade, cause, export and feedback file is checked.
+A class of the bundled samples (tests.helpers.DEMO_CLASS: the first named mistake of a problem of
+each kind of check, and problem 3's correct and untouched notebooks) is graded once per test run
+(conftest.demo_class, which the Ray class is also compared with), and every grade, cause, export
+and feedback file is checked.
 Every problem's correct answer is graded end to end on Ray (tests/test_ray_grading.py) but problem
 1's, which the README's instructor commands grade (tests/test_instructor_course.py), and every
 untouched answer cell is named "not implemented" by each problem's own tests.
@@ -14,7 +15,7 @@ import pytest
 
 from autograder.grading.export import summary
 from autograder.grading.samples import SAMPLES, expected_score
-from autograder.problems import ASSIGNMENTS, total_points
+from autograder.problems import total_points
 from tests.helpers import DEMO_CLASS
 
 
@@ -29,9 +30,10 @@ def _sample(student, assignment):
 
 
 @pytest.mark.slow
-def test_the_demo_class_covers_every_problem_with_a_named_mistake(demo):
+def test_the_demo_class_covers_each_kind_of_check_with_a_named_mistake(demo):
     _, rows, _ = demo
-    for assignment in ASSIGNMENTS:
+    assert {a for _, a in rows} == set(DEMO_CLASS)
+    for assignment in DEMO_CLASS:
         graded = {_sample(s, a).name for s, a in rows if a == assignment}
         assert graded == DEMO_CLASS[assignment], assignment
         assert any(_sample(s, a).expected_cause not in ("", "not_implemented") for s, a in rows if a == assignment)

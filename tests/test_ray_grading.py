@@ -42,7 +42,7 @@ except ImportError:  # Ray is an optional extra: the test without it runs all th
 # answer) with the demo class, with which it is compared.
 RAY_CLASS = {a: {first_named_mistake(a) if a == "problem1" else "correct"} for a in ASSIGNMENTS}
 CLASS_SIZE = len(ASSIGNMENTS)
-SHARED = {(s, a) for a, names in RAY_CLASS.items() for s in names if s in DEMO_CLASS[a]}
+SHARED = {(s, a) for a, names in RAY_CLASS.items() for s in names if s in DEMO_CLASS.get(a, ())}
 
 
 @pytest.fixture(scope="module")
