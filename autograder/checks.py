@@ -482,6 +482,46 @@ def run_each(run_one, fn, cases, title="", **kwargs) -> list[CaseVerdict]:
     return results
 
 
+def check_visit_cases(visit_one, cases, title="", unit="blocks") -> None:
+    """The block-visit check of a masked kernel (problems 6 and 8): for every case, run
+    visit_one(case, runtime) -> (findings, summary), report one line, and raise CheckFailed naming
+    the first wrong case. A case whose dtype the runtime cannot check runs in its default dtype;
+    whatever the student's kernel raises becomes that case's finding."""
+    runtime = device_mod.current()
+    failures, verdicts = [], []
+    with stderr_to_stdout():
+        if title:
+            print(title)
+        for case in cases:
+            if case.torch_dtype not in runtime.dtypes:
+                case = case.with_dtype(str(runtime.default_dtype).replace("torch.", ""))
+            try:
+                findings, summary = visit_one(case, runtime)
+            except Exception as exc:  # student code may raise anything; the verdict must not crash
+                findings, summary = [describe_exception(exc)], "the kernel did not run"
+            verdicts.append(report(CaseVerdict(case.label(), not findings, summary, findings, case=case)))
+            if findings:
+                failures.append((case.label(), findings[0].message))
+    if failures:
+        label, reason = failures[0]
+        raise CheckFailed(f"{len(failures)} of {len(cases)} cases visit the wrong {unit}; first: {label}: {reason}",
+                          verdicts)
+    print(f"All {len(cases)} cases visit exactly the {unit} they need.")
+
+
+def visits_reported(record: dict, rows: int) -> tuple[list, int, int]:
+    """(per-program visit counts as `rows` lists, block_m, block_n) from a wrapper's `_visits` record."""
+    if "counts" not in record:
+        raise RuntimeError("the wrapper did not report its visits (call it with _visits=dict)")
+    return record["counts"].cpu().reshape(rows, -1).tolist(), int(record["block_m"]), int(record["block_n"])
+
+
+def visit_summary(counts, case: Case, block_m: int, block_n: int) -> str:
+    total = sum(map(sum, counts))
+    every = case.B * case.H * -(-case.L // block_m) * -(-case.L // block_n)
+    return f"{total} tile visits ({block_m}x{block_n} tiles; all tiles: {every})"
+
+
 def run_grad_cases(fn, cases, title="", **kwargs) -> list[CaseVerdict]:
     """Run and report every backward case (one line each, plus likely causes when wrong)."""
     runtime = kwargs.pop("runtime", None) or device_mod.current()

@@ -19,13 +19,20 @@ import torch
 
 from .. import performance
 from ..block_visits import key_blocks, minimal_visits
-from ..checks import DEFAULT_TIMEOUT_S, TOLERANCES, CheckFailed, assert_cases, stderr_to_stdout, time_limit
-from ..diagnose import Finding, _explains, describe_exception
+from ..checks import (
+    DEFAULT_TIMEOUT_S,
+    TOLERANCES,
+    assert_cases,
+    check_visit_cases,
+    time_limit,
+    visit_summary,
+    visits_reported,
+)
+from ..diagnose import Finding, _explains
 from ..feedback_run import FIGURE, SELF_CHECK
 from ..inputs import Case, make_qkv
 from ..performance import TimingPlan
 from ..references import attention_reference, repeat_kv
-from ..verdict import CaseVerdict, report
 from . import reference_function
 from .spec import ProblemSpec
 
@@ -331,41 +338,16 @@ def visit_findings(counts, seq_len, block_m, block_n, window, sink) -> list[Find
 def check_visits(fn, cases, title=""):
     """Call fn(..., _visits=record) for each case and compare the per-program visit counts with the
     minimal ones for the kernel's block sizes; one line each, CheckFailed if any differs."""
-    from .. import device as device_mod
+    def visit_one(case, runtime):
+        w, s = _window_sink(case)
+        record: dict = {}
+        q, k, v = make_qkv(case, device=runtime.device)
+        with time_limit(DEFAULT_TIMEOUT_S):
+            fn(q, k, v, window_size=w, sink_size=s, _visits=record)
+        counts, bm, bn = visits_reported(record, case.B * case.H)
+        return visit_findings(counts, case.L, bm, bn, w, s), visit_summary(counts, case, bm, bn)
 
-    runtime = device_mod.current()
-    failures, verdicts = [], []
-    with stderr_to_stdout():
-        if title:
-            print(title)
-        for case in cases:
-            if case.torch_dtype not in runtime.dtypes:
-                case = case.with_dtype(str(runtime.default_dtype).replace("torch.", ""))
-            w, s = _window_sink(case)
-            label = case.label()
-            record: dict = {}
-            try:
-                q, k, v = make_qkv(case, device=runtime.device)
-                with time_limit(DEFAULT_TIMEOUT_S):
-                    fn(q, k, v, window_size=w, sink_size=s, _visits=record)
-                if "counts" not in record:
-                    raise RuntimeError("the wrapper did not report its visits (call it with _visits=dict)")
-                bm, bn = record["block_m"], record["block_n"]
-                counts = record["counts"].cpu().reshape(case.B * case.H, -1).tolist()
-                findings = visit_findings(counts, case.L, bm, bn, w, s)
-                total = sum(map(sum, counts))
-                summary = (f"{total} tile visits ({bm}x{bn} tiles; all tiles: "
-                           f"{case.B * case.H * _cdiv(case.L, bm) * _cdiv(case.L, bn)})")
-            except Exception as exc:  # student code may raise anything; the verdict must not crash
-                findings, summary = [describe_exception(exc)], "the kernel did not run"
-            verdicts.append(report(CaseVerdict(label, not findings, summary, findings, case=case)))
-            if findings:
-                failures.append((label, findings[0].message))
-    if failures:
-        label, reason = failures[0]
-        raise CheckFailed(f"{len(failures)} of {len(cases)} cases visit the wrong blocks; first: {label}: {reason}",
-                          verdicts)
-    print(f"All {len(cases)} cases visit exactly the blocks they need.")
+    check_visit_cases(visit_one, cases, title, unit="blocks")
 
 
 @SELF_CHECK

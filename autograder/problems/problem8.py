@@ -24,19 +24,19 @@ from .. import performance
 from ..checks import (
     DEFAULT_TIMEOUT_S,
     GRAD_TOLERANCES,
-    CheckFailed,
     assert_grad_cases,
+    check_visit_cases,
     grad_call_kwargs,
-    stderr_to_stdout,
     time_limit,
+    visit_summary,
+    visits_reported,
 )
-from ..diagnose import Finding, describe_exception, explains
+from ..diagnose import Finding, explains
 from ..feedback_run import FIGURE, SELF_CHECK
 from ..inputs import Case, make_grad, make_qkv
 from ..performance import TimingPlan
 from ..recorded import NotRecorded
 from ..references import attention_mask, attention_reference, repeat_kv
-from ..verdict import CaseVerdict, report
 from . import problem6, reference_function
 from .spec import ProblemSpec
 
@@ -421,44 +421,21 @@ def visit_findings(counts, seq_len, block_m, block_n, window, sink, group) -> li
 def check_visits(fn, cases, title=""):
     """Call fn(q, k, v, do, ..., _visits=record) for each case and compare the tiles each dK/dV
     program visited with the minimal ones for the kernel's tiles; one line each, CheckFailed if any differs."""
-    from .. import device as device_mod
+    def visit_one(case, runtime):
+        window, sink = _window_sink(case)
+        record: dict = {}
+        q, k, v = make_qkv(case, device=runtime.device)
+        do = make_grad(case, device=runtime.device)
+        with time_limit(DEFAULT_TIMEOUT_S):
+            fn(q, k, v, do, **grad_call_kwargs(case), _visits=record)
+        counts, bm, bn = visits_reported(record, case.B * (case.H_kv or case.H))
+        try:
+            findings = visit_findings(counts, case.L, bm, bn, window, sink, case.H // (case.H_kv or case.H))
+        except NotRecorded as exc:  # the student edition knows the visible cases' masks only
+            findings = [Finding("not_recorded", str(exc))]
+        return findings, visit_summary(counts, case, bm, bn)
 
-    runtime = device_mod.current()
-    failures, verdicts = [], []
-    with stderr_to_stdout():
-        if title:
-            print(title)
-        for case in cases:
-            if case.torch_dtype not in runtime.dtypes:
-                case = case.with_dtype(str(runtime.default_dtype).replace("torch.", ""))
-            window, sink = _window_sink(case)
-            record: dict = {}
-            try:
-                q, k, v = make_qkv(case, device=runtime.device)
-                do = make_grad(case, device=runtime.device)
-                with time_limit(DEFAULT_TIMEOUT_S):
-                    fn(q, k, v, do, **grad_call_kwargs(case), _visits=record)
-                if "counts" not in record:
-                    raise RuntimeError("the wrapper did not report its visits (call it with _visits=dict)")
-                bm, bn, group = int(record["block_m"]), int(record["block_n"]), case.H // (case.H_kv or case.H)
-                counts = record["counts"].cpu().reshape(case.B * (case.H_kv or case.H), -1).tolist()
-                try:
-                    findings = visit_findings(counts, case.L, bm, bn, window, sink, group)
-                except NotRecorded as exc:  # the student edition knows the visible cases' masks only
-                    findings = [Finding("not_recorded", str(exc))]
-                total = sum(map(sum, counts))
-                summary = (f"{total} tile visits ({bm}x{bn} tiles; all tiles: "
-                           f"{case.B * case.H * _cdiv(case.L, bm) * _cdiv(case.L, bn)})")
-            except Exception as exc:  # student code may raise anything; the verdict must not crash
-                findings, summary = [describe_exception(exc)], "the kernel did not run"
-            verdicts.append(report(CaseVerdict(case.label(), not findings, summary, findings, case=case)))
-            if findings:
-                failures.append((case.label(), findings[0].message))
-    if failures:
-        label, reason = failures[0]
-        raise CheckFailed(f"{len(failures)} of {len(cases)} cases visit the wrong tiles; first: {label}: {reason}",
-                          verdicts)
-    print(f"All {len(cases)} cases visit exactly the tiles they need.")
+    check_visit_cases(visit_one, cases, title, unit="tiles")
 
 
 @SELF_CHECK
