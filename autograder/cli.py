@@ -245,18 +245,41 @@ def cmd_bench(args):
     if args.no_naive:
         impls.pop("naive PyTorch")
     dtype = getattr(torch, args.dtype)
-    shapes = [(args.batch, args.heads, n, d) for d in args.dims for n in args.lengths]
+    shapes = [(args.batch or 4, args.heads or 16, n, d) for d in args.dims or [16, 64, 128]
+              for n in args.lengths or [1024, 2048, 4096, 8192, 16384]]
     rows = bench.run_benchmark(impls, shapes, dtype=dtype)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     bench.save(rows, out / "bench.json")
     bench.plot(rows, out / "bench.png", title=f"{torch.cuda.get_device_name(0)}, {args.dtype}, "
-                                              f"B={args.batch} H={args.heads}")
+                                              f"B={shapes[0][0]} H={shapes[0][1]}")
     print(bench.format_table(rows))
     print()
     print(bench.speedup_table(rows, "reference kernel"))
     print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'}")
     return 0
+
+
+def _shape_overrides(args, benchmark) -> dict:
+    """The --lengths/--dims/--batch/--heads given on the command line, under the names the problem's
+    benchmark takes (head_dims, or head_dim for one); a problem whose benchmark has no such
+    parameter says so instead of ignoring it."""
+    import inspect
+
+    takes = inspect.signature(benchmark).parameters
+    given = {"lengths": tuple(args.lengths) if args.lengths else None, "batch": args.batch, "heads": args.heads}
+    if args.dims:
+        given["head_dims" if "head_dims" in takes else "head_dim"] = (
+            tuple(args.dims) if "head_dims" in takes else args.dims[0])
+        if "head_dims" not in takes and len(args.dims) > 1:
+            sys.exit(f"{args.problem}'s benchmark takes one head dimension: give one --dims")
+    if args.causal is not None:
+        given["causal"] = {"yes": (True,), "no": (False,), "both": (False, True)}[args.causal]
+    given = {name: value for name, value in given.items() if value is not None}
+    unknown = [name for name in given if name not in takes]
+    if unknown:
+        sys.exit(f"{args.problem}'s benchmark has no {', '.join(unknown)} to set")
+    return given
 
 
 def _bench_problem(args):
@@ -271,13 +294,15 @@ def _bench_problem(args):
     module = get(args.problem)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    shapes = _shape_overrides(args, module.benchmark)
     if args.problem in ("problem7", "problem8"):  # backwards: time the differentiable attention, write their JSON
         kernels = reference_module(module.SPEC, _repo(args))
         attention = kernels.flash_attention if args.problem == "problem7" else kernels.flash_attention_window
-        module.benchmark(attention, plot_path=out / f"{args.problem}.png", json_path=out / f"{args.problem}.json")
+        module.benchmark(attention, plot_path=out / f"{args.problem}.png", json_path=out / f"{args.problem}.json",
+                         **shapes)
         return 0
     reference = getattr(reference_module(module.SPEC, _repo(args)), module.SPEC.kernel_function)
-    result = module.benchmark(reference, plot_path=out / f"{args.problem}.png")
+    result = module.benchmark(reference, plot_path=out / f"{args.problem}.png", **shapes)
     (out / f"{args.problem}.json").write_text(json.dumps({"environment": environment(), "result": result},
                                                          indent=1, default=str))
     print(f"\nwrote {out / (args.problem + '.json')} and {out / (args.problem + '.png')}")
@@ -298,7 +323,7 @@ def cmd_publish(args):
     return 0
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autograder", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repo", default=str(REPO_ROOT), help="course repository (default: this checkout)")
@@ -368,13 +393,18 @@ def main(argv=None):
     p = sub.add_parser("bench", help="benchmark the reference kernel against PyTorch (GPU only)")
     p.add_argument("--problem", default="problem3",
                    choices=["problem2b", "problem3", "problem4", "problem5", "problem6", "problem7", "problem8"],
-                   help="problem 3: --dims/--lengths/--batch/--heads apply; 2b and 4-7: each problem's own shapes "
+                   help="problem 3: the reference forward against PyTorch's attentions; 2b and 4-8: each problem's own "
+                        "shapes (--dims/--lengths/--batch/--heads/--causal override them where it has them) "
                         "and peers (2b: GB/s of the softmax kernel against torch.softmax and the GPU's bandwidth; "
                         "7: forward+backward and backward against SDPA flash)")
-    p.add_argument("--dims", type=int, nargs="+", default=[16, 64, 128])
-    p.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--heads", type=int, default=16)
+    p.add_argument("--dims", type=int, nargs="+", default=None,
+                   help="head dimensions (problem 3: 16 64 128; others: their benchmark's own unless given)")
+    p.add_argument("--lengths", type=int, nargs="+", default=None,
+                   help="sequence lengths (problem 3: 1024 to 16384; others: their benchmark's own unless given)")
+    p.add_argument("--batch", type=int, default=None, help="batch size (problem 3: 4)")
+    p.add_argument("--heads", type=int, default=None, help="query heads (problem 3: 16)")
+    p.add_argument("--causal", choices=["yes", "no", "both"], default=None,
+                   help="problem 7: time the causal case, the non-causal one or both (the default)")
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16"])
     p.add_argument("--no-naive", action="store_true", help="skip the materialising PyTorch peer")
     p.add_argument("--out", default=str(REPO_ROOT / "build" / "bench"))
@@ -383,6 +413,11 @@ def main(argv=None):
     p.add_argument("dest", help="the edition's folder, e.g. a clone of the student repository "
                                 "(emptied first, .git kept)")
     p.set_defaults(func=cmd_publish)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.command not in STUDENT_COMMANDS and not _is_course_repository():
         sys.exit(f"`autograder {args.command}` is an instructor's command: this is the student edition of "

@@ -7,33 +7,14 @@
 # a run after that many seconds (it is then left out of the comparison). Runs of one class size
 # share a folder, so ray_class_timing.py's summary.txt compares their grades and CSV files.
 # Then: python scripts/plot_class_scaling.py OUTDIR (plot and table, docs/class-grading.md).
-# On a runner without a package index or bubblewrap, carry either .whl-grading/ (scripts/ray_wheels.sh)
-# or .gpu-carry/: deb/ (bubblewrap and its libraries, apt-get download), whl/ (nbgrader's wheels)
-# and ray/ (Ray for CPython 3.12 as a .tar.xz of the installed tree: the slimmed wheel of
-# ray_wheels.sh unpacked, its three binaries put through `strip --strip-unneeded`; 25 MB).
+# On a runner without a package index or bubblewrap, carry .gpu-carry/ or .whl-grading/
+# (scripts/gpu_runner_env.sh says what goes in them).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: multi_gpu_class.sh OUTDIR RUN [RUN ...]}
 shift
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-if ! command -v bwrap >/dev/null && [ -d .gpu-carry/deb ]; then
-  for d in .gpu-carry/deb/*.deb; do dpkg-deb -x "$d" /tmp/bw; done
-  export PATH="/tmp/bw/usr/bin:$PATH" LD_LIBRARY_PATH="/tmp/bw/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-fi
-wheels=$(ls .whl-grading/*.whl .gpu-carry/whl/*.whl 2>/dev/null)
-if ! python3 -c "import nbgrader" 2>/dev/null && [ -n "$wheels" ]; then
-  # shellcheck disable=SC2086
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    $wheels 2>&1 | grep -v "already exists" || true
-  export PYTHONPATH="$PYTHONPATH:/tmp/site" PATH="/tmp/site/bin:$PATH" JUPYTER_PATH=/tmp/site/share/jupyter
-fi
-if ! python3 -c "import ray" 2>/dev/null && ls .gpu-carry/ray/*.tar.xz >/dev/null 2>&1; then
-  mkdir -p /tmp/site && tar -xJf .gpu-carry/ray/*.tar.xz -C /tmp/site
-  export PYTHONPATH="$PYTHONPATH:/tmp/site"
-fi
-python3 -m ipykernel install --prefix /tmp/kernelspec --name python3 >/dev/null 2>&1 \
-  && export JUPYTER_PATH="/tmp/kernelspec/share/jupyter${JUPYTER_PATH:+:$JUPYTER_PATH}"
+source scripts/gpu_runner_env.sh
 { nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv
   echo "CPU cores: $(nproc)"
   bwrap --version

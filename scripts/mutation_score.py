@@ -295,20 +295,31 @@ def equal_on_random_inputs(assignment: str, code: str, n: int = 16) -> tuple[boo
     cases = []
     for i in range(n):
         base = spec.self_check_cases[i % len(spec.self_check_cases)]
-        length = base.L + (0, 1, 37, -1)[i % 4] if base.L > 1 else base.L
-        cases.append(replace(base, L=max(1, length), seed=1000 + i))
+        # The length with and without a partial block: L of attention cases, the columns of 2b's rows.
+        field = "L" if hasattr(base, "L") else "cols"
+        size = getattr(base, field)
+        size = size + (0, 1, 37, -1)[i % 4] if size > 1 else size
+        cases.append(replace(base, **{field: max(1, size)}, seed=1000 + i))
+    problem = get_problem(assignment)
     for case in cases:
-        check = run_grad_case if spec.direction == "backward" else run_case
-        result = check(fn, case, runtime=runtime, require_triton=spec.answer_policy == "triton")
+        if hasattr(problem, "run_kernel_case"):  # a problem with its own kind of case (2b's softmax rows)
+            result = problem.run_kernel_case(fn, case)
+        else:
+            check = run_grad_case if spec.direction == "backward" else run_case
+            result = check(fn, case, runtime=runtime, require_triton=spec.answer_policy == "triton")
         if not result.passed:
             return False, f"differs on {case.label()}: {result.summary}"
     return True, f"equal within the grading tolerance on {len(cases)} random inputs"
 
 
-def get_spec_runtime(assignment: str):
+def get_problem(assignment: str):
     from autograder.problems import get
 
-    module = get(assignment)
+    return get(assignment)
+
+
+def get_spec_runtime(assignment: str):
+    module = get_problem(assignment)
     return module.torch_runtime() if hasattr(module, "torch_runtime") else None
 
 
@@ -325,6 +336,22 @@ def versions() -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__, "triton": triton.__version__,
             "machine": f"{cpu}, {os.cpu_count()} cores visible, {platform.system()} {platform.release()}",
             "commit": commit.strip()}
+
+
+def _median(values: list[float]) -> float | None:
+    values = sorted(values)
+    if not values:
+        return None
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def runtime_name() -> str:
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return "CPU, Triton interpreter"
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
 
 
 def summarise(rows: list[dict], total: dict, limit) -> dict:
@@ -351,25 +378,34 @@ def summarise(rows: list[dict], total: dict, limit) -> dict:
                             for r in mine if r["status"] == "equivalent"],
             "misnamed": [f"{r['id']}: {r['what']}: expected {r['expected_cause']}, got {r['causes']}"
                          for r in killed if r["expected_cause"] and not r["expected_cause_given"]],
+            # What a wrong answer costs to grade against a right one (issue: at most 1.5x).
+            "median_s_killed": _median([r["seconds"] for r in killed if "seconds" in r]),
+            "median_s_full_marks": _median([r["seconds"] for r in mine
+                                            if r["status"] in ("survived", "equivalent") and "seconds" in r]),
         }
     return out
 
 
 def markdown(summary: dict, meta: dict) -> str:
-    lines = ["# Mutation score (CPU, Triton interpreter)", "",
+    lines = [f"# Mutation score ({meta.get('runtime', 'CPU, Triton interpreter')})", "",
              f"Command: `{meta['command']}`  ", f"Versions: python {meta['python']}, torch {meta['torch']}, "
              f"triton {meta['triton']}, commit {meta['commit']}  ", f"Machine: {meta['machine']}  ",
-             f"Finished: {meta['finished']} ({meta['wall_s']:.0f} s)", "",
+             *([f"Report: `{meta['report_command']}` (survivors' equivalence checked on "
+                f"{meta['equivalence_checked_on']})  "] if meta.get("report_command") else []),
+             f"Finished: {meta['finished']} ({meta['wall_s']:.0f} s)"
+             + (f", {meta['left_to_grade']} chosen mutants not graded yet (--resume grades them)"
+                if meta.get("left_to_grade") else ""), "",
              "| problem | mutants | graded | killed | survived | equivalent | grader failures | kill rate | "
-             "cause named | known mistake named right | accused of caching |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "cause named | known mistake named right | accused of caching | median s, killed / full marks |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for a, s in summary.items():
         rate = f"{s['kill_rate']:.0%}" if s["kill_rate"] is not None else "-"
         named = f"{s['named_share']:.0%}" if s["named_share"] is not None else "-"
         graded = f"{s['graded']}" + (" (limited)" if s["limited"] else "")
         lines.append(f"| {a} | {s['mutants']} | {graded} | {s['killed']} | {s['survived']} | {s['equivalent']} | "
                      f"{s['grader_failures']} | {rate} | {named} | {s['known_faults_right']} of "
-                     f"{s['known_faults']} | {len(s['accused_of_caching'])} |")
+                     f"{s['known_faults']} | {len(s['accused_of_caching'])} | "
+                     f"{_seconds(s.get('median_s_killed'))} / {_seconds(s.get('median_s_full_marks'))} |")
     lines += ["", "Kill rate: killed / (killed + survived), equivalent mutants left out. Cause named: the share "
               "of killed mutants whose lost points came with a named likely cause (a mutant that loses only "
               "performance points counts as named: the timing is the cause).", ""]
@@ -381,6 +417,10 @@ def markdown(summary: dict, meta: dict) -> str:
             if items:
                 lines += [f"## {a}: {title}", ""] + [f"- {item}" for item in items] + [""]
     return "\n".join(lines)
+
+
+def _seconds(value) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def plot(summary: dict, path: Path) -> None:
@@ -414,6 +454,10 @@ def main():
     parser.add_argument("--jobs", type=int, default=2, help="mutants graded at once")
     parser.add_argument("--out", default=str(REPO / "docs" / "results" / "mutation" / "cpu"))
     parser.add_argument("--list", action="store_true", help="only list the mutants")
+    parser.add_argument("--report-only", action="store_true",
+                        help="grade nothing: write the report of the mutants already in OUT/graded.jsonl")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="start no mutant after this many seconds; report what was graded (then --resume)")
     parser.add_argument("--resume", action="store_true",
                         help="keep the mutants already graded in OUT/graded.jsonl and grade the rest")
     args = parser.parse_args()
@@ -440,12 +484,17 @@ def main():
     start = time.monotonic()
     rows = []
     log_path = out / "graded.jsonl"
+    earlier_wall_s = 0.0  # a resumed run reports the time of all its calls
+    if args.resume and (out / "results.json").exists():
+        earlier_wall_s = json.loads((out / "results.json").read_text())["meta"].get("wall_s", 0.0)
+    if args.report_only:
+        args.resume = True
     if args.resume and log_path.exists():
         chosen_ids = {(a, m.ident) for a, m in todo}
         rows = [row for row in map(json.loads, filter(str.strip, log_path.read_text().splitlines()))
                 if (row["assignment"], row["id"]) in chosen_ids]
         done_ids = {(r["assignment"], r["id"]) for r in rows}
-        todo_left = [(a, m) for a, m in todo if (a, m.ident) not in done_ids]
+        todo_left = [] if args.report_only else [(a, m) for a, m in todo if (a, m.ident) not in done_ids]
     else:
         log_path.unlink(missing_ok=True)
         todo_left = list(todo)
@@ -453,6 +502,11 @@ def main():
         futures = {pool.submit(grade, a, m, work): (a, m) for a, m in todo_left}
         for done, future in enumerate(as_completed(futures), 1):
             a, m = futures[future]
+            if future.cancelled():
+                continue
+            if args.budget_s and time.monotonic() - start > args.budget_s:
+                for pending in futures:  # over budget: finish the mutants being graded, start no more
+                    pending.cancel()
             try:
                 row = future.result()
             except Exception as exc:  # the script must report, not stop, when one mutant breaks it
@@ -482,8 +536,16 @@ def main():
     import datetime
 
     meta = {"command": "python scripts/mutation_score.py " + " ".join(sys.argv[1:]), **versions(),
-            "jobs": args.jobs, "limit": args.limit, "wall_s": time.monotonic() - start,
+            "runtime": runtime_name(),
+            "jobs": args.jobs, "limit": args.limit, "wall_s": time.monotonic() - start + earlier_wall_s,
             "finished": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    if args.report_only and (out / "results.json").exists():
+        # The mutants were graded elsewhere (a GPU runner): keep that machine's description; only the
+        # equivalence of survivors was checked here.
+        graded_on = json.loads((out / "results.json").read_text())["meta"]
+        meta = {**graded_on, "report_command": meta["command"], "finished": meta["finished"],
+                "equivalence_checked_on": f"{runtime_name()}, {meta['machine']}"}
+    meta["left_to_grade"] = len(todo) - len(rows)
     summary = summarise(rows, total, args.limit)
     (out / "results.json").write_text(json.dumps({"meta": meta, "summary": summary, "mutants": rows}, indent=1))
     (out / "README.md").write_text(markdown(summary, meta) + "\n")

@@ -3,25 +3,13 @@
 # bubblewrap and wheels, then check the sandbox on the GPU, grade a class sandboxed and without the
 # sandbox (same grades? what overhead?), and grade the GPU faults in the sandbox. Results in OUTDIR.
 #   bash scripts/sandbox_gpu_check.sh OUTDIR [sandbox|overhead|faults|all]
-# Prepare here first: .gpu-carry/deb/ (apt-get download bubblewrap) and .gpu-carry/whl/ (nbgrader's
-# wheels for the runner's Python, without what its image already has).
+# Prepare here first: .gpu-carry/ (scripts/gpu_runner_env.sh says what goes in it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-build/sandbox-gpu-check}
 WHAT=${2:-all}
 mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-if ! command -v bwrap >/dev/null && [ -d .gpu-carry/deb ]; then
-  for d in .gpu-carry/deb/bubblewrap_*.deb; do dpkg-deb -x "$d" /tmp/bw; done
-  export PATH="/tmp/bw/usr/bin:$PATH"
-fi
-if ! python3 -c "import nbgrader" 2>/dev/null && [ -d .gpu-carry/whl ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-    .gpu-carry/whl/*.whl 2>&1 | grep -v "already exists" || true
-  export PYTHONPATH="$PYTHONPATH:/tmp/site" PATH="/tmp/site/bin:$PATH" JUPYTER_PATH=/tmp/site/share/jupyter
-fi
-python3 -m ipykernel install --prefix /tmp/kernelspec --name python3 >/dev/null 2>&1 \
-  && export JUPYTER_PATH="/tmp/kernelspec/share/jupyter${JUPYTER_PATH:+:$JUPYTER_PATH}"
+source scripts/gpu_runner_env.sh
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
   bwrap --version
   python3 -c "import torch, triton, nbgrader; print('torch', torch.__version__, 'triton', triton.__version__, 'nbgrader', nbgrader.__version__)"

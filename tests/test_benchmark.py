@@ -45,3 +45,30 @@ def test_the_reference_kernel_is_at_hand_in_the_course_repository(runtime):
         assert assignment in ASSIGNMENTS
         result = run_case(reference_function(assignment), case, runtime)
         assert result.passed, "\n".join(result.lines())
+
+
+def _bench_args(*argv):
+    from autograder.cli import build_parser
+
+    return build_parser().parse_args(["bench", *argv])
+
+
+def test_bench_shape_options_reach_each_problems_benchmark_under_its_names():
+    """`autograder bench --problem problem7 --batch 16 --heads 12 --lengths 1024 --dims 64 --causal yes`
+    times the GPT-2 training shape; a problem's own shapes stay where nothing is given."""
+    import pytest
+
+    from autograder.cli import _shape_overrides
+    from autograder.problems import get
+
+    args = _bench_args("--problem", "problem7", "--batch", "16", "--heads", "12", "--lengths", "1024",
+                       "--dims", "64", "--causal", "yes")
+    assert _shape_overrides(args, get("problem7").benchmark) == {
+        "lengths": (1024,), "batch": 16, "heads": 12, "head_dims": (64,), "causal": (True,)}
+    assert _shape_overrides(_bench_args("--problem", "problem4"), get("problem4").benchmark) == {}
+    assert _shape_overrides(_bench_args("--problem", "problem4", "--dims", "128"),
+                            get("problem4").benchmark) == {"head_dim": 128}
+    with pytest.raises(SystemExit, match="one head dimension"):
+        _shape_overrides(_bench_args("--problem", "problem4", "--dims", "64", "128"), get("problem4").benchmark)
+    with pytest.raises(SystemExit, match="no causal"):
+        _shape_overrides(_bench_args("--problem", "problem4", "--causal", "yes"), get("problem4").benchmark)

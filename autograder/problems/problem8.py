@@ -508,6 +508,12 @@ def _flex(seq_len, window, sink):
         return (causal & (q_idx - kv_idx < window)) | (causal & (kv_idx < sink))
 
     block_mask = create_block_mask(mask_mod, B=None, H=None, Q_LEN=seq_len, KV_LEN=seq_len, device="cuda")
+    import torch._functorch.config as functorch_config
+
+    # The backward alone is timed on one saved graph (retain_graph=True); a compiled backward that
+    # donates its saved buffers refuses that, so donation is off, as in any eager training step.
+    if hasattr(functorch_config, "donated_buffer"):
+        functorch_config.donated_buffer = False
     compiled = torch.compile(flex_attention, dynamic=False)
     return lambda q, k, v: compiled(q, k, v, block_mask=block_mask, enable_gqa=True)
 
