@@ -419,6 +419,35 @@ def markdown(summary: dict, meta: dict) -> str:
     return "\n".join(lines)
 
 
+def compare_runs(mine: list[dict], other_dir: Path, other_name: str) -> list[str]:
+    """Markdown lines: the mutants graded both here and in `other_dir` (another machine's run), and
+    whether each got the same score and lost points in the same tests there."""
+    other_log = other_dir / "graded.jsonl"
+    if not other_log.exists():
+        return [f"No run to compare with in {other_dir}."]
+    rows = map(json.loads, filter(str.strip, other_log.read_text().splitlines()))
+    other = {(r["assignment"], r["id"]): r for r in rows}
+    both = [(r, other[(r["assignment"], r["id"])]) for r in mine if (r["assignment"], r["id"]) in other]
+    if not both:
+        return [f"No mutant was graded both here and in {other_name}."]
+    kept = ("survived", "equivalent")
+    same_fate = sum((a["status"] in kept) == (b["status"] in kept) for a, b in both)
+    same_score = [(a, b) for a, b in both if abs(a.get("score", -1) - b.get("score", -1)) < 1e-9]
+    performance = sum(any(x["test"] == "test_performance" for x in a.get("lost", [])) ==
+                      any(x["test"] == "test_performance" for x in b.get("lost", [])) for a, b in both)
+    lines = [f"## Against {other_name}", "",
+             f"{len(both)} mutants were graded on both: {same_fate} killed or kept alike, {len(same_score)} with "
+             f"the same score, {performance} with the same performance points (both lost them or neither).", ""]
+    for a, b in both:
+        if (a, b) not in same_score:
+            lost_a = sorted(x["test"] for x in a.get("lost", []))
+            lost_b = sorted(x["test"] for x in b.get("lost", []))
+            lines.append(f"- {a['assignment']} {a['id']} ({a['what'][:70]}): {a.get('score')} here, "
+                         f"{b.get('score')} there; lost only here: {sorted(set(lost_a) - set(lost_b))}, "
+                         f"only there: {sorted(set(lost_b) - set(lost_a))}")
+    return lines + [""]
+
+
 def _seconds(value) -> str:
     return "-" if value is None else f"{value:.0f}"
 
@@ -454,6 +483,9 @@ def main():
     parser.add_argument("--jobs", type=int, default=2, help="mutants graded at once")
     parser.add_argument("--out", default=str(REPO / "docs" / "results" / "mutation" / "cpu"))
     parser.add_argument("--list", action="store_true", help="only list the mutants")
+    parser.add_argument("--compare-with", metavar="DIR", default=None,
+                        help="another run's OUT (e.g. the CPU's against the H200's): same fate, score and "
+                             "performance points for the mutants both graded, in the report")
     parser.add_argument("--report-only", action="store_true",
                         help="grade nothing: write the report of the mutants already in OUT/graded.jsonl")
     parser.add_argument("--budget-s", type=float, default=None,
@@ -548,9 +580,17 @@ def main():
     meta["left_to_grade"] = len(todo) - len(rows)
     summary = summarise(rows, total, args.limit)
     (out / "results.json").write_text(json.dumps({"meta": meta, "summary": summary, "mutants": rows}, indent=1))
-    (out / "README.md").write_text(markdown(summary, meta) + "\n")
+    report = markdown(summary, meta)
+    if args.compare_with:
+        other = Path(args.compare_with)
+        other_meta = other / "results.json"
+        name = (json.loads(other_meta.read_text())["meta"].get("runtime", "CPU, Triton interpreter")
+                if other_meta.exists()
+                else str(other))
+        report += "\n" + "\n".join(compare_runs(rows, other, f"{name} ({other.name})"))
+    (out / "README.md").write_text(report + "\n")
     plot(summary, out / "mutation_score.png")
-    print(markdown(summary, meta))
+    print(report)
     if any(s["accused_of_caching"] for s in summary.values()):
         sys.exit(1)
 

@@ -1,7 +1,9 @@
 """Grading a class end to end through real nbgrader on Ray.
 
-A local two-CPU Ray cluster grades a submission of every problem in parallel (every problem's
-correct answer, but problem 1's first named mistake); the worker of the first one is killed in the
+A local two-CPU Ray cluster grades, in parallel, a submission of every problem the demo class
+(conftest.demo_class, graded one after another) leaves out, and problems 1 and 3 which it shares
+with it: each one's correct answer, but problem 1's first named mistake. Between the two classes
+every problem is graded through real nbgrader. The worker of the first task is killed in the
 middle of it, which must cost nothing (its task is retried and graded); a second run must grade
 nothing twice. The submissions it shares with the demo class graded one after another
 (conftest.demo_class: problem 1's mistake and problem 3's correct answer) must get the same grades,
@@ -27,7 +29,7 @@ from autograder.grading.export import write_rows
 from autograder.grading.ray_grading import longest_first
 from autograder.grading.scratch import is_graded
 from autograder.problems import ASSIGNMENTS, course_order
-from tests.helpers import DEMO_CLASS, first_named_mistake
+from tests.helpers import DEMO_CLASS, DEMO_PROBLEMS, first_named_mistake
 
 try:
     import ray
@@ -36,12 +38,15 @@ try:
 except ImportError:  # Ray is an optional extra: the test without it runs all the same
     ray = None
 
-# A submission of every problem: its correct answer, but problem 1's first named mistake (problem 1's
-# correct answer is graded by the README's commands, tests/test_instructor_course.py), so that the
-# Ray class shares a PyTorch problem's submission and a Triton problem's (problem 3's correct
-# answer) with the demo class, with which it is compared.
-RAY_CLASS = {a: {first_named_mistake(a) if a == "problem1" else "correct"} for a in ASSIGNMENTS}
-CLASS_SIZE = len(ASSIGNMENTS)
+# The correct answer of every problem the demo class leaves out (the demo class grades its problems'
+# named mistakes), and problem 1's first named mistake and problem 3's correct answer, which the
+# demo class grades too: the Ray class shares a PyTorch problem's submission and a Triton
+# problem's with it, and is compared with it. (Problem 1's correct answer is graded by the
+# README's commands, tests/test_instructor_course.py.)
+SHARED_PROBLEMS = ("problem1", "problem3")
+RAY_CLASS = {a: {first_named_mistake(a) if a == "problem1" else "correct"} for a in ASSIGNMENTS
+             if a not in DEMO_PROBLEMS or a in SHARED_PROBLEMS}
+CLASS_SIZE = len(RAY_CLASS)
 SHARED = {(s, a) for a, names in RAY_CLASS.items() for s in names if s in DEMO_CLASS.get(a, ())}
 
 
@@ -117,10 +122,12 @@ def ray_class(cluster, tmp_path_factory, repo_root):
 
 
 @pytest.mark.slow
-def test_a_class_of_every_problem_is_graded_in_parallel(ray_class):
+def test_a_class_of_several_problems_is_graded_in_parallel(ray_class):
     first = ray_class["first"]
     assert len(first.rows) == len(ray_class["chosen"]) >= CLASS_SIZE
-    assert {a for _, a in ray_class["chosen"]} == set(ASSIGNMENTS)
+    assert {a for _, a in ray_class["chosen"]} == set(RAY_CLASS)
+    # With the demo class, every problem is graded through nbgrader somewhere in the suite.
+    assert set(RAY_CLASS) | set(DEMO_PROBLEMS) == set(ASSIGNMENTS)
     assert first.slots == 2 and not first.failures
     assert sum(c["graded"] for c in first.counts.values()) == len(ray_class["chosen"])
     # Two at a time: some attempts overlapped in time on two different workers.
@@ -214,7 +221,7 @@ def test_a_second_run_grades_nothing_twice(ray_class):
 @pytest.mark.slow
 def test_the_summary_table_counts_every_outcome(ray_class):
     text = format_run(ray_class["first"])
-    for assignment in ASSIGNMENTS:
+    for assignment in RAY_CLASS:
         assert assignment in text
     total = next(line for line in text.splitlines() if line.startswith("all "))
     assert total.split()[1:4] == [str(len(ray_class["chosen"])), str(len(ray_class["chosen"])), "0"]
