@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -168,8 +168,6 @@ def _unpack(result, q, check_lse):
 
 def second_call_case(case: Case) -> Case:
     """The case of the second call that catches a cached answer: other inputs of the same shape."""
-    from dataclasses import replace
-
     return replace(case, seed=case.seed + 7919)
 
 
@@ -288,6 +286,7 @@ def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
             findings = _first_findings(diagnoses, (o64, q, k, v, ref_o, case),
                                        lambda: diagnose_output(o64, q, k, v, ref_o, tol.atol, tol.rtol, case)) \
                 if diagnose else []
+            findings = _explain_non_finite(findings, fn, (q, k, v), case, runtime)
             where = locate(bad)
             return fail(f"output: max|err| {err:.2g} > tol {tol.atol:g} ({where})", findings,
                         max_error=err, tolerance=tol.atol, where=where)
@@ -303,12 +302,36 @@ def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
             findings = _first_findings(lse_diagnoses, (lse64, q, k, v, ref_lse, case),
                                        lambda: diagnose_lse(lse64, ref_lse, q, k, LSE_TOLERANCE.atol, case)) \
                 if diagnose else []
+            findings = _explain_non_finite(findings, fn, (q, k, v), case, runtime)
             return fail(f"lse: max|err| {err:.2g} > tol {LSE_TOLERANCE.atol:g}", findings,
                         max_error=err, tolerance=LSE_TOLERANCE.atol)
         lse_err = (lse64 - ref_lse).abs().max().item()
         summary = (summary + "; " if summary else "") + f"lse max|err| {lse_err:.1e}"
         figures = figures or {"max_error": lse_err, "tolerance": LSE_TOLERANCE.atol}
     return CaseVerdict(case.label(), True, summary, [], note, case=case, **figures)
+
+
+NON_FINITE_CODES = ("all_nan", "some_nan", "lse_nan")
+
+
+def _explain_non_finite(findings, fn, inputs, case, runtime) -> list:
+    """A NaN or inf finding says where the first one came from: the kernel is run again, under the
+    interpreter, with its arithmetic watched (nan_trace). On a GPU, or when the re-run explains
+    nothing, the findings stay as they are."""
+    if not runtime.interpreter or not any(f.code in NON_FINITE_CODES for f in findings):
+        return findings
+    from . import nan_trace
+
+    try:
+        with nan_trace.watch() as trace:
+            fn(*inputs, **case.call_kwargs)
+        origin = trace.explain()
+    except Exception:  # the explanation is extra: a kernel that fails the second time keeps its finding
+        return findings
+    if not origin:
+        return findings
+    return [replace(f, message=f"{f.message.split(':')[0]}: {origin}") if f.code in NON_FINITE_CODES else f
+            for f in findings]
 
 
 def run_cases(fn, cases, title="", **kwargs) -> list[CaseVerdict]:
