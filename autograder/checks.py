@@ -311,10 +311,10 @@ def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
     return CaseVerdict(case.label(), True, summary, [], note, case=case, **figures)
 
 
-NON_FINITE_CODES = ("all_nan", "some_nan", "lse_nan")
+NON_FINITE_CODES = ("all_nan", "some_nan", "lse_nan", "grad_nan")
 
 
-def _explain_non_finite(findings, fn, inputs, case, runtime) -> list:
+def _explain_non_finite(findings, fn, inputs, case, runtime, kwargs=None) -> list:
     """A NaN or inf finding says where the first one came from: the kernel is run again, under the
     interpreter, with its arithmetic watched (nan_trace). On a GPU, or when the re-run explains
     nothing, the findings stay as they are."""
@@ -324,7 +324,7 @@ def _explain_non_finite(findings, fn, inputs, case, runtime) -> list:
 
     try:
         with nan_trace.watch() as trace:
-            fn(*inputs, **case.call_kwargs)
+            fn(*inputs, **(case.call_kwargs if kwargs is None else kwargs))
         origin = trace.explain()
     except Exception:  # the explanation is extra: a kernel that fails the second time keeps its finding
         return findings
@@ -484,6 +484,7 @@ def run_grad_case(fn, case: Case, runtime=None, timeout_s: float = DEFAULT_TIMEO
     if not findings:
         for name in wrong:
             findings += unless_unrecorded(diagnose_grad, name, got[name], ref[name], q, tol.atol, tol.rtol)
+    findings = _explain_non_finite(findings, fn, (q, k, v, do), case, runtime, call_kwargs(case))
     right = [GRAD_LABELS[n] for n in GRAD_NAMES if n not in wrong]
     first = next(iter(wrong))
     where = f"{GRAD_LABELS[first]} " + locate(wrong[first]).replace(

@@ -90,3 +90,20 @@ def test_a_checks_nan_finding_says_where_the_first_one_came_from(runtime, edit, 
     assert says in result.findings[0].message, result.findings[0].message
     if code == "all_nan":
         assert "/ 0 is inf: a division by zero" in result.findings[0].message
+
+
+def test_a_nan_gradient_says_where_the_first_one_came_from(runtime):
+    """Problem 7's dS divided by P - P: 0 / 0 in every tile, named in dS's line."""
+    interpreted(runtime)
+    from autograder.checks import run_grad_case
+    from autograder.notebook_code import read
+    from autograder.problems import problem7
+    from tests.helpers import REPO_ROOT, kernel_module
+
+    module = kernel_module(problem7, read(REPO_ROOT / "solutions/problem7/problem7.ipynb"),
+                           (("ds = p * (dp - delta[:, None])", "ds = p * (dp - delta[:, None]) / (p - p)"),),
+                           name="nan_ds")
+    result = run_grad_case(module.flash_attention_grads, Case(1, 1, 70, 16, causal=True), runtime)
+    nan = [f for f in result.findings if f.code == "grad_nan"]
+    assert not result.passed and nan, "\n".join(result.lines())
+    assert "the first NaN appeared in `ds = p * (dp - delta[:, None]) / (p - p)`: 0 / 0 is NaN" in nan[0].message
