@@ -21,7 +21,16 @@ from dataclasses import dataclass, replace
 import torch
 
 from . import device as device_mod
-from .diagnose import GRAD_LABELS, describe_exception, diagnose_grad, diagnose_lse, diagnose_output, locate
+from .diagnose import (
+    GRAD_LABELS,
+    describe_exception,
+    diagnose_grad,
+    diagnose_lse,
+    diagnose_output,
+    grad_pattern,
+    locate,
+    lse_right_output_wrong,
+)
 from .inputs import Case, make_grad, make_qkv
 from .integrity import mutated, snapshot, watch_call
 from .recorded import NotRecorded
@@ -287,6 +296,8 @@ def run_case(fn, case: Case, runtime=None, check_output=True, check_lse=True,
                                        lambda: diagnose_output(o64, q, k, v, ref_o, tol.atol, tol.rtol, case)) \
                 if diagnose else []
             findings = _explain_non_finite(findings, fn, (q, k, v), case, runtime)
+            if diagnose and not findings and check_lse and _lse_right(lse, ref_lse):
+                findings = [lse_right_output_wrong()]
             where = locate(bad)
             return fail(f"output: max|err| {err:.2g} > tol {tol.atol:g} ({where})", findings,
                         max_error=err, tolerance=tol.atol, where=where)
@@ -332,6 +343,11 @@ def _explain_non_finite(findings, fn, inputs, case, runtime, kwargs=None) -> lis
         return findings
     return [replace(f, message=f"{f.message.split(':')[0]}: {origin}") if f.code in NON_FINITE_CODES else f
             for f in findings]
+
+
+def _lse_right(lse, ref_lse) -> bool:
+    lse64 = lse.detach().double().to(ref_lse.device)
+    return bool(torch.isclose(lse64, ref_lse, atol=LSE_TOLERANCE.atol, rtol=LSE_TOLERANCE.rtol).all())
 
 
 def run_cases(fn, cases, title="", **kwargs) -> list[CaseVerdict]:
@@ -484,6 +500,9 @@ def run_grad_case(fn, case: Case, runtime=None, timeout_s: float = DEFAULT_TIMEO
     if not findings:
         for name in wrong:
             findings += unless_unrecorded(diagnose_grad, name, got[name], ref[name], q, tol.atol, tol.rtol)
+    if not findings:
+        pattern = grad_pattern(wrong)
+        findings = [pattern] if pattern else []
     findings = _explain_non_finite(findings, fn, (q, k, v, do), case, runtime, call_kwargs(case))
     right = [GRAD_LABELS[n] for n in GRAD_NAMES if n not in wrong]
     first = next(iter(wrong))

@@ -75,6 +75,7 @@ def _scale_match(o, q, k, v, ref, atol, rtol, mask_kwargs):
         "log2(e)/sqrt(D), i.e. exp was used where exp2 was meant": right * LOG2_E,
         "1/(log2(e) sqrt(D)), i.e. exp2 was used on natural-log scores": right / LOG2_E,
         "log2(e)^2/sqrt(D), i.e. the scale was applied twice": right * LOG2_E ** 2,
+        "-1/sqrt(D), a negative scale (the scores' sign is flipped, so the softmax favours the smallest)": -right,
     }
     for name, scale in candidates.items():
         sim, _ = attention_reference(q, k, v, scale=scale, **mask_kwargs)
@@ -96,6 +97,94 @@ def _swapped_slices(o, ref, atol, rtol):
     if notes:
         return Finding("wrong_indexing", "outputs land in the wrong batch/head: " + "; ".join(notes[:3])
                        + ": check the batch and head offsets of the pointers")
+    return None
+
+
+def _scores(q, k, case):
+    """The scaled scores in float64 with the case's mask (-inf where masked), K repeated for GQA."""
+    from .references import attention_mask, repeat_kv
+
+    q, k = q.detach().double().cpu(), k.detach().double().cpu()
+    k = repeat_kv(k, q.shape[1] // k.shape[1])
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    mask = attention_mask(q.shape[2], **(case.mask_kwargs if case is not None else {"is_causal": False}))
+    return scores.masked_fill(~mask, float("-inf")) if mask is not None else scores
+
+
+# How the final step can combine the right acc and l wrongly (acc alone is no_normalise, a problem's own).
+_FINALIZE = {"*": lambda acc, l: acc * l, "-": lambda acc, l: acc - l, "+": lambda acc, l: acc + l}
+
+
+def _finalize_match(o, q, k, ref, atol, rtol, case):
+    """The output is the right un-normalised acc combined with the right l by *, - or + instead of /.
+
+    Re-enacted from the reference: with the row max m, l = sum_j exp(s_j - m) and acc = sum_j exp(s_j - m) v_j
+    = O * l, whatever the block size (exact arithmetic)."""
+    scores = _scores(q, k, case)
+    row_max = scores.amax(-1, keepdim=True)
+    if not bool(torch.isfinite(row_max).all()):
+        return None  # a row with no visible key: no l to re-enact
+    l = torch.exp(scores - row_max).sum(-1, keepdim=True)
+    acc = ref * l
+    for op, combine in _FINALIZE.items():
+        if _explains(o, combine(acc, l), ref, atol, rtol):
+            return Finding("finalize_not_divided",
+                           f"the output is acc {op} l_i, with acc (the un-normalised sum of p @ V) and l_i (the sum "
+                           "of p) both right: the final step must divide acc by l_i")
+    return None
+
+
+MIX_BLOCK_SIZES = (64, 32, 128, 16)  # key-block sizes a kernel is likely to use, most likely first
+
+
+def _block_mix_match(o, q, k, v, ref, atol, rtol, case):
+    """Each output row is a weighted average of the key blocks' own softmax outputs, with positive weights
+    that are not the right ones: acc and l_i are rescaled by the same wrong factor alpha.
+
+    Measured per row: with block b's un-normalised sums acc_b = sum_j exp(s_j - m_b) v_j and
+    l_b = sum_j exp(s_j - m_b), a right kernel gives o = sum_b w_b acc_b / sum_b w_b l_b with w_b = exp(m_b - m);
+    the weights that fit o best are found (the null vector of [acc_b - o l_b]) and the fit must explain o.
+    Tried only with at most D/4 blocks, so that a fit is no coincidence."""
+    from .references import repeat_kv
+
+    if _close(o, ref, atol, rtol):
+        return None  # the right weights
+    scores = _scores(q, k, case)
+    v = repeat_kv(v.detach().double().cpu(), q.shape[1] // v.shape[1])
+    n_keys, d = scores.shape[-1], v.shape[-1]
+    if not bool(torch.isfinite(scores.amax(-1)).all()):
+        return None
+    o_rows = o.reshape(-1, d)
+    for block_n in MIX_BLOCK_SIZES:
+        n_blocks = -(-n_keys // block_n)
+        if n_blocks < 2 or 4 * n_blocks > d:
+            continue
+        accs, sums = [], []
+        for start in range(0, n_keys, block_n):
+            s = scores[..., start:start + block_n]
+            m_b = s.amax(-1, keepdim=True).clamp_min(-1e300)  # a fully masked block: weights exp(-inf) = 0
+            e = torch.exp(s - m_b)
+            accs.append((e @ v[..., start:start + block_n, :]).reshape(-1, d))
+            sums.append(e.sum(-1).reshape(-1))
+        acc_b, l_b = torch.stack(accs, -1), torch.stack(sums, -1)            # (rows, D, nb), (rows, nb)
+        system = acc_b - o_rows[..., None] * l_b[:, None, :]
+        # A block a row cannot see (causal) adds nothing: a large column of its own direction (a unit vector,
+        # one per block) keeps its weight 0.
+        unseen = (l_b == 0)[:, None, :].expand_as(system)
+        big = 1e6 * (1 + system.abs().amax((1, 2), keepdim=True)) * torch.eye(d, n_blocks, dtype=system.dtype)
+        system = torch.where(unseen, big, system)
+        w = torch.linalg.svd(system).Vh[:, -1, :]                           # (rows, nb), unit norm
+        w = w * torch.sign(w.sum(-1, keepdim=True))
+        if bool((w < -1e-3).any()):
+            continue  # weights must be positive: exp of something
+        denom = (w * l_b).sum(-1, keepdim=True)
+        sim = ((acc_b * w[:, None, :]).sum(-1) / denom).reshape(o.shape)
+        if _explains(o, sim, ref, atol, rtol):
+            return Finding("alpha_wrong",
+                           f"each output row is a weighted average of the {block_n}-key blocks' own softmax outputs "
+                           "with the wrong weights: acc and l_i are rescaled by the same factor alpha, and that "
+                           "factor is wrong; alpha must be exp(m_old - m_new), exp2 of the difference when the "
+                           "maxima are in base-2 units")
     return None
 
 
@@ -125,6 +214,8 @@ def diagnose_output(o, q, k, v, ref_o, atol, rtol, case=None) -> list[Finding]:
         return [nf]
     for probe in (lambda: _swapped_slices(o, ref, atol, rtol),
                   lambda: _scale_match(o, q, k, v, ref, atol, rtol, mask_kwargs),
+                  lambda: _finalize_match(o, q, k, ref, atol, rtol, case),
+                  lambda: _block_mix_match(o, q, k, v, ref, atol, rtol, case),
                   lambda: _row_scaling(o, ref)):
         found = probe()
         if found:
@@ -158,7 +249,52 @@ def diagnose_lse(lse, ref_lse, q, k, atol, case=None) -> list[Finding]:
         if _close(lse, want, atol * 4, 1e-4):
             return [Finding(code, msg)]
     wrong_max = _lse_wrong_max(lse, ref, row_max, atol)
-    return [wrong_max] if wrong_max else []
+    if wrong_max:
+        return [wrong_max]
+    formula = _lse_wrong_formula(lse, ref, row_max, atol)
+    return [formula] if formula else []
+
+
+LN_2 = math.log(2)
+# Coefficients (a, b, c) of a wrong lse = a max + b ln(sum) + c that one slip in `(m_i + log2(l_i)) * ln 2`
+# (m_i the base-2 running max, l_i the running sum) gives, and what the slip is.
+_LSE_SLIPS = (
+    ((1.0, -1.0, 0.0), "log2(l_i) is subtracted from m_i where it is added"),
+    ((LOG2_E, LOG2_E, -LN_2), "ln 2 is subtracted from the base-2 sum m_i + log2(l_i) where it multiplies it"),
+    ((LOG2_E, LOG2_E, LN_2), "ln 2 is added to the base-2 sum m_i + log2(l_i) where it multiplies it"),
+    ((LOG2_E ** 2, LOG2_E ** 2, 0.0), "the base-2 sum m_i + log2(l_i) is divided by ln 2 where it is multiplied"),
+    ((1.0, LN_2, 0.0), "the natural log of l_i is taken where its base-2 log belongs (m_i and log2(l_i) are both "
+                       "in base-2 units until the final factor ln 2)"),
+    ((1.0, LOG2_E, 0.0), "the base-2 log of the sum is taken where its natural log belongs"),
+)
+_MIN_FIT_ROWS = 8  # an exact fit of three coefficients says something only over many rows
+
+
+def _lse_wrong_formula(lse, ref, row_max, atol) -> Finding | None:
+    """lse = a max + b ln(sum) + c, fitted over every row, exact, and not (1, 1, 0): the LSE is built from the
+    right max and sum, combined wrongly. Measured: the row max of the scaled scores and ln(sum) = ref - max."""
+    finite = torch.isfinite(row_max) & torch.isfinite(ref)
+    m, log_sum, y = row_max[finite], (ref - row_max)[finite], lse[finite]
+    if m.numel() < _MIN_FIT_ROWS or float(m.std()) < 1e-3 or float(log_sum.std()) < 1e-3:
+        return None
+    basis = torch.stack([m, log_sum, torch.ones_like(m)], dim=1)
+    if float(torch.linalg.cond(basis)) > 1e6:
+        return None  # the max and the sum move together: no telling their coefficients apart
+    coef = torch.linalg.lstsq(basis, y[:, None]).solution.flatten()
+    a, b, c = (float(x) for x in coef)
+    fit = basis @ coef
+    if not _close(y, fit, atol * 4, 1e-4) or (abs(a - 1) < 1e-3 and abs(b - 1) < 1e-3 and abs(c) < atol):
+        return None
+    slip = next((text for (a0, b0, c0), text in _LSE_SLIPS
+                 if abs(a - a0) < 1e-3 * max(1, abs(a0)) and abs(b - b0) < 1e-3 * max(1, abs(b0))
+                 and abs(c - c0) < 1e-3), "")
+    terms = f"{a:.4g} * max {'-' if b < 0 else '+'} {abs(b):.4g} * ln(sum)"
+    if abs(c) >= atol:
+        terms += f" {'-' if c < 0 else '+'} {abs(c):.4g}"
+    return Finding("lse_wrong_formula",
+                   f"the log-sum-exp is {terms} in every row (max: the row max of the scaled scores; sum: the sum of "
+                   "exp(score - max)), where it must be max + ln(sum), with a base-2 running max m_i "
+                   "(m_i + log2(l_i)) * ln 2" + (f": {slip}" if slip else ""))
 
 
 def _lse_wrong_max(lse, ref, row_max, atol) -> Finding | None:
@@ -177,6 +313,16 @@ def _lse_wrong_max(lse, ref, row_max, atol) -> Finding | None:
     return Finding("lse_wrong_max", f"the log-sum-exp adds {1 + c:.4g} times the row max instead of the max "
                                     f"itself{units}: m_i is the running max of the scaled scores, in base-2 "
                                     "units like log2(l_i)")
+
+
+def lse_right_output_wrong() -> Finding:
+    """For an output that is wrong while the log-sum-exp that came with it is right (measured by the caller)."""
+    return Finding("output_wrong_lse_right",
+                   "the log-sum-exp is right but the output is not: m_i + log2(l_i) comes out right, so the "
+                   "scores reach the softmax right; look at what only the output uses: the accumulator acc (its "
+                   "rescale by alpha, p @ V with p cast to V's dtype), the final division by l_i and the store of o, "
+                   "and at m_i itself (a running max that is not the row max of the scaled scores cancels in the LSE "
+                   "but pushes p out of range)")
 
 
 def describe_exception(exc: BaseException) -> Finding:
@@ -242,3 +388,33 @@ def diagnose_grad(name, got, ref, q, atol, rtol) -> list[Finding]:
         return [Finding("grad_scaled", f"{label} is the right {label} times {c:.4g}{why}")]
     swapped = _swapped_slices(got, ref, atol, rtol)
     return [swapped] if swapped else []
+
+
+def grad_pattern(wrong) -> Finding | None:
+    """Where a backward goes wrong, from which of dQ, dK and dV are wrong (`wrong`: their names, dq/dk/dv).
+
+    Each gradient has its own step: dV = P^T dO needs only P; dK = scale dS^T Q and dQ = scale dS K share
+    dS = P * (dP - Delta). A gradient that is right vouches for what it is built from, as computed where it
+    is computed."""
+    wrong = set(wrong)
+    if wrong == {"dq", "dk"}:
+        return Finding("grad_ds_wrong", "dQ and dK are wrong while dV is right: P is right (dV = P^T dO uses only "
+                                        "P), so look at what dQ and dK share beyond it: dS = P * (dP - Delta), "
+                                        "with dP = dO V^T and Delta = rowsum(O * dO), and the softmax scale")
+    if wrong == {"dk"}:
+        return Finding("grad_dk_step", "only dK is wrong (dQ and dV are right, so P, dP, Delta and dS are right "
+                                       "where dQ is computed): look at dK's own step, dK += (softmax_scale * dS)^T "
+                                       "Q, and the dS the dK/dV program computes for it")
+    if wrong == {"dq"}:
+        return Finding("grad_dq_step", "only dQ is wrong (dK and dV are right, so P, dP, Delta and dS are right "
+                                       "where dK is computed): look at dQ's own step, dQ += softmax_scale * dS K, "
+                                       "and the P, dP and dS the dQ program computes for it")
+    if wrong == {"dv"}:
+        return Finding("grad_dv_step", "only dV is wrong (dQ and dK are right, so P is right): look at dV's own "
+                                       "step, dV += P^T dO")
+    if "dv" in wrong:
+        return Finding("grad_p_wrong", "dV is wrong, and dV = P^T dO needs only P and dO: look at the recomputed "
+                                       "P (exp of the scores minus the forward's LSE, both in the same units; "
+                                       "0 for the masked keys of the diagonal tiles) and the dV update; dQ and "
+                                       "dK, built from P too, follow it")
+    return None

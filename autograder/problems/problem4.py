@@ -94,7 +94,8 @@ def _ranges_correct(m, bm, bn, n):
 
 # The stage ranges and diagonal masks the re-enactment knows, by name: the rules themselves live in
 # visit_weights (whose code the student edition does not ship: next to the mistakes stands the answer).
-RANGE_VARIANTS = ("correct", "all_keys", "diagonal_twice", "block_behind", "block_ahead", "block_n_units")
+RANGE_VARIANTS = ("correct", "all_keys", "diagonal_twice", "block_behind", "block_ahead", "block_n_units",
+                  "stage1_from_key_1")
 MASK_VARIANTS = ("causal", "strict", "one_ahead", "none", "reversed")
 
 RANGE_FINDINGS = {
@@ -112,6 +113,9 @@ RANGE_FINDINGS = {
     "block_n_units": ("block_units", "the key ranges count in BLOCK_N where the position of the query block "
                       "needs BLOCK_M: query block start_m holds the queries from start_m query blocks in, and "
                       "its diagonal spans as many keys as the block has queries"),
+    "stage1_from_key_1": ("stage1_start", "stage 1 starts at key 1, not key 0: its blocks are shifted by one key, "
+                          "so key 0 is never visited and the diagonal's first key is counted twice (once unmasked in "
+                          "stage 1); every query sees the keys from the first one on"),
 }
 MASK_FINDINGS = {
     "strict": ("diagonal_offset", "the diagonal mask is off by one: it hides key j = i, but a query attends "
@@ -136,6 +140,7 @@ def visit_weights(seq_len, block_m, block_n, ranges="correct", mask="causal"):
         "block_behind": lambda m, bm, bn, n: (0, (m - 1) * bm, (m - 1) * bm, min(m * bm, n)),
         "block_ahead": lambda m, bm, bn, n: (0, (m + 1) * bm, (m + 1) * bm, min((m + 2) * bm, n)),
         "block_n_units": lambda m, bm, bn, n: (0, m * bn, m * bn, min((m + 1) * bn, n)),
+        "stage1_from_key_1": lambda m, bm, bn, n: (1, m * bm, m * bm, min((m + 1) * bm, n)),
     }[ranges]
     mask_fn = {  # which keys j the diagonal mask keeps for query i
         "causal": lambda i, j: j <= i,
@@ -217,6 +222,8 @@ def causal_diagnoses(fn):
                         continue  # these compute the right answer
                     if ranges == "block_n_units" and block_m == block_n:
                         continue  # with square tiles it is the correct range
+                    if ranges == "stage1_from_key_1" and mask != "causal":
+                        continue  # an off-by-one start, re-enacted with the right mask only
                     sim = reenact(q, k, v, block_m, block_n, ranges, mask)
                     if _same(o, sim, tol.atol, tol.rtol):
                         found = [RANGE_FINDINGS[ranges]] if ranges in RANGE_FINDINGS else []
