@@ -318,11 +318,12 @@ def _lse_wrong_max(lse, ref, row_max, atol) -> Finding | None:
 def lse_right_output_wrong() -> Finding:
     """For an output that is wrong while the log-sum-exp that came with it is right (measured by the caller)."""
     return Finding("output_wrong_lse_right",
-                   "the log-sum-exp is right but the output is not: m_i + log2(l_i) comes out right, so the "
-                   "scores reach the softmax right; look at what only the output uses: the accumulator acc (its "
-                   "rescale by alpha, p @ V with p cast to V's dtype), the final division by l_i and the store of o, "
-                   "and at m_i itself (a running max that is not the row max of the scaled scores cancels in the LSE "
-                   "but pushes p out of range)")
+                   "the log-sum-exp is right but the output is not: the max and the sum it is built from come out "
+                   "right together, so the scores reach the softmax right; look at what only the output uses: the "
+                   "weights' product with V (in a kernel the accumulator acc: its rescale by alpha, p @ V with p cast "
+                   "to V's dtype), the final division by the sum l_i and the store of o, and at the running max m_i "
+                   "itself (one that is not the row max of the scaled scores cancels in the LSE but pushes p out of "
+                   "range)")
 
 
 def describe_exception(exc: BaseException) -> Finding:
