@@ -180,11 +180,16 @@ def _block_mix_match(o, q, k, v, ref, atol, rtol, case):
         denom = (w * l_b).sum(-1, keepdim=True)
         sim = ((acc_b * w[:, None, :]).sum(-1) / denom).reshape(o.shape)
         if _explains(o, sim, ref, atol, rtol):
+            # A block some row sees but weighs (next to) nothing: it may have been skipped rather than mis-scaled.
+            seen = l_b > 0
+            dropped = bool(((w / w.amax(-1, keepdim=True).clamp_min(1e-300) < 1e-6) & seen).any())
             return Finding("alpha_wrong",
                            f"each output row is a weighted average of the {block_n}-key blocks' own softmax outputs "
-                           "with the wrong weights: acc and l_i are rescaled by the same factor alpha, and that "
-                           "factor is wrong; alpha must be exp(m_old - m_new), exp2 of the difference when the "
-                           "maxima are in base-2 units")
+                           "with the wrong weights, the same for acc and for l_i: alpha, the factor that carries "
+                           "both from the old max to the new one, must be exp(m_old - m_new), exp2 of the difference "
+                           "when the maxima are in base-2 units"
+                           + ("; some rows give a block they see no weight at all: a key block skipped would do "
+                              "that too" if dropped else ""))
     return None
 
 

@@ -277,3 +277,12 @@ def test_problem7_mutants_get_their_measured_cause(runtime, name):
     result = run_grad_case(fn, Case(1, 2, 80, 16, seed=2, causal=True), runtime,
                            diagnoses=problem7.backward_diagnoses(fn))
     assert not result.passed and codes(result) == [cause], "\n".join(result.lines())
+
+
+def test_a_block_left_out_is_a_mix_too_and_the_finding_says_so():
+    case = Case(1, 2, 200, 64, seed=8)
+    q, k, v, ref, _ = _inputs(case)
+    keep = torch.cat([torch.arange(0, 64), torch.arange(128, 200)])
+    o, _ = attention_reference(q, k[:, :, keep], v[:, :, keep])  # the keys 64..127 never visited
+    found = diagnose._block_mix_match(o.half().double(), q, k, v, ref, TOL.atol, TOL.rtol, case)
+    assert found is not None and found.code == "alpha_wrong" and "skipped" in found.message, found
