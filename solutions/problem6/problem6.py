@@ -615,10 +615,12 @@ check_visits(flash_attention_window, [
 from autograder.inputs import Case
 from autograder.problems.problem6 import assert_window_cases
 
-# Hidden: Windows on and around block boundaries (W = 1, 16, 127, 128, 1000 >= L), no sinks.
+# Hidden: Windows on and around block boundaries (W = 1, 2, 16, 127, 128, 1000 >= L), no sinks. With
+# W = 2 a query block's window starts on the last key of the block before it, whatever the tiles.
 ### BEGIN HIDDEN TESTS
 assert_window_cases(flash_attention_window, [
     Case(1, 2, 200, 32, window=1, sink=0, seed=10),
+    Case(1, 2, 200, 32, window=2, sink=0, seed=17),
     Case(1, 2, 300, 64, window=16, sink=0, seed=11),
     Case(1, 1, 257, 64, window=127, sink=0, seed=12),
     Case(1, 2, 256, 32, window=128, sink=0, seed=13),
@@ -679,6 +681,7 @@ from autograder.problems.problem6 import check_visits
 ### BEGIN HIDDEN TESTS
 check_visits(flash_attention_window, [
     Case(1, 1, 300, 16, window=1, sink=0),
+    Case(1, 1, 300, 16, window=2, sink=0),
     Case(1, 1, 300, 16, window=16, sink=1),
     Case(1, 1, 300, 16, window=127, sink=4),
     Case(1, 1, 300, 16, window=128, sink=64),
