@@ -72,3 +72,4 @@ def test_bench_shape_options_reach_each_problems_benchmark_under_its_names():
         _shape_overrides(_bench_args("--problem", "problem4", "--dims", "64", "128"), get("problem4").benchmark)
     with pytest.raises(SystemExit, match="no causal"):
         _shape_overrides(_bench_args("--problem", "problem4", "--causal", "yes"), get("problem4").benchmark)
+

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from autograder import benchmark as bench
 from autograder.checks import GRAD_TOLERANCES, run_grad_case
 from autograder.grading.sample_sets.problem7 import SAMPLES
 from autograder.inputs import Case, make_grad, make_qkv
@@ -242,7 +243,7 @@ def test_benchmark_table_and_plot_from_rows(tmp_path, capsys):
     rows.append({**rows[0], "impl": "SDPA CUDNN_ATTENTION", "skipped": "RuntimeError: no kernel"})
     table = problem7.format_table(rows)
     assert "1.50x" in table.splitlines()[1] and "skipped: RuntimeError" in table
-    problem7._plot(rows, tmp_path / "p7.png")
+    bench.plot_backward(rows, tmp_path / "p7.png")
     assert (tmp_path / "p7.png").stat().st_size > 1000
 
 

@@ -355,7 +355,6 @@ def benchmark(attention, lengths=(1024, 2048, 4096, 8192, 16384), head_dims=(64,
     environment) and `plot_path` when given. Under the CPU interpreter or while grading it says why it
     does nothing.
     """
-    import json
 
     from .. import benchmark as bench
 
@@ -390,39 +389,11 @@ def benchmark(attention, lengths=(1024, 2048, 4096, 8192, 16384), head_dims=(64,
           "TFLOPS: forward 4*B*H*L^2*D, backward 2.5x that, halved when causal")
     print(format_table(rows))
     if json_path:
-        from pathlib import Path
-
-        Path(json_path).write_text(json.dumps({"environment": bench.environment(), "rows": rows}, indent=1))
+        bench.save(rows, json_path)
         print(f"wrote {json_path}")
     if plot_path:
-        _plot(rows, plot_path)
+        bench.plot_backward(rows, plot_path)
     return rows
-
-
-def _plot(rows, path):
-    """Backward TFLOPS against L, one panel per head dim, a line per (kernel, causal)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    dims = sorted({r["D"] for r in rows})
-    fig, axes = plt.subplots(1, len(dims), figsize=(6 * len(dims), 4.5), squeeze=False)
-    for ax, d in zip(axes[0], dims, strict=True):
-        for impl in dict.fromkeys(r["impl"] for r in rows):
-            for is_causal in (False, True):
-                pts = [(r["L"], r["bwd_tflops"]) for r in rows
-                       if r["D"] == d and r["impl"] == impl and r["causal"] == is_causal and "bwd_tflops" in r]
-                if pts:
-                    ax.plot(*zip(*pts, strict=True), marker="o", ls="--" if is_causal else "-",
-                            label=f"{impl}{' causal' if is_causal else ''}")
-        ax.set_xscale("log", base=2)
-        ax.set(title=f"backward, D={d}", xlabel="L", ylabel="TFLOPS")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    print(f"wrote {path}")
 
 
 def format_table(rows) -> str:

@@ -525,7 +525,6 @@ def benchmark(attention, lengths=(4096, 16384, 65536), head_dims=(64, 128), wind
     the GPU has it, with do_bench medians and TFLOPS over the visible pairs only. Prints a table; writes
     `json_path` and `plot_path` when given. Under the CPU interpreter or while grading it says why it
     does nothing."""
-    import json
 
     from .. import benchmark as bench
     from .problem7 import _time_pair
@@ -565,12 +564,10 @@ def benchmark(attention, lengths=(4096, 16384, 65536), head_dims=(64, 128), wind
           f"S={sink}; do_bench medians; TFLOPS over the visible pairs (backward 2.5x the forward's)")
     print(format_table(rows))
     if json_path:
-        from pathlib import Path
-
-        Path(json_path).write_text(json.dumps({"environment": bench.environment(), "rows": rows}, indent=1))
+        bench.save(rows, json_path)
         print(f"wrote {json_path}")
     if plot_path:
-        _plot(rows, plot_path)
+        bench.plot_backward(rows, plot_path, ylabel="TFLOPS (visible pairs)")
     return rows
 
 
@@ -590,25 +587,3 @@ def format_table(rows) -> str:
                      f"{r['bwd_tflops']:>8.0f}{ratio:>13}")
     return "\n".join(lines)
 
-
-def _plot(rows, path):
-    """Backward TFLOPS against L, one panel per head dim, a line per kernel."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    dims = sorted({r["D"] for r in rows})
-    fig, axes = plt.subplots(1, len(dims), figsize=(6 * len(dims), 4.5), squeeze=False)
-    for ax, d in zip(axes[0], dims, strict=True):
-        for impl in dict.fromkeys(r["impl"] for r in rows):
-            pts = [(r["L"], r["bwd_tflops"]) for r in rows if r["D"] == d and r["impl"] == impl and "bwd_tflops" in r]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", label=impl)
-        ax.set_xscale("log", base=2)
-        ax.set(title=f"backward, D={d}", xlabel="L", ylabel="TFLOPS (visible pairs)")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    print(f"wrote {path}")
