@@ -2,10 +2,15 @@
 the gradients against float64 autograd (max error in units of the dtype's tolerance) and the
 backward's do_bench median, next to SDPA's FLASH_ATTENTION backward on the same inputs.
 
-    python scripts/tune_backward.py OUTDIR [--dims 64 128] [--dtype float16]
+    python scripts/tune_backward.py OUTDIR [--dims 64 128] [--dtype float16] [--causal no yes]
+                                           [--answer FILE ...] [--wide]
 
-A configuration is (BLOCK_M, BLOCK_N, BLOCK_M1, BLOCK_N1, BLOCK_M2, BLOCK_N2, num_warps, num_stages),
-as the reference module's launch_config returns it; the wrappers take it as `config=`.
+A configuration is (BLOCK_M, BLOCK_N, forward warps, forward stages, BLOCK_M1, BLOCK_N1, BLOCK_M2, BLOCK_N2,
+num_warps, num_stages), as the reference module's launch_config returns it; the wrappers take it as
+`config=`. Only the backward's part is swept here (scripts/tune_forward.py sweeps the forward's).
+`--answer FILE`: an answer cell of its own (the five functions a student writes) timed with the same
+locked kernels, beside the reference's, on the same inputs in the same run. `--wide`: every
+candidate of WIDE (tiles x warps x stages) instead of the short list.
 """
 from __future__ import annotations
 
@@ -22,16 +27,23 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from autograder.checks import GRAD_TOLERANCES  # noqa: E402
-from autograder.problems import reference_module  # noqa: E402
+from autograder.kernel_module import import_kernel_module  # noqa: E402
+from autograder.notebook_code import read  # noqa: E402
+from autograder.problems import get_spec, reference_module, source_notebook_path  # noqa: E402
 from autograder.references import attention_grads_reference  # noqa: E402
 
-CANDIDATES = {
-    64: [(128, 64, 32, 128, 128, 32, 4, 3), (128, 64, 64, 128, 128, 64, 8, 3), (128, 64, 32, 128, 128, 32, 8, 3),
-         (128, 64, 64, 64, 64, 64, 4, 3), (128, 64, 32, 64, 64, 32, 4, 3)],
-    128: [(128, 64, 32, 128, 128, 32, 8, 2), (128, 64, 32, 128, 128, 32, 4, 2), (128, 64, 64, 64, 64, 64, 4, 2),
-          (128, 64, 32, 64, 64, 32, 4, 2), (128, 64, 64, 128, 128, 64, 8, 2), (128, 64, 32, 128, 128, 32, 8, 1),
-          (128, 64, 64, 64, 64, 64, 8, 2)],
-}
+# The short list: backward parts (BLOCK_M1, BLOCK_N1, BLOCK_M2, BLOCK_N2, num_warps, num_stages); the
+# forward's part (128, 64, 4, 3) only makes the o and lse the backward reads.
+_SHORT = {64: [(32, 128, 128, 32, 4, 3), (64, 128, 128, 64, 8, 3), (32, 128, 128, 32, 8, 3), (64, 64, 64, 64, 4, 3),
+               (32, 64, 64, 32, 4, 3)],
+          128: [(32, 128, 128, 32, 8, 2), (32, 128, 128, 32, 4, 2), (64, 64, 64, 64, 4, 2), (32, 64, 64, 32, 4, 2),
+                (64, 128, 128, 64, 8, 2), (32, 128, 128, 32, 8, 1), (64, 64, 64, 64, 8, 2)]}
+CANDIDATES = {d: [(128, 64, 4, 3, *c) for c in cs] for d, cs in _SHORT.items()}
+
+# (BLOCK_M1, BLOCK_N1, BLOCK_M2, BLOCK_N2) x num_warps x num_stages; the forward's part stays (128, 64, 4, 3).
+WIDE_TILES = [(64, 64, 64, 64), (32, 128, 128, 32), (64, 128, 128, 64)]
+WIDE = {64: [(128, 64, 4, 3, *t, w, s) for t in WIDE_TILES for w in (4, 8) for s in (2, 3, 4, 5)],
+        128: [(128, 64, 4, 3, *t, w, s) for t in WIDE_TILES for w in (4, 8) for s in (1, 2, 3)]}
 
 
 def error_units(module, config, shape, causal, dtype) -> float:
@@ -52,16 +64,31 @@ def main() -> None:
     parser.add_argument("out")
     parser.add_argument("--dims", type=int, nargs="+", default=[64, 128])
     parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16"])
+    parser.add_argument("--causal", nargs="+", default=["no", "yes"], choices=["no", "yes"])
+    parser.add_argument("--answer", nargs="*", default=[], help="answer cells to time beside the reference's")
+    parser.add_argument("--wide", action="store_true", help="every candidate of WIDE")
     args = parser.parse_args()
     dtype = getattr(torch, args.dtype)
-    module = reference_module("problem7", REPO)
-    rows = []
+    spec = get_spec("problem7")
+    modules = {"reference": reference_module("problem7", REPO)}
+    for path in args.answer:
+        modules[Path(path).stem] = import_kernel_module(spec, read(source_notebook_path(spec, REPO)),
+                                                        answer=Path(path).read_text(), name=Path(path).stem)
+    candidates = WIDE if args.wide else CANDIDATES
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    meta = dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__, dtype=args.dtype,
+                triton=__import__("triton").__version__, command=" ".join(sys.argv))
+    rows: list = []
+
+    def save() -> None:  # after every candidate: a run cut short keeps what it measured
+        (Path(args.out) / "tune_backward.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+
     print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, {args.dtype}; error in tolerance units "
-          "(<= 1 passes) at L=1000 causal and L=4096; time at B=4 H=16 L=4096")
-    print(f"{'D':>4} {'causal':>6} {'config':<40} {'err':>6} {'bwd ms':>8} {'TFLOPS':>7} {'flash ms':>8} "
-          f"{'x flash':>7}")
+          "(<= 1 passes) at L=1000 and L=4096; time at B=4 H=16 L=4096")
+    print(f"{'answer':<12} {'D':>4} {'causal':>6} {'config':<40} {'err':>6} {'bwd ms':>8} {'TFLOPS':>7} "
+          f"{'flash ms':>8} {'x flash':>7}")
     for dim in args.dims:
-        for causal in (False, True):
+        for causal in (c == "yes" for c in args.causal):
             shape = (4, 16, 4096, dim)
             torch.manual_seed(1)
             q, k, v, do = (torch.randn(shape, device="cuda", dtype=dtype, requires_grad=True) for _ in range(4))
@@ -70,27 +97,27 @@ def main() -> None:
                 flash_ms = do_bench(functools.partial(torch.autograd.grad, out, (q, k, v), do, retain_graph=True),
                                     return_mode="median")
             flops = 2.5 * 4 * math.prod(shape[:3]) * shape[2] * dim / (2 if causal else 1)
-            for config in CANDIDATES[dim]:
+            for config, (answer, module) in ((c, m) for c in candidates[dim] for m in modules.items()):
                 try:
-                    err = max(error_units(module, config, (1, 2, 1000, dim), True, dtype),
-                              error_units(module, config, (1, 2, 4096, dim), False, dtype))
+                    err = max(error_units(module, config, (1, 2, 1000, dim), causal, dtype),
+                              error_units(module, config, (1, 2, 4096, dim), causal, dtype))
                     qd, kd, vd, dod = (t.detach() for t in (q, k, v, do))
                     o, lse = module.attention_forward(qd, kd, vd, causal, config=config)
                     ms = do_bench(functools.partial(module.attention_backward, qd, kd, vd, o, lse, dod, causal,
                                                     config=config), return_mode="median")
                 except Exception as exc:  # a configuration that does not fit (shared memory) is reported
-                    print(f"{dim:>4} {causal!s:>6} {config!s:<40} failed: {type(exc).__name__}: {str(exc)[:80]}")
-                    rows.append(dict(dim=dim, causal=causal, config=config, error=f"{type(exc).__name__}: {exc}"[:300]))
+                    print(f"{answer:<12} {dim:>4} {causal!s:>6} {config!s:<40} failed: {type(exc).__name__}: "
+                          f"{str(exc)[:80]}", flush=True)
+                    rows.append(dict(answer=answer, dim=dim, causal=causal, config=config,
+                                     error=f"{type(exc).__name__}: {exc}"[:300]))
+                    save()
                     continue
-                row = dict(dim=dim, causal=causal, config=config, error_units=err, backward_ms=ms,
+                row = dict(answer=answer, dim=dim, causal=causal, config=config, error_units=err, backward_ms=ms,
                            tflops=flops / ms / 1e9, flash_ms=flash_ms, speedup_vs_flash=flash_ms / ms)
                 rows.append(row)
-                print(f"{dim:>4} {causal!s:>6} {config!s:<40} {err:6.2f} {ms:8.3f} {row['tflops']:7.1f} "
-                      f"{flash_ms:8.3f} {row['speedup_vs_flash']:6.2f}x")
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    meta = dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__, dtype=args.dtype,
-                triton=__import__("triton").__version__)
-    (Path(args.out) / "tune_backward.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+                save()
+                print(f"{answer:<12} {dim:>4} {causal!s:>6} {config!s:<40} {err:6.2f} {ms:8.3f} "
+                      f"{row['tflops']:7.1f} {flash_ms:8.3f} {row['speedup_vs_flash']:6.2f}x", flush=True)
 
 
 if __name__ == "__main__":

@@ -255,17 +255,25 @@ def test_no_wrong_gradient_no_pattern():
     assert diagnose.grad_pattern(set()) is None
 
 
+# Edits of the reference answer. Its dkdv_update computes P^T and dS^T itself (keys by queries), so a
+# mistake in recompute_p or score_grad, which reaches both kernels in a student's answer built on
+# them, is made in its transposed line too.
 PROBLEM7_MUTANTS = {
-    "ds_times_delta": ((("ds = p * (dp - delta[:, None])", "ds = p * (dp * delta[:, None])"),), "grad_ds_wrong"),
-    "ds_minus_p": ((("ds = p * (dp - delta[:, None])", "ds = p - (dp - delta[:, None])"),), "grad_ds_wrong"),
+    "ds_times_delta": ((("ds = p * (dp - delta[:, None])", "ds = p * (dp * delta[:, None])"),
+                        ("ds_t = p_t * (dp_t - delta[None, :])", "ds_t = p_t * (dp_t * delta[None, :])")),
+                       "grad_ds_wrong"),
+    "ds_minus_p": ((("ds = p * (dp - delta[:, None])", "ds = p - (dp - delta[:, None])"),
+                    ("ds_t = p_t * (dp_t - delta[None, :])", "ds_t = p_t - (dp_t - delta[None, :])")),
+                   "grad_ds_wrong"),
     "delta_plus": ((("o.to(tl.float32) * do.to(tl.float32)", "o.to(tl.float32) + do.to(tl.float32)"),),
                    "grad_ds_wrong"),
-    "dk_minus_scale": ((("tl.trans((ds * sm_scale)", "tl.trans((ds - sm_scale)"),), "grad_dk_step"),
+    "dk_minus_scale": ((("(ds_t * sm_scale)", "(ds_t - sm_scale)"),), "grad_dk_step"),
     "dq_minus_scale": ((("dq = tl.dot((ds * sm_scale)", "dq = tl.dot((ds - sm_scale)"),), "grad_dq_step"),
     "score_grad_swapped_in_dq": (((
         "    ds = score_grad(p, dp, delta)\n    dq = ", "    ds = score_grad(dp, p, delta)\n    dq = "),),
         "grad_dq_step"),
-    "mask_fill_minus_one": ((("query_idx[:, None], p, 0.0)", "query_idx[:, None], p, -1.0)"),), "grad_p_wrong"),
+    "mask_fill_minus_one": ((("query_idx[:, None], p, 0.0)", "query_idx[:, None], p, -1.0)"),
+                             ("query_idx[None, :], p_t, 0.0)", "query_idx[None, :], p_t, -1.0)")), "grad_p_wrong"),
 }
 
 

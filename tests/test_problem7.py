@@ -95,6 +95,21 @@ def test_each_sample_mistake_is_named(runtime, source_nb, sample):
     assert not result.passed and codes(result) == [sample.expected_cause], "\n".join(result.lines())
 
 
+TEXTBOOK = "scripts/answers/problem7_textbook.txt"
+
+
+@pytest.mark.parametrize("test_id", ["test_noncausal", "test_causal"])
+def test_the_textbook_answer_passes_too(repo_root, source_nb, test_id, capsys):
+    """The reference computes dK/dV on transposed tiles; an answer built on recompute_p and
+    score_grad with (queries, keys) tiles, as the chapter first asks, passes the same cells."""
+    textbook = (repo_root / TEXTBOOK).read_text()
+    assert "p = recompute_p(" in textbook.split("def dkdv_update")[1].split("def dq_update")[0]
+    module = variant(source_nb, student_code=textbook, name="textbook_" + test_id)
+    passed, _, out = run_printing_check(
+        lambda: run_graded_cell(module, test_id, dict(graded_cells(SOURCE))[test_id]), capsys)
+    assert passed, out
+
+
 def test_a_mask_missing_only_in_the_recompute_passes_non_causal_cells(reference, source_nb, capsys):
     sample = next(s for s in SAMPLES if s.name == "no_recompute_mask")
     module = variant(source_nb, sample.edits, name="no_recompute_mask_graded")

@@ -80,12 +80,12 @@ SPEC = ProblemSpec(
 _FALLBACK_TILES = ((32, 32, 16), (128, 128, 32), (64, 64, 32))
 
 
-def tile_sizes(fn, q):
+def tile_sizes(fn, q, causal=False):
     """(BLOCK_N1, BLOCK_M2, BLOCK_N2) of the kernels behind `fn` for input `q`, from its launch config."""
     config = getattr(fn, "launch_config", None)
     if config is None:
         return None
-    _, _, _, block_n1, block_m2, block_n2, *_ = config(q)
+    *_, block_n1, block_m2, block_n2, _, _ = config(q, causal)
     return int(block_n1), int(block_m2), int(block_n2)
 
 
@@ -227,7 +227,7 @@ def backward_diagnoses(fn):
         if b * h * n * n > _REENACT_LIMIT:
             return []
         tol = GRAD_TOLERANCES[q.dtype]
-        known = tile_sizes(fn, q)
+        known = tile_sizes(fn, q, case.causal)
         parts = exact_parts(q, k, v, do, case.causal)
         for code, (switches, message) in MISTAKES.items():
             if code == "no_recompute_mask" and not case.causal:

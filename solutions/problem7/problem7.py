@@ -180,6 +180,13 @@ plt.show()
 # * `dq_update(dq, q, k, v, do, lse, delta, qk_scale, sm_scale, query_idx, key_idx, ON_DIAGONAL)`:
 #   one key block's contribution to this program's $dQ$; return the updated `dq`.
 #
+# Build `dkdv_update` and `dq_update` on `recompute_p` and `score_grad` first. Once the tests pass,
+# there is a faster `dkdv_update`: with (queries, keys) tiles it has to transpose $P$ and $dS$ held in
+# registers for $P^\top dO$ and $dS^\top Q$, a trip through shared memory on every step. Computing the
+# tile transposed from the start, $S^\top = K Q^\top$, gives $P^\top$ and $dS^\top$ directly (the LSE
+# and $\Delta$ then broadcast along columns: `lse[None, :]`); only `q` and `do`, loaded from memory, are
+# transposed, which costs nothing. On an H200 that makes the backward 1.1x faster at D = 64.
+#
 # `tl.dot(a, b, acc)` returns `acc + a @ b` with float32 accumulation, `tl.trans(x)` transposes a tile,
 # `tl.sum(x, axis=1)` sums a row, `x[:, None]` broadcasts a per-row value, `tl.where(c, a, b)` selects,
 # `tl.math.exp2` is the fast base-2 exponential, and `LOG2_E` ($\log_2 e$) is defined in the cell above
@@ -263,12 +270,18 @@ def dkdv_update(dk, dv, q, k, v, do, lse, delta, qk_scale, sm_scale, query_idx, 
     Returns the updated (dk, dv).
     """
     ### BEGIN SOLUTION
-    qk = tl.dot(q, tl.trans(k))
-    p = recompute_p(qk, lse, qk_scale, query_idx, key_idx, ON_DIAGONAL)
-    dv = tl.dot(tl.trans(p.to(do.dtype)), do, dv)        # dV += P^T dO
-    dp = tl.dot(do, tl.trans(v))                         # dP = dO V^T
-    ds = score_grad(p, dp, delta)
-    dk = tl.dot(tl.trans((ds * sm_scale).to(q.dtype)), q, dk)   # dK += (scale dS)^T Q
+    # recompute_p and score_grad on the transposed tile (keys by queries): P^T and dS^T then come
+    # out of their dots in the layout the next dots take, so no tile held in registers is
+    # transposed, only tiles loaded from memory (q, do). On an H200 at D=64 the backward is 1.1x
+    # faster so (docs/results/h200/problem7/tune_transposed).
+    qk_t = tl.dot(k, tl.trans(q))                                # (BLOCK_N, BLOCK_M): S^T
+    p_t = tl.math.exp2(qk_t * qk_scale - lse[None, :] * LOG2_E)
+    if ON_DIAGONAL:
+        p_t = tl.where(key_idx[:, None] <= query_idx[None, :], p_t, 0.0)
+    dv = tl.dot(p_t.to(do.dtype), do, dv)                        # dV += P^T dO
+    dp_t = tl.dot(v, tl.trans(do))                               # dP^T = V dO^T
+    ds_t = p_t * (dp_t - delta[None, :])
+    dk = tl.dot((ds_t * sm_scale).to(q.dtype), q, dk)            # dK += (scale dS)^T Q
     ### END SOLUTION
     return dk, dv
 
@@ -497,24 +510,30 @@ def _dq_kernel(
              + offs_d[None, :] * stride_dqd, dq.to(DQ.dtype.element_ty), mask=rows)
 
 
-# Tiles: (forward BLOCK_M, BLOCK_N; dK/dV: BLOCK_M1 queries per step, BLOCK_N1 keys per program;
-# dQ: BLOCK_M2 queries per program, BLOCK_N2 keys per step; num_warps, num_stages). BLOCK_N1 is a
-# multiple of BLOCK_M1 and BLOCK_M2 of BLOCK_N2, so that a diagonal is a whole number of steps.
-# Chosen on an H200 by scripts/tune_backward.py (docs/results/h200/problem7): square 64 x 64 steps with
-# 4 warps are the fastest there, 1.2x SDPA's flash backward at D=128.
-_GPU_CONFIGS = {16: (128, 64, 64, 64, 64, 64, 4, 3), 32: (128, 64, 64, 64, 64, 64, 4, 3),
-                64: (128, 64, 64, 64, 64, 64, 4, 3), 128: (128, 64, 64, 64, 64, 64, 4, 2)}
-_FLOAT32_D128_CONFIG = (64, 32, 32, 64, 64, 32, 4, 2)  # float32 tiles take twice the shared memory
-_INTERPRETER_CONFIG = (32, 32, 16, 32, 32, 16, 4, 1)   # small tiles: several blocks at the CPU's small L
+# Tiles: (forward: BLOCK_M, BLOCK_N, num_warps, num_stages; dK/dV: BLOCK_M1 queries per step, BLOCK_N1
+# keys per program; dQ: BLOCK_M2 queries per program, BLOCK_N2 keys per step; the backward's num_warps,
+# num_stages). BLOCK_N1 is a multiple of BLOCK_M1 and BLOCK_M2 of BLOCK_N2, so that a diagonal is a
+# whole number of steps. Chosen on an H200 by scripts/tune_backward.py and scripts/tune_forward.py
+# (docs/results/h200/problem7): at D <= 64, 64-query forward tiles and, without a mask, 128-key dK/dV
+# programs stepping 32 queries at a time (with the causal mask, square 64 x 64 steps: fewer of the
+# steps lie on the diagonal); at D=128, an 8-warp forward and square 64 x 64 backward steps (larger
+# tiles spill).
+_SMALL_D = (64, 64, 4, 3, 32, 128, 128, 32, 4, 3)
+_SMALL_D_CAUSAL = (64, 64, 4, 3, 64, 64, 64, 64, 4, 3)
+_GPU_CONFIGS = {(d, causal): _SMALL_D_CAUSAL if causal else _SMALL_D for d in (16, 32, 64) for causal in (False, True)}
+_GPU_CONFIGS.update({(128, causal): (128, 64, 8, 3, 64, 64, 64, 64, 4, 2) for causal in (False, True)})
+_FLOAT32_D128_CONFIG = (64, 32, 4, 2, 32, 64, 64, 32, 4, 2)  # float32 tiles take twice the shared memory
+_INTERPRETER_CONFIG = (32, 32, 4, 1, 16, 32, 32, 16, 4, 1)   # small tiles: several blocks at the CPU's small L
 
 
-def launch_config(q):
-    """The tiles for this input: (BLOCK_M, BLOCK_N, BLOCK_M1, BLOCK_N1, BLOCK_M2, BLOCK_N2, num_warps, num_stages)."""
+def launch_config(q, causal=False):
+    """The tiles for this input: (BLOCK_M, BLOCK_N, forward num_warps, forward num_stages, BLOCK_M1,
+    BLOCK_N1, BLOCK_M2, BLOCK_N2, backward num_warps, backward num_stages)."""
     if q.device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
         return _INTERPRETER_CONFIG
     if q.dtype == torch.float32 and q.shape[-1] == 128:
         return _FLOAT32_D128_CONFIG
-    return _GPU_CONFIGS[q.shape[-1]]
+    return _GPU_CONFIGS[q.shape[-1], bool(causal)]
 
 
 def _check(q, k, v):
@@ -525,10 +544,10 @@ def _check(q, k, v):
 
 def attention_forward(q, k, v, causal=False, config=None):
     """(o, lse) of softmax(q k^T / sqrt(D)) v, causal or not; lse float32 (B, H, L) in natural log.
-    `config`: the tiles (launch_config's tuple), for tuning; None: launch_config(q)."""
+    `config`: the tiles (launch_config's tuple), for tuning; None: launch_config(q, causal)."""
     _check(q, k, v)
     batch, n_heads, seq_len, head_dim = q.shape
-    block_m, block_n, *_, num_warps, num_stages = config or launch_config(q)
+    block_m, block_n, num_warps, num_stages, *_ = config or launch_config(q, causal)
     o = torch.empty_like(q)
     lse = torch.empty((batch, n_heads, seq_len), device=q.device, dtype=torch.float32)
     grid = (triton.cdiv(seq_len, block_m), batch * n_heads)
@@ -541,12 +560,12 @@ def attention_forward(q, k, v, causal=False, config=None):
 
 def attention_backward(q, k, v, o, lse, do, causal=False, config=None):
     """(dq, dk, dv) from the forward's o and natural-log lse and the upstream gradient do.
-    `config`: the tiles (launch_config's tuple), for tuning; None: launch_config(q)."""
+    `config`: the tiles (launch_config's tuple), for tuning; None: launch_config(q, causal)."""
     _check(q, k, v)
     if do.shape != q.shape or do.dtype != q.dtype or do.device != q.device:
         raise ValueError(f"do must be like q: shape {tuple(q.shape)}, {q.dtype}; got {tuple(do.shape)}, {do.dtype}")
     batch, n_heads, seq_len, head_dim = q.shape
-    _, _, block_m1, block_n1, block_m2, block_n2, num_warps, num_stages = config or launch_config(q)
+    *_, block_m1, block_n1, block_m2, block_n2, num_warps, num_stages = config or launch_config(q, causal)
     sm_scale = 1.0 / math.sqrt(head_dim)
     delta = torch.empty((batch, n_heads, seq_len), device=q.device, dtype=torch.float32)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
