@@ -76,6 +76,7 @@ def _scale_match(o, q, k, v, ref, atol, rtol, mask_kwargs):
         "1/(log2(e) sqrt(D)), i.e. exp2 was used on natural-log scores": right / LOG2_E,
         "log2(e)^2/sqrt(D), i.e. the scale was applied twice": right * LOG2_E ** 2,
         "-1/sqrt(D), a negative scale (the scores' sign is flipped, so the softmax favours the smallest)": -right,
+        "sqrt(D) (the scores divided by the scale, not multiplied)": 1.0 / right,
     }
     for name, scale in candidates.items():
         sim, _ = attention_reference(q, k, v, scale=scale, **mask_kwargs)

@@ -230,6 +230,8 @@ def test_the_stage1_reenactment_is_not_the_right_answer():
 PROBLEM2_MUTANTS = {
     "o_minus_l": ((("    o = acc / l[..., None]\n", "    o = acc - l[..., None]\n"),), "finalize_not_divided"),
     "negative_scale": ((("scale = 1.0 / math.sqrt", "scale = -1 / math.sqrt"),), "wrong_scale"),
+    "scores_divided_by_scale": ((("k_block.transpose(-1, -2)) * scale", "k_block.transpose(-1, -2)) / scale"),),
+                                "wrong_scale"),
 }
 
 
