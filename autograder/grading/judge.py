@@ -34,6 +34,7 @@ from pathlib import Path
 
 from .. import threads
 from .candidate import EXCHANGE, MODULE_FILE
+from .reference_cache import cached_reference
 from .wire import Exchange, WireError
 
 MAX_REPLY_BYTES = 64 << 20
@@ -391,8 +392,10 @@ def judge(spec: dict) -> list[dict]:
     if spec.get("reference_module"):
         reference = CandidateProcess(spec["reference_module"], sandboxed=sandboxed, gpu=gpu, label="reference")
         hosts.append(reference)
-        problems.set_reference_override(spec["assignment"],
-                                        RemoteFunction(reference, spec["kernel_function"]))
+        # Under the interpreter its answers are kept between judges (reference_cache): a class
+        # asks the reference the same questions for every submission.
+        problems.set_reference_override(spec["assignment"], cached_reference(
+            RemoteFunction(reference, spec["kernel_function"]), spec["reference_module"], runtime.interpreter))
     names = {name: RemoteFunction(student, name) for name in module_function_names(spec["module"])}
     verdicts = []
     try:

@@ -162,12 +162,12 @@ def judge_cache_path(spec: dict) -> Path | None:
     where = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     digest.update(f"{os.environ.get('TRITON_INTERPRET')}|{where}|{torch.__version__}|{triton.__version__}|"
                   f"{os.environ.get('COURSE_CASE_TIMEOUT_S')}".encode())
-    digest.update(_grader_digest(Path(package_init).parent).encode())
+    digest.update(grader_digest(Path(package_init).parent).encode())
     return Path(folder) / f"{digest.hexdigest()}.json"
 
 
 @functools.lru_cache(maxsize=1)
-def _grader_digest(package: Path) -> str:
+def grader_digest(package: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):
         digest.update(path.read_bytes())
