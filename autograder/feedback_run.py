@@ -1,8 +1,9 @@
 """The graded notebook's own run is feedback; the judge decides every point (grading/verify.py).
 
 While nbgrader runs a submission (COURSE_FEEDBACK_RUN=1, set by grading/nbgrader_cli.py for that
-run only), what helps only a learner at work stands aside: the self-check, whose cases the graded
-cells below it run again with the same diagnosis, and the chapter's figures. Grading a class then
+run only), what helps only a learner at work stands aside: the self-check, whose cases the judge
+runs with the graded tests (their verdicts are written under the test cells, which run nothing in
+the notebook: grading/feedback_verdicts.py), and the chapter's figures. Grading a class then
 costs a notebook run less per submission. The judge never sees the variable (it drops it), so its
 own calls of a problem's `check` (the performance gate) always run.
 """
@@ -32,6 +33,6 @@ def learner_only(note: str):
     return decorate
 
 
-SELF_CHECK = learner_only("The self-check stands aside while the notebook is graded: the graded cells below "
-                          "run the same cases, with the same diagnosis.")
+SELF_CHECK = learner_only("The self-check stands aside while the notebook is graded: the grader runs the "
+                          "same cases outside the notebook, and its verdicts are under the test cells below.")
 FIGURE = learner_only("(The figure is not drawn while the notebook is graded.)")

@@ -15,6 +15,7 @@ import pytest
 
 from autograder.grading.export import summary
 from autograder.grading.samples import SAMPLES, expected_score
+from autograder.notebook_code import grade_id, read
 from autograder.problems import total_points
 from tests.helpers import DEMO_CLASS
 
@@ -63,6 +64,29 @@ def test_outputs_of_the_pipeline_exist_and_agree(demo):
     assert len(feedback) == sum(a == "problem3" for _, a in rows)
     untouched = (course / "feedback" / "untouched" / "problem3" / "problem3.html").read_text()
     assert "not implemented yet" in untouched
+
+
+@pytest.mark.slow
+def test_the_feedback_shows_the_judges_verdict_under_each_test_cell(demo):
+    """The test cells ran nothing in the notebook (scratch._tests_stand_aside); under each one the
+    feedback shows the judge's verdict that gave its points: a mistake's cause under the cells it lost."""
+    from autograder.grading.feedback_verdicts import HEADER
+    from autograder.grading.scratch import STAND_ASIDE_NOTE
+
+    course, rows, _ = demo
+    mistake = next(s for (s, a) in rows if a == "problem3" and _sample(s, a).expected_cause
+                   and _sample(s, a).expected_cause != "not_implemented")
+    cause = _sample(mistake, "problem3").expected_cause
+    graded = read(course / "autograded" / mistake / "problem3" / "problem3.ipynb")
+    tests = {grade_id(c): "".join(o.get("text", "") for o in c.outputs) for c in graded.cells
+             if c.cell_type == "code" and (grade_id(c) or "").startswith("test_")}
+    assert tests and all(text.startswith(HEADER) for text in tests.values()), tests
+    assert any(f"likely cause ({cause})" in text for text in tests.values()), tests
+    assert all(STAND_ASIDE_NOTE in c.source for c in graded.cells if grade_id(c) == "test_full_blocks")
+    feedback = (course / "feedback" / mistake / "problem3" / "problem3.html").read_text()
+    assert f"likely cause ({cause})" in feedback and "FAILED:" in feedback
+    correct = (course / "feedback" / "correct" / "problem3" / "problem3.html").read_text()
+    assert "All 2 cases passed." in correct and "FAILED:" not in correct
 
 
 @pytest.mark.slow

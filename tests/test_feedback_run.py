@@ -22,7 +22,7 @@ def test_the_self_check_and_figures_stand_aside_in_the_graded_run(monkeypatch, c
     assert problem3.check(_wrong) is None
     assert plot_online_softmax(seq_len=64, block_n=16) is None
     printed = capsys.readouterr().out
-    assert "graded cells below run the same cases" in printed and "figure is not drawn" in printed
+    assert "verdicts are under the test cells below" in printed and "figure is not drawn" in printed
 
 
 def test_only_the_nbgrader_run_is_marked(monkeypatch, tmp_path):

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .. import problems, threads
 from ..notebook_code import read
+from .feedback_verdicts import write_verdicts
 from .nbgrader_cli import StepResult, run_nbgrader
 from .verify import apply_to_gradebook, verify
 
@@ -111,7 +112,10 @@ def autograde_submission(course_root: Path, assignment: str, student: str,
     folder.mkdir(parents=True, exist_ok=True)
     (folder / VERDICTS_FILE).write_text(json.dumps({"violations": outcome.violations,
                                                      "verdicts": outcome.verdicts}, indent=1))
-    return notes + apply_to_gradebook(db, assignment, notebook, student, outcome), problem, True
+    # Under each test cell, which ran nothing in the notebook, the verdict that gave its points.
+    write_verdicts(folder / f"{notebook}.ipynb", outcome.verdicts, outcome.violations, outcome.error)
+    apply_to_gradebook(db, assignment, notebook, student, outcome)
+    return notes, problem, True
 
 
 def _last_error(output: str) -> str:
@@ -238,13 +242,18 @@ def _write_tree(root: Path, files: dict) -> None:
 
 HIDDEN_BEGIN = "### BEGIN HIDDEN TESTS"
 HIDDEN_NOTE = "# (hidden tests: the grader runs them outside this notebook; your score for this cell is theirs)"
+STAND_ASIDE_NOTE = ("# (the grader runs this cell's checks outside this notebook, on your answer cell; their verdict, "
+                    "which gives your score for this cell, is below)")
 
 
-def _hide_hidden_tests(db_path: Path, course_root: Path, assignments) -> None:
-    """nbgrader autograde puts the gradebook's copy of each test cell back into the notebook. In
-    the scratch gradebook that copy is the released cell (hidden part removed) with a note, so the
-    student's kernel never receives a hidden test (the judge runs them, outside), and neither
-    does the feedback. The checksum follows, or nbgrader would refuse the cell."""
+def _tests_stand_aside(db_path: Path, course_root: Path, assignments) -> None:
+    """nbgrader autograde puts the gradebook's copy of each test cell back into the notebook. In the
+    scratch gradebook that copy runs no test: the judge runs every one outside (verify.py), and its
+    verdict is written under the cell afterwards (feedback_verdicts.py). So the student's kernel never
+    receives a test, hidden or not (nor, then, does the feedback), and the notebook's run costs only
+    the student's own cells. A hidden cell keeps its released part with a note; a visible cell keeps
+    its code as comments, for the reader of the feedback. The checksum follows, or nbgrader would
+    refuse the cell."""
     from nbgrader.api import Gradebook
     from nbgrader.utils import compute_checksum
 
@@ -252,13 +261,16 @@ def _hide_hidden_tests(db_path: Path, course_root: Path, assignments) -> None:
         for assignment in assignments:
             release = read(course_root / "notebooks" / assignment / f"{ASSIGNMENTS[assignment]}.ipynb")
             for cell in release.cells:
-                name = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-                if not name:
+                meta = cell.get("metadata", {}).get("nbgrader", {})
+                name = meta.get("grade_id")
+                if cell.cell_type != "code" or not name or not meta.get("grade") or meta.get("solution"):
                     continue
                 source_cell = gb.find_source_cell(name, ASSIGNMENTS[assignment], assignment)
-                if HIDDEN_BEGIN not in (source_cell.source or ""):
-                    continue
-                cell.source = cell.source.rstrip("\n") + "\n" + HIDDEN_NOTE
+                if HIDDEN_BEGIN in (source_cell.source or ""):
+                    cell.source = cell.source.rstrip("\n") + "\n" + HIDDEN_NOTE
+                else:
+                    commented = ("# " + line if line else "#" for line in cell.source.rstrip("\n").splitlines())
+                    cell.source = "\n".join([STAND_ASIDE_NOTE, *commented])
                 source_cell.source = cell.source
                 source_cell.checksum = compute_checksum(cell)
         gb.db.commit()
@@ -277,7 +289,7 @@ def course_template(course_root: Path, assignments) -> tuple[dict, dict]:
         with sqlite3.connect(copy) as db:
             for table in ("grade", "comment", "submitted_notebook", "submitted_assignment", "student"):
                 db.execute(f"DELETE FROM {table}")
-        _hide_hidden_tests(copy, course_root, assignments)
+        _tests_stand_aside(copy, course_root, assignments)
         with sqlite3.connect(copy) as db:
             db.execute("VACUUM")
         common = {"nbgrader_config.py": (course_root / "nbgrader_config.py").read_bytes(),

@@ -43,7 +43,6 @@ class Verification:
     error: str = ""
     log: str = ""                                  # what the judge's checks printed
     grader_error: str = ""                         # the grader could not judge: no grade, say why
-    visible: set = field(default_factory=set)      # tests the notebook ran in full (no hidden part, no timing)
     meanwhile: object = None                       # what verify's `meanwhile` returned
     verdicts: list = field(default_factory=list)   # the judge's verdict per test, as it wrote them
 
@@ -89,8 +88,6 @@ def verify(submission: Path, source_path: Path, release_path: Path, kernel_cells
         return outcome
     assignment = assignment or Path(source_path).parent.name
     spec = judge_spec(answer, assignment, source_path, release_path, kernel_cells, student_cell, sandboxed)
-    outcome.visible = {name for name, code in spec["tests"]
-                       if "### BEGIN HIDDEN TESTS" not in code and "performance_points" not in code}
     cached = judge_cache_path(spec)
     if cached is not None and cached.exists():
         outcome.meanwhile = meanwhile() if meanwhile else None
@@ -184,35 +181,20 @@ def judge_points(grade_name: str, max_score: float, outcome: Verification) -> tu
     return min(max_score, outcome.scores.get(grade_name, max_score)), ""
 
 
-def apply_to_gradebook(db_url: str, assignment: str, notebook: str, student: str, outcome: Verification) -> list[str]:
-    """Make the judge's points the grade: every graded test whose notebook score differs gets
-    the judge's as nbgrader's manual score. Returns notes for the report."""
+def apply_to_gradebook(db_url: str, assignment: str, notebook: str, student: str, outcome: Verification) -> None:
+    """Make the judge's points the grade: every graded test whose notebook score differs gets the
+    judge's as nbgrader's manual score (the notebook ran no test: scratch._tests_stand_aside, so
+    each cell that ran to its end has its full points there)."""
     from nbgrader.api import Gradebook, MissingEntry
 
-    lowered, first = [], ""
     with Gradebook(db_url) as gb:
         try:
             sub = gb.find_submission_notebook(notebook, assignment, student)
         except MissingEntry:
-            return []
+            return
         for grade in sub.grades:
             if not grade.max_score:
                 continue
-            points, why = judge_points(grade.name, grade.max_score, outcome)
-            notebook_points = grade.auto_score or 0
-            if points == notebook_points:
-                grade.manual_score = None
-                continue
-            grade.manual_score = points  # nbgrader's override: export and feedback use it
-            if points < notebook_points and grade.name in outcome.visible:
-                lowered.append(grade.name)
-                first = first or why or f"{grade.name} gave {points:g} of {grade.max_score:g} points"
+            points, _ = judge_points(grade.name, grade.max_score, outcome)
+            grade.manual_score = None if points == (grade.auto_score or 0) else points  # nbgrader's override
         gb.db.commit()
-    # The notebook ran the visible tests only (hidden ones and the timing run in the judge): a
-    # visible test that passed there and not in the judge is worth a note.
-    lowered = [name for name in lowered if name in outcome.visible]
-    notes = []
-    if lowered:
-        notes.append(f"passed in the notebook but not in the judge's clean run, lowered: {', '.join(lowered)} "
-                     f"(first: {first[:160]})")
-    return notes

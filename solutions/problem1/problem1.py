@@ -179,9 +179,9 @@ plt.show()
 #   as an `int`.
 #
 # `torch` and `math` are imported for you. Keep the cell to plain functions (and constants, if you want
-# any): no imports, no other statements. When grading, the tests run once in this notebook and once more
-# in a fresh interpreter that holds only the course's cells and this one; points count only if both
-# agree. Do not call PyTorch's own attention (`scaled_dot_product_attention` and friends): the checks
+# any): no imports, no other statements. When grading, the tests run in a fresh interpreter that holds
+# only the course's cells and this one, not in this notebook: their verdicts are your points, and your
+# feedback shows them under each test cell. Do not call PyTorch's own attention (`scaled_dot_product_attention` and friends): the checks
 # look for it and give no points for it.
 
 # %% nbgrader={"grade": false, "grade_id": "imports", "locked": true, "schema_version": 3, "solution": false, "task": false}

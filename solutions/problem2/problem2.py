@@ -199,8 +199,9 @@ plt.show()
 # where those two cannot be confused.
 #
 # Keep the cell to function definitions (and constants, if you want any): no imports and no other
-# statements. When grading, the tests run once in this notebook and once more in a fresh interpreter
-# that holds only the course's cells and this one; points count only if both agree.
+# statements. When grading, the tests run in a fresh interpreter that holds only the course's cells and
+# this one, not in this notebook: their verdicts are your points, and your feedback shows them under
+# each test cell.
 
 # %% nbgrader={"grade": false, "grade_id": "imports", "locked": true, "schema_version": 3, "solution": false, "task": false}
 import math

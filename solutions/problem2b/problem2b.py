@@ -185,8 +185,9 @@ plt.show()
 # column offsets `cols`, the initial `m_i` and `l_i`, and the launch (the cell after yours).
 # Keep the cell to `@triton.jit` functions (and constants, if you want any): no imports, no other
 # statements. Do not call PyTorch's softmax: the checks look for that and give no points for it.
-# When grading, the tests run once in this notebook and once more in a fresh interpreter that holds
-# only the course's cells and this one; points count only if both agree.
+# When grading, the tests run in a fresh interpreter that holds only the course's cells and this one,
+# not in this notebook: their verdicts are your points, and your feedback shows them under each test
+# cell.
 
 # %% nbgrader={"grade": false, "grade_id": "imports", "locked": true, "schema_version": 3, "solution": false, "task": false}
 import torch

@@ -172,8 +172,9 @@ plt.show()
 #   log-sum-exp of each row.
 #
 # Keep the cell to `@triton.jit` functions (and constants, if you want any): no imports, no other
-# statements. When grading, the tests run once in this notebook and once more in a fresh interpreter
-# that holds only the course's cells and this one; points count only if both agree. Do not call
+# statements. When grading, the tests run in a fresh interpreter that holds only the course's cells and
+# this one, not in this notebook: their verdicts are your points, and your feedback shows them under
+# each test cell. Do not call
 # PyTorch's attention, softmax or matmul anywhere: the checks look for that and give no points for it. On the CPU interpreter everything runs in float16, because bfloat16 `tl.dot` gives
 # wrong results there (a known interpreter bug); on a GPU the checks use both.
 

@@ -179,8 +179,9 @@ plt.show()
 # `launch_schedule(1, 4, 2, 3)` should start with query heads 0, 1 on block 0, then 0, 1 on block 1.
 #
 # Keep the cell to `@triton.jit` functions (and constants, if you want any): no imports, no other
-# statements. When grading, the tests run once in this notebook and once more in a fresh interpreter
-# that holds only the course's cells and this one; points count only if both agree. On the CPU
+# statements. When grading, the tests run in a fresh interpreter that holds only the course's cells and
+# this one, not in this notebook: their verdicts are your points, and your feedback shows them under
+# each test cell. On the CPU
 # interpreter everything runs in float16, because bfloat16 `tl.dot` gives wrong results there (a
 # known interpreter bug); on a GPU the checks use both.
 

@@ -104,8 +104,8 @@ ADVERSARIAL = (
            raw='{"cells": [', expected_note="not a readable notebook"),
     Sample("no_notebook", "an empty submission folder", None, missing=True, expected_note="no notebook submitted"),
     Sample("patched_checks", "the unmasked-tail bug, plus cells that make assert_cases pass and torch.isclose "
-           "always true", 6, edits=((MASK_LINES, ""),), extra_cells=PATCHING_CELLS,
-           expected_note="not in the judge's clean run"),
+           "always true: they run, and change nothing, as the tests run in the judge", 6, edits=((MASK_LINES, ""),),
+           extra_cells=PATCHING_CELLS),
     Sample("patch_in_answer_cell", "the answer cell itself patches the checks at import time", 0, untouched=True,
            answer_suffix=PATCH_CHECKS, expected_note="answer cell rejected"),
 )
