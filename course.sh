@@ -23,6 +23,12 @@ setup() {
   fi
   echo "==> installing the course package with its instructor and test extras"
   "$py" -m pip install -q -e ".[dev]"
+  # jsonschema's optional IRI format checker (rfc3987-syntax, pulled in by jupyter-events) builds a
+  # Lark grammar when jsonschema is imported: 2.5 s in every nbgrader command, judge and notebook
+  # process. Nothing in the course validates IRIs, and jsonschema works without it.
+  if "$py" -m pip show -q rfc3987-syntax >/dev/null 2>&1; then
+    "$py" -m pip uninstall -q -y rfc3987-syntax
+  fi
   "$py" -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ipykernel)" >/dev/null
 }
 

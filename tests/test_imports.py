@@ -271,3 +271,13 @@ def test_each_module_imports_on_its_own(imported_alone, name):
     assert report["error"] is None, f"import {name} alone fails:\n{report['error']}"
     extra = set(report["lazy"]) - NEEDS_AT_IMPORT.get(name, set())
     assert not extra, f"importing {name} imports {sorted(extra)}: import it inside the function that needs it"
+
+
+def test_reading_a_notebook_does_not_build_jsonschemas_iri_grammar():
+    """course.sh removes jsonschema's optional IRI checker (rfc3987-syntax): it builds a Lark
+    grammar whenever jsonschema is imported, 2.5 s in every nbgrader command, judge and notebook
+    process, which made grading a submission about twice as slow."""
+    code = "import sys, nbformat; print('rfc3987_syntax' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "False", ("importing nbformat loads rfc3987_syntax: run `bash course.sh test` (its setup "
+                               "removes it) or `pip uninstall rfc3987-syntax`")
