@@ -13,6 +13,12 @@ When host ms is close to step ms, the GPU waits for the CPU: the step is launch-
 kernels cannot help. For the reference, the host time is split further: the input checks, the
 forward and backward wrappers without autograd, and a bare launch of the smallest kernel.
 OUTDIR/profile_step.json keeps every number.
+
+    python scripts/profile_step.py OUTDIR --loop 3000 [--shape ...]
+
+runs only 3000 steps of the reference, without timing anything, for a sampling profiler outside:
+`py-spy record --native -f raw -o steps.raw -- python scripts/profile_step.py OUTDIR --loop 3000`
+shows which host functions the enqueue time goes to.
 """
 from __future__ import annotations
 
@@ -115,12 +121,20 @@ def main() -> None:
     parser.add_argument("--shape", type=int, nargs=4, default=[16, 12, 1024, 64], metavar=("B", "H", "L", "D"))
     parser.add_argument("--dtype", default="bfloat16", choices=["float16", "bfloat16"])
     parser.add_argument("--causal", default="yes", choices=["yes", "no"])
+    parser.add_argument("--loop", type=int, default=0, metavar="STEPS",
+                        help="only run this many reference steps (for a sampling profiler)")
     args = parser.parse_args()
     dtype, shape, causal = getattr(torch, args.dtype), tuple(args.shape), args.causal == "yes"
     module = reference_module("problem7", REPO)
     torch.manual_seed(0)
     q, k, v = (torch.randn(shape, device="cuda", dtype=dtype, requires_grad=True) for _ in range(3))
     do = torch.randn(shape, device="cuda", dtype=dtype)
+    if args.loop:
+        for _ in range(args.loop):
+            o = module.flash_attention(q, k, v, causal)
+            torch.autograd.grad(o, (q, k, v), do)
+        torch.cuda.synchronize()
+        return
     impls = {"problem 7 reference": lambda q_, k_, v_: module.flash_attention(q_, k_, v_, causal),
              "SDPA FLASH_ATTENTION": sdpa_flash(causal)}
     print(f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, triton {__import__('triton').__version__}, "

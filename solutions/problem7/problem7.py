@@ -527,10 +527,14 @@ _FLOAT32_D128_CONFIG = (64, 32, 4, 2, 32, 64, 64, 32, 4, 2)  # float32 tiles tak
 _INTERPRETER_CONFIG = (32, 32, 4, 1, 16, 32, 32, 16, 4, 1)   # small tiles: several blocks at the CPU's small L
 
 
+# Triton chose the interpreter or the GPU when this module's kernels were defined (the setup cell).
+_INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def launch_config(q, causal=False):
     """The tiles for this input: (BLOCK_M, BLOCK_N, forward num_warps, forward num_stages, BLOCK_M1,
     BLOCK_N1, BLOCK_M2, BLOCK_N2, backward num_warps, backward num_stages)."""
-    if q.device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+    if _INTERPRETING or q.device.type != "cuda":
         return _INTERPRETER_CONFIG
     if q.dtype == torch.float32 and q.shape[-1] == 128:
         return _FLOAT32_D128_CONFIG
@@ -543,12 +547,33 @@ def _check(q, k, v):
         raise ValueError(f"this kernel needs as many keys as queries, got Lq={q.shape[2]}, Lk={k.shape[2]}")
 
 
+def _check_do(q, do):
+    if do.shape != q.shape or do.dtype != q.dtype or do.device != q.device:
+        raise ValueError(f"do must be like q: shape {tuple(q.shape)}, {q.dtype}; got {tuple(do.shape)}, {do.dtype}")
+
+
 def attention_forward(q, k, v, causal=False, config=None):
     """(o, lse) of softmax(q k^T / sqrt(D)) v, causal or not; lse float32 (B, H, L) in natural log.
     `config`: the tiles (launch_config's tuple), for tuning; None: launch_config(q, causal)."""
     _check(q, k, v)
+    return _launch_forward(q, k, v, causal, config or launch_config(q, causal))
+
+
+def attention_backward(q, k, v, o, lse, do, causal=False, config=None):
+    """(dq, dk, dv) from the forward's o and natural-log lse and the upstream gradient do.
+    `config`: the tiles (launch_config's tuple), for tuning; None: launch_config(q, causal)."""
+    _check(q, k, v)
+    _check_do(q, do)
+    return _launch_backward(q, k, v, o, lse.contiguous(), do, causal, config or launch_config(q, causal))
+
+
+# The launches alone. A training step at a short length is launch-bound: the GPU finishes each kernel
+# before Python has enqueued the next (docs/results/h200/problem7, "profile_step"), so the autograd
+# function below checks its inputs and picks its tiles once, in the forward, and its backward only
+# launches.
+def _launch_forward(q, k, v, causal, config):
     batch, n_heads, seq_len, head_dim = q.shape
-    block_m, block_n, num_warps, num_stages, *_ = config or launch_config(q, causal)
+    block_m, block_n, num_warps, num_stages, *_ = config
     o = torch.empty_like(q)
     lse = torch.empty((batch, n_heads, seq_len), device=q.device, dtype=torch.float32)
     grid = (triton.cdiv(seq_len, block_m), batch * n_heads)
@@ -559,18 +584,12 @@ def attention_forward(q, k, v, causal=False, config=None):
     return o, lse
 
 
-def attention_backward(q, k, v, o, lse, do, causal=False, config=None):
-    """(dq, dk, dv) from the forward's o and natural-log lse and the upstream gradient do.
-    `config`: the tiles (launch_config's tuple), for tuning; None: launch_config(q, causal)."""
-    _check(q, k, v)
-    if do.shape != q.shape or do.dtype != q.dtype or do.device != q.device:
-        raise ValueError(f"do must be like q: shape {tuple(q.shape)}, {q.dtype}; got {tuple(do.shape)}, {do.dtype}")
+def _launch_backward(q, k, v, o, lse, do, causal, config):
     batch, n_heads, seq_len, head_dim = q.shape
-    *_, block_m1, block_n1, block_m2, block_n2, num_warps, num_stages = config or launch_config(q, causal)
+    *_, block_m1, block_n1, block_m2, block_n2, num_warps, num_stages = config
     sm_scale = 1.0 / math.sqrt(head_dim)
     delta = torch.empty((batch, n_heads, seq_len), device=q.device, dtype=torch.float32)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    lse = lse.contiguous()
     _preprocess_kernel[(triton.cdiv(seq_len, block_m2), batch * n_heads)](
         o, do, delta, *o.stride(), *do.stride(), n_heads, seq_len, HEAD_DIM=head_dim, BLOCK_M=block_m2)
     grid1 = (triton.cdiv(seq_len, block_n1), batch * n_heads)
@@ -595,15 +614,18 @@ class FlashAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, causal):
-        o, lse = attention_forward(q, k, v, causal)
+        _check(q, k, v)
+        ctx.config = launch_config(q, causal)
+        o, lse = _launch_forward(q, k, v, causal, ctx.config)
         ctx.save_for_backward(q, k, v, o, lse)   # O(L) memory: no L x L matrix is kept
         ctx.causal = causal
         return o
 
     @staticmethod
     def backward(ctx, do):
-        q, k, v, o, lse = ctx.saved_tensors
-        dq, dk, dv = attention_backward(q, k, v, o, lse, do, ctx.causal)
+        q, k, v, o, lse = ctx.saved_tensors      # checked by the forward
+        _check_do(q, do)
+        dq, dk, dv = _launch_backward(q, k, v, o, lse, do, ctx.causal, ctx.config)
         return dq, dk, dv, None
 
 
