@@ -8,7 +8,10 @@ For each implementation, one step is `o = attention(q, k, v); torch.autograd.gra
 - kernels ms: the sum of the GPU kernels' durations in one step (torch.profiler, 20 steps), each
   kernel listed with its mean duration;
 - host ms: the CPU time to enqueue one step while the GPU is idle (median of 50), split into the
-  forward call and the backward call.
+  forward call and the backward call;
+- graphed ms: the do_bench median of the same step captured once in a CUDA graph and replayed, as
+  a training loop under `torch.compile(mode="reduce-overhead")` or `torch.cuda.make_graphed_callables`
+  runs it: no Python between the kernels, so this is the step's time when the GPU is the limit.
 When host ms is close to step ms, the GPU waits for the CPU: the step is launch-bound, and faster
 kernels cannot help. For the reference, the host time is split further: the input checks, the
 forward and backward wrappers without autograd, and a bare launch of the smallest kernel.
@@ -97,6 +100,22 @@ def reference_host_parts(module, q, k, v, do, causal) -> dict:
             "torch.empty_like x 4": host_ms(lambda: [torch.empty_like(qd) for _ in range(4)])}
 
 
+def graphed_step_ms(attention, q, k, v, do) -> float:
+    """do_bench median (ms) of one step captured in a CUDA graph and replayed."""
+    from triton.testing import do_bench
+
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm up (compile, allocate) outside the capture
+        for _ in range(3):
+            torch.autograd.grad(attention(q, k, v), (q, k, v), do)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        torch.autograd.grad(attention(q, k, v), (q, k, v), do)
+    return do_bench(graph.replay, warmup=100, rep=500, return_mode="median")
+
+
 def kernel_times(attention, q, k, v, do, steps=20) -> dict:
     """The GPU kernels of one step: {name: mean ms per step}, from torch.profiler over `steps` steps."""
     from torch.profiler import ProfilerActivity, profile
@@ -148,11 +167,13 @@ def main() -> None:
         step_ms = do_bench(step, warmup=100, rep=500, return_mode="median")
         host = host_times(attention, q, k, v, do)
         kernels = kernel_times(attention, q, k, v, do)
-        row = {"impl": name, "step_ms": step_ms, "kernels_ms": sum(kernels.values()), **host, "kernels": kernels}
+        graphed = graphed_step_ms(attention, q, k, v, do)
+        row = {"impl": name, "step_ms": step_ms, "graphed_ms": graphed, "kernels_ms": sum(kernels.values()), **host,
+               "kernels": kernels}
         rows.append(row)
         print(f"\n{name}: step {step_ms:.3f} ms (do_bench median); GPU kernels {row['kernels_ms']:.3f} ms; "
               f"host {host['host_ms']:.3f} ms to enqueue (forward {host['host_forward_ms']:.3f}, "
-              f"backward {host['host_backward_ms']:.3f})")
+              f"backward {host['host_backward_ms']:.3f}); in a CUDA graph {graphed:.3f} ms")
         for kernel, ms in sorted(kernels.items(), key=lambda kv: -kv[1]):
             print(f"  {ms:8.4f} ms  {kernel[:100]}")
         if name == "problem 7 reference":
