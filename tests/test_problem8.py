@@ -125,6 +125,21 @@ def test_each_sample_mistake_is_named(runtime, source_nb, sample):
             result.summary
 
 
+def test_a_window_one_query_short_loses_the_hidden_visits_point(runtime, source_nb, capsys):
+    """The H200 mutation run's survivor: `window_hi` one query short skips the query block that only
+    the last query of a key block's window starts, which happens when W - 2 is a multiple of the
+    query tile (W = 2 with any tile). Its gradients differ only in one key's row per block, at shapes
+    the other cells do not reach; the hidden visit count with W = 2 catches it."""
+    edit = ("window_hi = tl.minimum(k_end - 1 + window_size, seq_len)",
+            "window_hi = tl.minimum(k_end - 2 + window_size, seq_len)")
+    module = kernel_module(problem8, source_nb, (edit,), name="window_one_short")
+    code = dict(graded_cells(SOURCE, performance=False))["test_hidden_visits"]
+    passed, verdicts, out = run_printing_check(lambda: run_graded_cell(module, "test_hidden_visits", code), capsys)
+    wrong = [v for v in verdicts if not v.passed]
+    assert not passed and [v.case for v in wrong] == [Case(1, 1, 96, 16, window=2, sink=0)], out
+    assert [f.code for f in wrong[0].findings] == ["too_few_visits"], out
+
+
 def test_untouched_cell_says_not_implemented(repo_root, runtime, source_nb):
     stub = cell_by_id(read(repo_root / RELEASED), problem8.SPEC.student_cell).source
     assert stub.count("raise NotImplementedError()") == 7

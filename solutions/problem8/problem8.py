@@ -881,6 +881,7 @@ from autograder.problems.problem8 import check_visits
 ### BEGIN HIDDEN TESTS
 check_visits(flash_attention_grads, [
     Case(1, 1, 96, 16, window=1, sink=0),
+    Case(1, 1, 96, 16, window=2, sink=0),   # the last query of a block's window starts the next query block
     Case(1, 1, 97, 16, window=33, sink=32),
     Case(1, 1, 70, 16, window=200, sink=0),
     Case(1, 1, 100, 16, window=4, sink=300),
