@@ -27,9 +27,11 @@ def pytest_report_header(config):
 # test file runs on one worker, so a module's fixtures are built once; the longest files are handed
 # out first, so that none of them starts last. The Ray class comes after the robustness tests: it
 # compares itself with the demo class (demo_class, built once per run by whichever worker needs it
-# first), which is then done.
+# first), which is then done. The edition tests come after two other files for the same reason:
+# they need the recorded outputs (recorded_outputs), which the self-study tests on the other worker
+# start recording, and waiting for them left one core idle for over a minute.
 LONGEST_FIRST = ("test_class_grading.py", "test_robust_grading.py", "test_ray_grading.py", "test_adversarial.py",
-                 "test_selfstudy.py", "test_edition.py", "test_instructor_course.py", "test_problem3.py",
+                 "test_selfstudy.py", "test_instructor_course.py", "test_problem3.py", "test_edition.py",
                  "test_verdict.py", "test_problem2.py", "test_problem7.py", "test_problem8.py", "test_notebooks.py",
                  "test_sandbox.py")
 
