@@ -167,6 +167,34 @@ def test_each_reenacted_mistake_changes_the_gradients_and_is_named(reference, co
     assert [f.code for f in found] == [code], found
 
 
+@pytest.mark.parametrize("delta", ["tl.sum(o.to(tl.float32) / do.to(tl.float32), axis=1)",
+                                   "tl.sum(o.to(tl.float32) * do.to(tl.float32) * o.to(tl.float32), axis=1)",
+                                   "tl.sum(do.to(tl.float32) * do.to(tl.float32), axis=1)"],
+                         ids=["o_over_do", "o_squared_do", "do_squared"])
+def test_any_wrong_delta_is_named_from_the_gradients(runtime, source_nb, delta):
+    """A Delta that none of the re-enactments computes (the H200 mutation run's `o / do`, a product
+    with O twice, dO with itself) is still named: dV is right and dQ, dK fit one wrong number per row."""
+    edit = ("delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), axis=1)", f"delta = {delta}")
+    fn = variant(source_nb, (edit,), name="wrong_delta").flash_attention_grads
+    result = run_grad_case(fn, Case(1, 2, 80, 16, "float32", seed=2, causal=True), runtime,
+                           diagnoses=problem7.backward_diagnoses(fn))
+    assert not result.passed and codes(result) == ["delta_wrong"], "\n".join(result.lines())
+    assert "Delta_i = sum_d O_id dO_id" in result.reason
+
+
+def test_a_wrong_dk_alone_is_not_called_a_wrong_delta(reference, runtime):
+    """dK off by a pattern no single per-row Delta makes (here: dK of the reference with one key's
+    row negated) keeps the generic verdict: the fit of Delta must explain dQ and dK together."""
+    def one_row_negated(q, k, v, do, causal=False):
+        dq, dk, dv = reference.flash_attention_grads(q, k, v, do, causal=causal)
+        dk = dk.clone()
+        dk[:, :, 3] = -dk[:, :, 3]
+        return dq, dk, dv
+    result = run_grad_case(one_row_negated, Case(1, 1, 40, 16, seed=8, causal=True), runtime,
+                           diagnoses=problem7.backward_diagnoses(reference.flash_attention_grads))
+    assert not result.passed and "delta_wrong" not in codes(result), result.reason
+
+
 def test_a_gradient_off_by_another_factor_gets_the_generic_cause(reference, runtime):
     def doubled_dv(q, k, v, do, causal=False):
         dq, dk, dv = reference.flash_attention_grads(q, k, v, do, causal=causal)

@@ -140,6 +140,17 @@ def test_a_window_one_query_short_loses_the_hidden_visits_point(runtime, source_
     assert [f.code for f in wrong[0].findings] == ["too_few_visits"], out
 
 
+def test_any_wrong_delta_is_named_from_the_gradients(runtime, source_nb):
+    """The H200 mutation run's `o / do` Delta, which no re-enactment computes, is named from the
+    gradients: dV right, dQ and dK (summed over the group) fit one wrong number per query row."""
+    edit = ("delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), axis=1)",
+            "delta = tl.sum(o.to(tl.float32) / do.to(tl.float32), axis=1)")
+    fn = kernel_module(problem8, source_nb, (edit,), name="wrong_delta").flash_attention_grads
+    case = Case(1, 4, 80, 16, H_kv=2, window=8, sink=20, seed=5)
+    result = run_grad_case(fn, case, runtime, diagnoses=problem8.backward_diagnoses(fn))
+    assert not result.passed and codes(result) == ["delta_wrong"], "\n".join(result.lines())
+
+
 def test_untouched_cell_says_not_implemented(repo_root, runtime, source_nb):
     stub = cell_by_id(read(repo_root / RELEASED), problem8.SPEC.student_cell).source
     assert stub.count("raise NotImplementedError()") == 7

@@ -25,6 +25,7 @@ from ..inputs import Case, make_grad, make_qkv
 from ..performance import TimingPlan
 from ..references import attention_mask, attention_reference
 from . import reference_function
+from .delta_faults import wrong_delta
 from .spec import ProblemSpec
 
 # The hint ladder (autograder.hints.hint("problem7")): two nudges, then the idea, never the code.
@@ -245,7 +246,11 @@ def backward_diagnoses(fn):
                     where = f" (the gradients match that mistake, with {tiles[0]}-key dK/dV tiles)" if needs_tiles \
                         else ""
                     return [Finding(code, message + where)]
-        return []
+        p = torch.exp(parts["s"] - parts["lse"][..., None])
+        mask = attention_mask(n, case.causal, device=p.device)
+        if mask is not None:
+            p = p.masked_fill(~mask, 0.0)
+        return wrong_delta(got, ref, p, parts["q"], parts["k"], 1.0 / math.sqrt(d), 1, tol)
 
     return [diagnose]
 

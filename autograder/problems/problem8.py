@@ -38,6 +38,7 @@ from ..performance import TimingPlan
 from ..recorded import NotRecorded
 from ..references import attention_mask, attention_reference, repeat_kv
 from . import problem6, reference_function
+from .delta_faults import wrong_delta
 from .spec import ProblemSpec
 
 # The hint ladder (autograder.hints.hint("problem8")): two nudges, then the idea, never the code.
@@ -349,7 +350,8 @@ def backward_diagnoses(fn):
                 sim = dict(zip(("dq", "dk", "dv"), grads, strict=True))
                 if all(explains(got[name], sim[name], ref[name], tol.atol, tol.rtol) for name in sim):
                     return [Finding(code, message)]
-        return []
+        p = torch.exp(parts["s"] - parts["lse"][..., None]).masked_fill(~attention_mask(n, True, window, sink), 0.0)
+        return wrong_delta(got, ref, p, parts["q"], parts["k"], 1.0 / math.sqrt(d), parts["group"], tol)
 
     return [diagnose]
 
