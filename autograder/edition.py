@@ -55,6 +55,7 @@ SHIPPED = (
     "autograder/problems/__init__.py",
     "autograder/problems/spec.py",
     "autograder/problems/problem3.py",
+    "autograder/problems/delta_faults.py",  # a wrong Delta, read from the gradients: the chapter's formulas
 )
 
 # Files of the package that are not modules, shipped as they are (pyproject's package-data).

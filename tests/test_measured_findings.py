@@ -268,7 +268,7 @@ PROBLEM7_MUTANTS = {
                     ("ds_t = p_t * (dp_t - delta[None, :])", "ds_t = p_t - (dp_t - delta[None, :])")),
                    "grad_ds_wrong"),
     "delta_plus": ((("o.to(tl.float32) * do.to(tl.float32)", "o.to(tl.float32) + do.to(tl.float32)"),),
-                   "grad_ds_wrong"),
+                   "delta_wrong"),
     "dk_minus_scale": ((("(ds_t * sm_scale)", "(ds_t - sm_scale)"),), "grad_dk_step"),
     "dq_minus_scale": ((("dq = tl.dot((ds * sm_scale)", "dq = tl.dot((ds - sm_scale)"),), "grad_dq_step"),
     "score_grad_swapped_in_dq": (((

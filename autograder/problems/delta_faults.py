@@ -40,7 +40,7 @@ def wrong_delta(got: dict, ref: dict, p, q, k, scale: float, group: int, tol) ->
         return []
     fitted_dq = ref_dq + e[..., None] * per_unit
     b, hq, n, d = q.shape
-    dk_shift = -scale * ((p * e[..., None]).transpose(-1, -2) @ q)
+    dk_shift = -scale * torch.einsum("bhik,bhi,bhid->bhkd", p, e, q)   # -scale P^T diag(e) Q
     fitted_dk = ref_dk + dk_shift.reshape(b, hq // group, group, n, d).sum(2)
     if (explains(dq, fitted_dq, ref_dq, tol.atol, tol.rtol) and explains(dk, fitted_dk, ref_dk, tol.atol, tol.rtol)
             and not explains(dq, ref_dq, ref_dq, tol.atol, tol.rtol)):
