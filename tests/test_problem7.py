@@ -182,6 +182,15 @@ def test_any_wrong_delta_is_named_from_the_gradients(runtime, source_nb, delta):
     assert "Delta_i = sum_d O_id dO_id" in result.reason
 
 
+def test_delta_added_instead_of_subtracted_is_named(runtime, source_nb):
+    """dS = P * (dP + Delta), in score_grad and in the transposed line: a Delta of the opposite sign."""
+    edits = (("ds = p * (dp - delta[:, None])", "ds = p * (dp + delta[:, None])"),
+             ("ds_t = p_t * (dp_t - delta[None, :])", "ds_t = p_t * (dp_t + delta[None, :])"))
+    fn = variant(source_nb, edits, name="delta_sign").flash_attention_grads
+    result = run_grad_case(fn, CAUSAL_CASE, runtime, diagnoses=problem7.backward_diagnoses(fn))
+    assert not result.passed and codes(result) == ["delta_sign"], "\n".join(result.lines())
+
+
 def test_a_wrong_dk_alone_is_not_called_a_wrong_delta(reference, runtime):
     """dK off by a pattern no single per-row Delta makes (here: dK of the reference with one key's
     row negated) keeps the generic verdict: the fit of Delta must explain dQ and dK together."""

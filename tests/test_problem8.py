@@ -151,6 +151,13 @@ def test_any_wrong_delta_is_named_from_the_gradients(runtime, source_nb):
     assert not result.passed and codes(result) == ["delta_wrong"], "\n".join(result.lines())
 
 
+def test_delta_added_instead_of_subtracted_is_named(runtime, source_nb):
+    edit = ("ds = p * (dp - delta[:, None])", "ds = p * (dp + delta[:, None])")
+    fn = kernel_module(problem8, source_nb, (edit,), name="delta_sign").flash_attention_grads
+    result = run_grad_case(fn, MISTAKE_CASE, runtime, diagnoses=problem8.backward_diagnoses(fn))
+    assert not result.passed and codes(result) == ["delta_sign"], "\n".join(result.lines())
+
+
 def test_untouched_cell_says_not_implemented(repo_root, runtime, source_nb):
     stub = cell_by_id(read(repo_root / RELEASED), problem8.SPEC.student_cell).source
     assert stub.count("raise NotImplementedError()") == 7

@@ -18,18 +18,23 @@ import torch
 from ..diagnose import Finding, explains
 
 CODE = "delta_wrong"
+SIGN_CODE = "delta_sign"
+SIGN_MESSAGE = ("dS = P * (dP + Delta): Delta is added where it is subtracted (dV is right, and dQ and dK fit a "
+                "Delta of the opposite sign in every row). The softmax's Jacobian gives dS = P * (dP - Delta), "
+                "with Delta_i = sum_d O_id dO_id")
 MESSAGE = ("Delta is wrong: dV is right, and dQ and dK are off exactly as a Delta that is wrong by one number "
            "per query row makes them (the gradients fit a Delta off by up to {worst:.3g}). Delta_i = "
            "sum_d O_id dO_id, the product of O and dO summed over the whole head dimension of row i, is computed "
            "once by the preprocess; dS = P * (dP - Delta)")
 
 
-def wrong_delta(got: dict, ref: dict, p, q, k, scale: float, group: int, tol) -> list[Finding]:
+def wrong_delta(got: dict, ref: dict, p, q, k, scale: float, group: int, tol, delta=None) -> list[Finding]:
     """[Finding(CODE, ...)] when one wrong Delta per query row explains the student's gradients, else [].
 
     got, ref: {"dq", "dk", "dv"}, dK and dV per K/V head. p: the right P, masked, (B, Hq, L, L); q and k:
     (B, Hq, L, D), K repeated for each query head; all float64. group: query heads per K/V head.
-    tol: the dtype's gradient tolerances (atol, rtol)."""
+    tol: the dtype's gradient tolerances (atol, rtol). delta: the right Delta, (B, Hq, L), to tell a Delta of
+    the opposite sign (SIGN_CODE) from any other wrong one."""
     dq, dk, dv = (got[name].detach().to(p.device, torch.float64) for name in ("dq", "dk", "dv"))
     ref_dq, ref_dk, ref_dv = (ref[name].detach().to(p.device, torch.float64) for name in ("dq", "dk", "dv"))
     if not explains(dv, ref_dv, ref_dv, tol.atol, tol.rtol):
@@ -44,5 +49,9 @@ def wrong_delta(got: dict, ref: dict, p, q, k, scale: float, group: int, tol) ->
     fitted_dk = ref_dk + dk_shift.reshape(b, hq // group, group, n, d).sum(2)
     if (explains(dq, fitted_dq, ref_dq, tol.atol, tol.rtol) and explains(dk, fitted_dk, ref_dk, tol.atol, tol.rtol)
             and not explains(dq, ref_dq, ref_dq, tol.atol, tol.rtol)):
+        if delta is not None:
+            flipped = -2.0 * delta.to(e.device, torch.float64)   # e = Delta' - Delta with Delta' = -Delta
+            if float((e - flipped).abs().max()) <= 0.02 * float(flipped.abs().max()) + tol.atol:
+                return [Finding(SIGN_CODE, SIGN_MESSAGE)]
         return [Finding(CODE, MESSAGE.format(worst=float(e.abs().max())))]
     return []

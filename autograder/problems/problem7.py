@@ -250,7 +250,8 @@ def backward_diagnoses(fn):
         mask = attention_mask(n, case.causal, device=p.device)
         if mask is not None:
             p = p.masked_fill(~mask, 0.0)
-        return wrong_delta(got, ref, p, parts["q"], parts["k"], 1.0 / math.sqrt(d), 1, tol)
+        return wrong_delta(got, ref, p, parts["q"], parts["k"], 1.0 / math.sqrt(d), 1, tol,
+                           delta=parts["row_delta"][..., 0])
 
     return [diagnose]
 

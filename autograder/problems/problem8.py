@@ -351,7 +351,8 @@ def backward_diagnoses(fn):
                 if all(explains(got[name], sim[name], ref[name], tol.atol, tol.rtol) for name in sim):
                     return [Finding(code, message)]
         p = torch.exp(parts["s"] - parts["lse"][..., None]).masked_fill(~attention_mask(n, True, window, sink), 0.0)
-        return wrong_delta(got, ref, p, parts["q"], parts["k"], 1.0 / math.sqrt(d), parts["group"], tol)
+        return wrong_delta(got, ref, p, parts["q"], parts["k"], 1.0 / math.sqrt(d), parts["group"], tol,
+                           delta=parts["row_delta"][..., 0])
 
     return [diagnose]
 
