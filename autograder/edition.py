@@ -38,6 +38,7 @@ SHIPPED = (
     "autograder/counted_cost.py",    # what performance.py counts under the interpreter (with a reference kernel)
     "autograder/device.py",
     "autograder/diagnose.py",
+    "autograder/dispatch_mode.py",   # the op recorder and memory tracker, without importing torch._dynamo
     "autograder/feedback_run.py",    # the self-check and figures stand aside while a notebook is graded
     "autograder/hints.py",
     "autograder/inputs.py",

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
+
+from .dispatch_mode import WatchingMode
 
 # aten ops that compute attention (or its pieces) outside a Triton kernel.
 FORBIDDEN_OPS = re.compile(
@@ -39,7 +40,7 @@ def _tensors_in(values):
             yield from (t for t in a if isinstance(t, torch.Tensor))
 
 
-class _OpRecorder(TorchDispatchMode):
+class _OpRecorder(WatchingMode):
     """Records each aten op's name, the largest tensor any op produced, and every op that
     made a copy of a watched input bigger than the input itself (K/V repeated for GQA)."""
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import weakref
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+
+from .dispatch_mode import WatchingMode
 
 
 def _storage_key(t: torch.Tensor):
@@ -25,7 +26,7 @@ def _storage_key(t: torch.Tensor):
     return storage.data_ptr(), storage.nbytes()
 
 
-class PeakTensorMemory(TorchDispatchMode):
+class PeakTensorMemory(WatchingMode):
     """Live and peak bytes of the tensor storage allocated inside the `with` block.
 
     Storage that existed before (the inputs) is not counted, nor are views and in-place results

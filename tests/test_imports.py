@@ -281,3 +281,19 @@ def test_reading_a_notebook_does_not_build_jsonschemas_iri_grammar():
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "False", ("importing nbformat loads rfc3987_syntax: run `bash course.sh test` (its setup "
                                "removes it) or `pip uninstall rfc3987-syntax`")
+
+
+def test_watching_a_call_does_not_import_torch_dynamo():
+    """The op recorder and the memory tracker opt out of PyTorch's Dynamo wrapper
+    (dispatch_mode.py), whose first call imports torch._dynamo: 2.3 s in each judge and notebook
+    kernel, once per graded submission. The student's call still runs under both."""
+    code = ("import sys, torch\n"
+            "from autograder.integrity import watch_call\n"
+            "from autograder.memory import PeakTensorMemory\n"
+            "q = torch.randn(1, 2, 64, 16)\n"
+            "with watch_call((q,)) as w, PeakTensorMemory() as m:\n"
+            "    (q @ q.transpose(-1, -2)).softmax(-1)\n"
+            "print(sorted(w.ops & {'softmax', '_softmax'}), m.peak_bytes > 0, 'torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[0].endswith("True False"), out  # recorded, measured, and no Dynamo
+    assert "softmax" in out[0], out
