@@ -182,6 +182,17 @@ def test_visit_check_needs_the_launch_config(reference, runtime):
     assert [f.code for f in result.findings] == ["no_launch_config"]
 
 
+def test_a_mask_with_its_two_values_swapped_is_named_inverted(source_nb, capsys):
+    """tl.where(allowed, -inf, s) keeps, in the diagonal block, only the keys after the query: a
+    mutant the H200's mutation run killed without a cause (docs/results/mutation/h200-now)."""
+    mask = 's = tl.where(key_idx[None, :] <= query_idx[:, None], s, float("-inf"))'
+    swapped = 's = tl.where(key_idx[None, :] <= query_idx[:, None], float("-inf"), s)'
+    fn = variant(source_nb, ((mask, swapped),), name="mask_inverted").flash_attention_causal
+    ok, found, out = run_check(lambda: problem4.assert_cases(fn, VALUE_CASES, diagnoses=problem4.causal_diagnoses(fn)),
+                               capsys)
+    assert not ok and causes(found) == {"mask_inverted"}, out
+
+
 # ---- the float64 re-enactment is the kernel's own arithmetic ----
 
 REENACTED = [
@@ -212,6 +223,7 @@ def test_reenactment_of_the_right_kernel_is_the_reference():
 @pytest.mark.parametrize("ranges,mask,code", [
     ("correct", "one_ahead", "diagonal_offset"),
     ("correct", "reversed", "mask_reversed"),
+    ("correct", "inverted", "mask_inverted"),
     ("block_behind", "causal", "query_block_offset"),
     ("block_ahead", "causal", "query_block_offset"),
     ("block_n_units", "causal", "block_units"),

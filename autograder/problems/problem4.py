@@ -96,7 +96,7 @@ def _ranges_correct(m, bm, bn, n):
 # visit_weights (whose code the student edition does not ship: next to the mistakes stands the answer).
 RANGE_VARIANTS = ("correct", "all_keys", "diagonal_twice", "block_behind", "block_ahead", "block_n_units",
                   "stage1_from_key_1")
-MASK_VARIANTS = ("causal", "strict", "one_ahead", "none", "reversed")
+MASK_VARIANTS = ("causal", "strict", "one_ahead", "none", "reversed", "inverted")
 
 RANGE_FINDINGS = {
     "all_keys": ("blocks_not_skipped", "every key block goes through stage 2, including the blocks above the "
@@ -126,6 +126,8 @@ MASK_FINDINGS = {
              "keys after it (and, in the last block, zero-padded keys past the end)"),
     "reversed": ("mask_reversed", "the diagonal mask is reversed: it keeps the keys after the query "
                  "and hides the ones before it"),
+    "inverted": ("mask_inverted", "the diagonal mask is inverted (tl.where's two values swapped): it hides "
+                 "the keys a query may see in its own block and keeps the ones after it"),
 }
 
 
@@ -148,6 +150,7 @@ def visit_weights(seq_len, block_m, block_n, ranges="correct", mask="causal"):
         "one_ahead": lambda i, j: j <= i + 1,
         "none": lambda i, j: torch.ones_like(j <= i),
         "reversed": lambda i, j: j >= i,
+        "inverted": lambda i, j: j > i,
     }[mask]
     n_q = -(-seq_len // block_m)
     width = (n_q + 2) * block_m
