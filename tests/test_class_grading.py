@@ -14,6 +14,7 @@ import json
 import pytest
 
 from autograder.grading.export import summary
+from autograder.grading.report import causes_from_judge
 from autograder.grading.samples import SAMPLES, expected_score
 from autograder.notebook_code import grade_id, read
 from autograder.problems import total_points
@@ -103,3 +104,31 @@ def test_hidden_tests_ran_in_the_judge_and_never_in_the_students_kernel(demo):
     judged = {v["test"]: v["passed"] for v in verdicts["verdicts"]}
     assert judged["test_hidden_lengths"] is True and all(judged.values())
     assert "Benchmark skipped while grading" in graded
+
+
+@pytest.mark.parametrize("student", ["correct", "unmasked_tail"])
+def test_the_judge_records_findings_and_cases_as_data(demo, student):
+    """The judge's verdicts beside the graded notebook: one per graded test of the source, each with
+    its cases and the findings' codes, and the causes the grade report reads from them. The demo
+    class is graded with COURSE_FEEDBACK_RUN=1 in the driver's environment (conftest.demo_class):
+    the judge runs its own checks all the same, so a wrong kernel fails the performance gate."""
+    course, _, _ = demo
+    path = course / "autograded" / student / "problem3" / "judge-verdicts.json"
+    saved = json.loads(path.read_text())
+    assert saved["violations"] == []
+    by_test = {v["test"]: v for v in saved["verdicts"]}
+    source = read(course / "solutions" / "problem3" / "problem3.ipynb")
+    graded = {grade_id(c) for c in source.cells if c.metadata.get("nbgrader", {}).get("grade")}
+    assert set(by_test) == graded
+    assert [v for v in saved["verdicts"] if v["cases"]], "the judge's checks reported no case verdicts"
+    for v in saved["verdicts"]:
+        assert v["passed"] == all(c["passed"] for c in v["cases"]) or v["score"] is not None, v
+        assert set(v["findings"]) == {f["code"] for c in v["cases"] for f in c["findings"]}, v
+    failed = [v for v in saved["verdicts"] if not v["passed"]]
+    causes = causes_from_judge(path)
+    if student == "correct":
+        assert not failed and causes == {}
+    else:
+        assert not by_test["test_performance"]["passed"], by_test["test_performance"]
+        assert set(by_test["test_tail_block"]["findings"]) == {"unmasked_tail"}
+        assert set(causes) == {"unmasked_tail"} and causes["unmasked_tail"].startswith("keys past the end")
