@@ -183,8 +183,8 @@ def test_visit_check_needs_the_launch_config(reference, runtime):
 
 
 def test_a_mask_with_its_two_values_swapped_is_named_inverted(source_nb, capsys):
-    """tl.where(allowed, -inf, s) keeps, in the diagonal block, only the keys after the query: a
-    mutant the H200's mutation run killed without a cause (docs/results/mutation/h200-now)."""
+    """tl.where(allowed, -inf, s) keeps, in the diagonal block, only the keys after the query (and
+    leaves NaN in the rows that see none of them first): the two values of the mask swapped."""
     mask = 's = tl.where(key_idx[None, :] <= query_idx[:, None], s, float("-inf"))'
     swapped = 's = tl.where(key_idx[None, :] <= query_idx[:, None], float("-inf"), s)'
     fn = variant(source_nb, ((mask, swapped),), name="mask_inverted").flash_attention_causal
