@@ -104,13 +104,16 @@ def test_warnings_and_stderr_cost_no_points(graded):
 @pytest.mark.slow
 def test_a_second_run_grades_nothing_twice_and_an_interrupted_one_resumes(graded):
     course, rows, _ = graded
-    # An interrupted run: "correct" was autograded but never recorded as done.
-    (course / "autograded" / "correct" / "problem3" / DONE_MARKER).unlink()
+    # An interrupted run: a submission was autograded but never recorded as done. (The one whose
+    # answer cell is rejected: its judge stops at once, so grading it again costs one notebook run.)
+    interrupted = "patch_in_answer_cell"
+    (course / "autograded" / interrupted / "problem3" / DONE_MARKER).unlink()
     again = {r.student: r for r in grade(course, ["problem3"], progress=False).rows}
     assert {s: r.score for s, r in again.items()} == {s: r.score for s, r in rows.items()}
-    assert not any("already graded" in n for n in again["correct"].notes)
+    assert not any("already graded" in n for n in again[interrupted].notes)
+    assert any("answer cell rejected" in n for n in again[interrupted].notes), again[interrupted].notes
     skipped = [s for s, r in again.items() if any("already graded" in n for n in r.notes)]
-    graded_before = [s for s in rows if (course / "autograded" / s / "problem3").is_dir() and s != "correct"]
+    graded_before = [s for s in rows if (course / "autograded" / s / "problem3").is_dir() and s != interrupted]
     assert sorted(skipped) == sorted(graded_before)
 
 
