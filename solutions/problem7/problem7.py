@@ -131,23 +131,28 @@ runtime = configure()  # the GPU if Triton supports it, else TRITON_INTERPRET=1 
 # the factor on the LSE, and every row of $P$ is $e^{(1 - \ln 2)\,\mathrm{LSE}_i}$ times too large.
 
 # %% [markdown]
-# ## 3. Two kernels, and which tiles each program visits
+# ## 3. Two kinds of program, and which tiles each one visits
 #
 # $dV$ and $dK$ are sums over **queries** ($dV_j = \sum_i P_{ij} dO_i$); $dQ$ is a sum over **keys**. A
 # program that owns a block of keys can add up its $dK$ and $dV$ privately while it walks down the
 # query blocks; a program that owns a block of queries can add up its $dQ$ while it walks along the key
-# blocks. So the backward is three launches:
+# blocks. So the backward is a preprocess and one launch with two kinds of program:
 #
 # 1. **preprocess**: $\Delta = \operatorname{rowsum}(dO \circ O)$, per block of query rows;
-# 2. **dK/dV kernel**: one program per (block of `BLOCK_N1` keys, batch × head). It loads its $K_j$,
+# 2. **dK/dV programs**: one per (block of `BLOCK_N1` keys, batch × head). It loads its $K_j$,
 #    $V_j$ once, walks the query blocks (`BLOCK_M1` rows at a time), rebuilds $P$ for each tile and adds
 #    $P^\top dO$ to $dV$ and $\sigma\, dS^\top Q$ to $dK$; it stores $dK_j$, $dV_j$ once;
-# 3. **dQ kernel**: one program per (block of `BLOCK_M2` queries, batch × head). It walks the key blocks,
+# 3. **dQ programs**: one per (block of `BLOCK_M2` queries, batch × head). It walks the key blocks,
 #    rebuilds the same $P$ and $dS$, and adds $\sigma\, dS K$ to $dQ_i$; it stores $dQ_i$ once.
 #
+# The dK/dV and dQ programs share one grid: the first `cdiv(L, BLOCK_N1)` programs of each
+# (batch × head) own key blocks, the rest query blocks. Both need only $\Delta$, $Q$, $K$, $V$, $dO$ and
+# the LSE, none another's result, so they may run side by side, and a short training step, which waits
+# on the host's launches, pays for one launch less.
+#
 # Each gradient block is written by exactly one program: no atomics, no races. The cost is that $P$
-# and $dP$ are computed twice (once per kernel); the fused alternative (one program does both walks, as
-# in Triton's fused-attention tutorial) saves a launch, not that work.
+# and $dP$ are computed twice (once per kind of program); the fused alternative (one program does both
+# walks, as in Triton's fused-attention tutorial) does not save that work either.
 #
 # With the causal mask, a key block is seen only by the queries at or after it: the dK/dV program of
 # key block $n$ starts at its own diagonal (masked) and walks down; the dQ program of query block $m$
@@ -403,8 +408,8 @@ def _preprocess_kernel(O, DO, DELTA, stride_ob, stride_oh, stride_om, stride_od,
 
 
 @triton.jit
-def _dkdv_kernel(
-    Q, K, V, DO, DK, DV, LSE, DELTA,
+def _dkdv_program(
+    start_n, off_bh, Q, K, V, DO, DK, DV, LSE, DELTA,
     stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
     stride_dkb, stride_dkh, stride_dkn, stride_dkd, stride_dvb, stride_dvh, stride_dvn, stride_dvd,
@@ -412,8 +417,6 @@ def _dkdv_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
 ):
     # One program owns BLOCK_N keys of one (batch, head) and walks the query blocks that see them.
-    start_n = tl.program_id(0)
-    off_bh = tl.program_id(1)
     off_b = (off_bh // n_heads).to(tl.int64)
     off_h = (off_bh % n_heads).to(tl.int64)
     row0 = off_bh.to(tl.int64) * seq_len
@@ -462,8 +465,8 @@ def _dkdv_kernel(
 
 
 @triton.jit
-def _dq_kernel(
-    Q, K, V, DO, DQ, LSE, DELTA,
+def _dq_program(
+    start_m, off_bh, Q, K, V, DO, DQ, LSE, DELTA,
     stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
     stride_dqb, stride_dqh, stride_dqm, stride_dqd,
@@ -471,8 +474,6 @@ def _dq_kernel(
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
 ):
     # One program owns BLOCK_M queries of one (batch, head) and walks the key blocks they see.
-    start_m = tl.program_id(0)
-    off_bh = tl.program_id(1)
     off_b = (off_bh // n_heads).to(tl.int64)
     off_h = (off_bh % n_heads).to(tl.int64)
     row0 = off_bh.to(tl.int64) * seq_len
@@ -509,6 +510,37 @@ def _dq_kernel(
         dq = dq_update(dq, q, k, v, do, lse, delta, qk_scale, sm_scale, query_idx, key_idx, ON_DIAGONAL=CAUSAL)
     tl.store(DQ + off_b * stride_dqb + off_h * stride_dqh + query_idx[:, None] * stride_dqm
              + offs_d[None, :] * stride_dqd, dq.to(DQ.dtype.element_ty), mask=rows)
+
+
+@triton.jit
+def _backward_kernel(
+    Q, K, V, DO, DQ, DK, DV, LSE, DELTA,
+    stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
+    stride_dqb, stride_dqh, stride_dqm, stride_dqd, stride_dkb, stride_dkh, stride_dkn, stride_dkd,
+    stride_dvb, stride_dvh, stride_dvn, stride_dvd,
+    n_heads, seq_len, qk_scale, sm_scale, n_key_blocks,
+    HEAD_DIM: tl.constexpr, BLOCK_M1: tl.constexpr, BLOCK_N1: tl.constexpr, BLOCK_M2: tl.constexpr,
+    BLOCK_N2: tl.constexpr, CAUSAL: tl.constexpr,
+):
+    # Programs 0 .. n_key_blocks - 1 of each (batch, head) own key blocks (dK, dV); the rest own query
+    # blocks (dQ).
+    pid = tl.program_id(0)
+    off_bh = tl.program_id(1)
+    if pid < n_key_blocks:
+        _dkdv_program(pid, off_bh, Q, K, V, DO, DK, DV, LSE, DELTA,
+                      stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+                      stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
+                      stride_dkb, stride_dkh, stride_dkn, stride_dkd, stride_dvb, stride_dvh, stride_dvn, stride_dvd,
+                      n_heads, seq_len, qk_scale, sm_scale,
+                      HEAD_DIM=HEAD_DIM, BLOCK_M=BLOCK_M1, BLOCK_N=BLOCK_N1, CAUSAL=CAUSAL)
+    else:
+        _dq_program(pid - n_key_blocks, off_bh, Q, K, V, DO, DQ, LSE, DELTA,
+                    stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+                    stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
+                    stride_dqb, stride_dqh, stride_dqm, stride_dqd,
+                    n_heads, seq_len, qk_scale, sm_scale,
+                    HEAD_DIM=HEAD_DIM, BLOCK_M=BLOCK_M2, BLOCK_N=BLOCK_N2, CAUSAL=CAUSAL)
 
 
 # Tiles: (forward: BLOCK_M, BLOCK_N, num_warps, num_stages; dK/dV: BLOCK_M1 queries per step, BLOCK_N1
@@ -592,20 +624,14 @@ def _launch_backward(q, k, v, o, lse, do, causal, config):
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     _preprocess_kernel[(triton.cdiv(seq_len, block_m2), batch * n_heads)](
         o, do, delta, *o.stride(), *do.stride(), n_heads, seq_len, HEAD_DIM=head_dim, BLOCK_M=block_m2)
-    grid1 = (triton.cdiv(seq_len, block_n1), batch * n_heads)
-    _dkdv_kernel[grid1](
-        q, k, v, do, dk, dv, lse, delta,
-        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
-        n_heads, seq_len, sm_scale * LOG2_E.value, sm_scale,
-        HEAD_DIM=head_dim, BLOCK_M=block_m1, BLOCK_N=block_n1, CAUSAL=causal,
-        num_warps=num_warps, num_stages=num_stages)
-    grid2 = (triton.cdiv(seq_len, block_m2), batch * n_heads)
-    _dq_kernel[grid2](
-        q, k, v, do, dq, lse, delta,
-        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
-        n_heads, seq_len, sm_scale * LOG2_E.value, sm_scale,
-        HEAD_DIM=head_dim, BLOCK_M=block_m2, BLOCK_N=block_n2, CAUSAL=causal,
-        num_warps=num_warps, num_stages=num_stages)
+    n_key_blocks = triton.cdiv(seq_len, block_n1)
+    grid = (n_key_blocks + triton.cdiv(seq_len, block_m2), batch * n_heads)
+    _backward_kernel[grid](
+        q, k, v, do, dq, dk, dv, lse, delta,
+        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(), *dk.stride(), *dv.stride(),
+        n_heads, seq_len, sm_scale * LOG2_E.value, sm_scale, n_key_blocks,
+        HEAD_DIM=head_dim, BLOCK_M1=block_m1, BLOCK_N1=block_n1, BLOCK_M2=block_m2, BLOCK_N2=block_n2,
+        CAUSAL=causal, num_warps=num_warps, num_stages=num_stages)
     return dq, dk, dv
 
 
