@@ -1,12 +1,15 @@
 """What one Triton launch costs the host, by the number and kind of its arguments.
 
-    python scripts/launch_cost.py OUTDIR
+    python scripts/launch_cost.py OUTDIR [--other NOTEBOOK]
 
 A short training step is launch-bound (scripts/profile_step.py): the GPU finishes each kernel
 before Python has enqueued the next. This times the host side of launching kernels that do
 almost nothing, with 1-8 tensor arguments and 0-32 integer arguments, and then problem 7's four
 kernels as its wrapper launches them, so that the cost of a launch can be split into a fixed part
-and a part per argument. Writes OUTDIR/launch_cost.json.
+and a part per argument. With --other, a second problem 7 solution notebook (an earlier version,
+say) is loaded beside the current one and the two backward wrappers are timed in turns, in the
+same process: host time varies more between processes than between such versions. Writes
+OUTDIR/launch_cost.json.
 """
 from __future__ import annotations
 
@@ -63,9 +66,15 @@ def host_us(fn, repeats=2000) -> float:
 
 
 def main() -> None:
+    import argparse
+
     from autograder.problems import reference_module
 
-    out = Path(sys.argv[1])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out")
+    parser.add_argument("--other", type=Path, help="another problem 7 solution notebook to time beside this one")
+    options = parser.parse_args()
+    out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     buf = torch.zeros(1024, device="cuda")
     rows = []
@@ -90,9 +99,35 @@ def main() -> None:
     for name, us in ((n, host_us(fn, 400)) for n, fn in parts.items()):
         kernels[name] = us
         print(f"  {us:6.1f} us  {name}")
+    versions = compare_backward(module, options.other, q, k, v, do, causal) if options.other else None
     meta = dict(gpu=torch.cuda.get_device_name(0), torch=torch.__version__, triton=triton.__version__,
                 shape=shape, causal=causal, command=" ".join(sys.argv))
-    (out / "launch_cost.json").write_text(json.dumps(dict(meta=meta, synthetic=rows, problem7=kernels), indent=1))
+    (out / "launch_cost.json").write_text(json.dumps(dict(meta=meta, synthetic=rows, problem7=kernels,
+                                                          versions=versions), indent=1))
+
+
+def compare_backward(module, other_notebook: Path, q, k, v, do, causal, rounds=7) -> dict:
+    """Host microseconds of attention_backward, this notebook's and `other_notebook`'s, timed in
+    turns (rounds x 400 calls each); the medians over rounds, and every round."""
+    from autograder.kernel_module import import_kernel_module
+    from autograder.notebook_code import read
+    from autograder.problems import get_spec
+
+    other = import_kernel_module(get_spec("problem7"), read(other_notebook), name="other")
+    modules = {"this": module, str(other_notebook): other}
+    calls = {}
+    for name, m in modules.items():
+        o, lse = m.attention_forward(q, k, v, causal)
+        calls[name] = lambda m=m, o=o, lse=lse: m.attention_backward(q, k, v, o, lse, do, causal)
+    seen: dict[str, list] = {name: [] for name in modules}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            seen[name].append(host_us(call, 400))
+    medians = {name: statistics.median(us) for name, us in seen.items()}
+    for name, us in medians.items():
+        print(f"  attention_backward, {name}: {us:6.1f} us (median of {rounds} turns: "
+              + ", ".join(f"{u:.1f}" for u in seen[name]) + ")")
+    return {"median_us": medians, "rounds_us": seen}
 
 
 if __name__ == "__main__":
