@@ -5,7 +5,8 @@ starts one thread per core: on 16 cores, six tasks ask for 96+ threads, and the 
 a wrong submission (the float64 re-enactments of its likely causes) slows down tenfold. So a
 task caps its threads at its share, cores / tasks at once (at least 1), and passes the cap on:
 
-  - `task_share(tasks_at_once)` (scratch.grade_in_scratch, around one submission's grading): sets
+  - `task_share(tasks_at_once)` (scratch.grade_in_scratch, around one submission's grading; of the
+    share this process was given, if it was given one): sets
     COURSE_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS for every process the task starts
     (nbgrader and the notebook kernel in the sandbox, the judge, its sandboxed candidates) and
     torch's threads in this process; restores them afterwards;
@@ -31,8 +32,10 @@ def cores() -> int:
 
 
 def share(tasks_at_once: int, available: int | None = None) -> int:
-    """Threads for one of `tasks_at_once` tasks on `available` cores (default: this machine's)."""
-    return max(1, (available or cores()) // max(1, int(tasks_at_once)))
+    """Threads for one of `tasks_at_once` tasks on `available` cores (default: the share this
+    process was given, COURSE_THREADS, else this machine's cores): a process given a share splits
+    that share among its tasks, not the machine."""
+    return max(1, (available or cap() or cores()) // max(1, int(tasks_at_once)))
 
 
 def cap() -> int | None:

@@ -1,14 +1,25 @@
-"""Choose GPU or interpreter before any test module defines a Triton kernel; share one judge
-verdict cache across the session (and across pytest-xdist workers)."""
+"""Choose GPU or interpreter before any test module defines a Triton kernel; give each pytest-xdist
+worker its share of the cores; share one judge verdict cache across the session (and across
+workers)."""
 import os
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from autograder import device
+from autograder import device, threads
 
 RUNTIME = device.configure(verbose=False)
+
+# pytest-xdist runs several workers on the machine's cores: each takes its share (autograder.threads),
+# which every grading task, judge, candidate and notebook kernel it starts then splits. Without it
+# each of those runs one thread per core, and the workers' OpenMP threads spin against each other:
+# a wrong problem 3 answer's judge took 26 CPU-seconds with two threads and 20 with one, in the
+# same time, on two cores.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+if _WORKERS > 1 and threads.cap() is None:
+    os.environ.update({name: str(threads.share(_WORKERS)) for name in threads.VARIABLES})
+    threads.apply()
 
 # The judge's verdicts are a pure function of their spec (answer, locked cells, tests, reference,
 # device, versions, the grader's code: verify.judge_cache_path), so a correct answer graded by the

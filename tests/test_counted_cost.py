@@ -218,6 +218,17 @@ def test_a_sandboxed_candidate_runs_under_the_task_thread_cap(candidate):
     assert RemoteFunction(candidate, "thread_settings")() == [3, "3", "3"]
 
 
+def test_a_process_given_a_share_splits_that_share_not_the_machine(monkeypatch):
+    """A pytest-xdist worker (tests/conftest.py) or a Ray worker given COURSE_THREADS hands its
+    tasks a part of it."""
+    monkeypatch.setenv(threads.ENV, "4")
+    assert threads.share(2) == 2 and threads.share(8) == 1
+    monkeypatch.setenv(threads.ENV, "1")
+    with threads.task_share(1) as n:
+        assert n == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+    assert os.environ[threads.ENV] == "1"
+
+
 def test_a_task_takes_its_share_of_the_cores_and_gives_it_back(monkeypatch):
     assert threads.share(4, available=16) == 4 and threads.share(32, available=16) == 1
     assert threads.share(0, available=6) == 6
