@@ -86,8 +86,8 @@ runtime = configure()  # the GPU if Triton supports it, else TRITON_INTERPRET=1 
 #
 # Everything else carries over from problem 7: the forward saves $O$ and the natural-log
 # $\mathrm{LSE}$, the backward rebuilds $P$ tile by tile, a preprocess computes
-# $\Delta = \operatorname{rowsum}(dO \circ O)$, one kernel owns blocks of keys ($dK$, $dV$) and one
-# owns blocks of queries ($dQ$).
+# $\Delta = \operatorname{rowsum}(dO \circ O)$, and one launch holds two kinds of program: those that
+# own blocks of keys ($dK$, $dV$) and those that own blocks of queries ($dQ$).
 
 # %% [markdown]
 # ## 2. The math: the group sum and the mask in the recompute
@@ -148,6 +148,14 @@ runtime = configure()  # the GPU if Triton supports it, else TRITON_INTERPRET=1 
 # program walks a row: exactly the key blocks the forward's program walked (the sinks, then the
 # window), which the given kernel computes as problem 6 did.
 #
+# Both kinds share one launch after the preprocess, as in problem 7 (neither needs the other's result):
+# the first programs own the key blocks of every (batch, K/V head), the rest the query blocks of every
+# (batch, query head). A GPU starts programs roughly in the order of their numbers, and a long program
+# that starts last keeps the whole launch waiting, so the longest come first: the dK/dV programs, which
+# walk the query blocks of $G$ heads, before the dQ programs, which walk the key blocks of one; and key
+# block 0 of every batch and K/V head, whose sinks take its programs to the end of the sequence, before
+# key block 1.
+#
 # The picture shows both on the grader's own mask ($L = 320$, $W = 72$, $S = 4$, $64 \times 64$
 # tiles): on the left, one dK/dV program's column (key block 1 has no sink: a short band; key block 0
 # holds the sinks: it runs to the end); on the right, one dQ program's row. **M** marks a tile where
@@ -189,7 +197,7 @@ plt.show()
 # * `group_heads(kv_head, group_size)`: the query heads whose gradients the dK/dV program of K/V head
 #   `kv_head` sums, as `(first, end)`: the loop runs over `first, ..., end - 1`.
 #
-# The dK/dV kernel counts the tiles each program visits (pass `_visits=dict()` to
+# The dK/dV programs count the tiles they visit (pass `_visits=dict()` to
 # `flash_attention_grads` to see the counts), and the grader compares them with the tiles that hold a
 # visible pair: the right gradients from too many tiles earn the gradient points but not the visit
 # points. Inputs past the end of the sequence are loaded as zeros and contribute nothing.
@@ -444,7 +452,8 @@ def _forward_kernel(
     tl.store(LSE + off_bh.to(tl.int64) * seq_len + q_idx, lse, mask=q_idx < seq_len)
 
 
-# ---- the backward: the preprocess, dK/dV per (key block, K/V head), dQ per (query block, query head) ----
+# ---- the backward: the preprocess, then one launch of dK/dV programs (key block, K/V head) and dQ
+# programs (query block, query head) ----
 
 @triton.jit
 def _preprocess_kernel(O, DO, DELTA, stride_ob, stride_oh, stride_om, stride_od,
@@ -502,8 +511,8 @@ def _dkdv_blocks(dk, dv, n_visits, k, v, q_ptrs, do_ptrs, lse_ptrs, delta_ptrs, 
 
 
 @triton.jit
-def _dkdv_kernel(
-    Q, K, V, DO, DK, DV, LSE, DELTA, VISITS,
+def _dkdv_program(
+    off_bkv, start_n, Q, K, V, DO, DK, DV, LSE, DELTA, VISITS,
     stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
     stride_dkb, stride_dkh, stride_dkn, stride_dkd, stride_dvb, stride_dvh, stride_dvn, stride_dvd,
@@ -512,10 +521,6 @@ def _dkdv_kernel(
 ):
     # One program owns BLOCK_N keys of one (batch, K/V head): it loads them once, and for every query
     # head of the group walks the query blocks that see them. One writer per dK/dV block, no atomics.
-    # The key blocks are the grid's second axis, so that the first ones (the sinks, whose programs walk
-    # to the end of the sequence) start first and do not finish last.
-    off_bkv = tl.program_id(0)
-    start_n = tl.program_id(1)
     off_b = (off_bkv // n_kv_heads).to(tl.int64)
     off_kv = off_bkv % n_kv_heads
     k_start = start_n * BLOCK_N
@@ -565,7 +570,7 @@ def _dkdv_kernel(
              + offs_d[None, :] * stride_dvd, dv.to(DV.dtype.element_ty), mask=keys)
     if COUNT_VISITS:
         # For grading: how many (query block, query head) tiles this program folded in.
-        tl.store(VISITS + off_bkv * tl.num_programs(1) + start_n, n_visits)
+        tl.store(VISITS + off_bkv * tl.cdiv(seq_len, BLOCK_N) + start_n, n_visits)
 
 
 @triton.jit
@@ -585,8 +590,8 @@ def _dq_blocks(dq, n_visits, q, do, lse, delta, k_ptrs, v_ptrs, stride_kn, strid
 
 
 @triton.jit
-def _dq_kernel(
-    Q, K, V, DO, DQ, LSE, DELTA,
+def _dq_program(
+    start_m, off_bh, Q, K, V, DO, DQ, LSE, DELTA,
     stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
     stride_dqb, stride_dqh, stride_dqm, stride_dqd,
@@ -595,8 +600,6 @@ def _dq_kernel(
 ):
     # One program owns BLOCK_M queries of one (batch, query head) and walks the key blocks the
     # forward's program walked: the sinks, then the window (K/V head h // group_size).
-    start_m = tl.program_id(0)
-    off_bh = tl.program_id(1)
     off_b = (off_bh // n_heads).to(tl.int64)
     off_h = (off_bh % n_heads).to(tl.int64)
     off_kv = off_h // group_size
@@ -634,6 +637,44 @@ def _dq_kernel(
                               MASKED=True)
     tl.store(DQ + off_b * stride_dqb + off_h * stride_dqh + query_idx[:, None] * stride_dqm
              + offs_d[None, :] * stride_dqd, dq.to(DQ.dtype.element_ty), mask=rows)
+
+
+@triton.jit
+def _backward_kernel(
+    Q, K, V, DO, DQ, DK, DV, LSE, DELTA, VISITS,
+    stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
+    stride_dqb, stride_dqh, stride_dqm, stride_dqd, stride_dkb, stride_dkh, stride_dkn, stride_dkd,
+    stride_dvb, stride_dvh, stride_dvn, stride_dvd,
+    batch, n_heads, n_kv_heads, group_size, seq_len, window_size, sink_size, qk_scale, sm_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_M1: tl.constexpr, BLOCK_N1: tl.constexpr, BLOCK_M2: tl.constexpr,
+    BLOCK_N2: tl.constexpr, COUNT_VISITS: tl.constexpr,
+):
+    # A one-dimensional grid: the first batch * n_kv_heads * cdiv(L, BLOCK_N1) programs own key blocks
+    # (dK, dV), the rest query blocks (dQ). Programs start roughly in the order of their ids, so the
+    # longest start first: every dK/dV program (it walks the query blocks of a whole group of heads)
+    # before any dQ program (the key blocks of one head), and among them key block 0 of every (batch,
+    # K/V head) before key block 1, and so on: the sinks' programs, which walk to the end of the
+    # sequence, start first and do not finish last.
+    pid = tl.program_id(0)
+    n_bkv = batch * n_kv_heads
+    n_key_programs = n_bkv * tl.cdiv(seq_len, BLOCK_N1)
+    if pid < n_key_programs:
+        _dkdv_program(pid % n_bkv, pid // n_bkv, Q, K, V, DO, DK, DV, LSE, DELTA, VISITS,
+                      stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+                      stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
+                      stride_dkb, stride_dkh, stride_dkn, stride_dkd, stride_dvb, stride_dvh, stride_dvn, stride_dvd,
+                      n_heads, n_kv_heads, group_size, seq_len, window_size, sink_size, qk_scale, sm_scale,
+                      HEAD_DIM=HEAD_DIM, BLOCK_M=BLOCK_M1, BLOCK_N=BLOCK_N1, COUNT_VISITS=COUNT_VISITS)
+    else:
+        pid_q = pid - n_key_programs
+        n_query_blocks = tl.cdiv(seq_len, BLOCK_M2)
+        _dq_program(pid_q % n_query_blocks, pid_q // n_query_blocks, Q, K, V, DO, DQ, LSE, DELTA,
+                    stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+                    stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
+                    stride_dqb, stride_dqh, stride_dqm, stride_dqd,
+                    n_heads, group_size, seq_len, window_size, sink_size, qk_scale, sm_scale,
+                    HEAD_DIM=HEAD_DIM, BLOCK_M=BLOCK_M2, BLOCK_N=BLOCK_N2)
 
 
 # Tiles: (forward BLOCK_M, BLOCK_N; dK/dV: BLOCK_M1 queries per step, BLOCK_N1 keys per program;
@@ -695,23 +736,19 @@ def attention_backward(q, k, v, o, lse, do, window_size, sink_size=0, config=Non
     lse = lse.contiguous()
     _preprocess_kernel[(triton.cdiv(seq_len, block_m2), batch * n_heads)](
         o, do, delta, *o.stride(), *do.stride(), n_heads, seq_len, HEAD_DIM=head_dim, BLOCK_M=block_m2)
-    grid1 = (batch * n_kv_heads, triton.cdiv(seq_len, block_n1))
+    n_key_blocks = triton.cdiv(seq_len, block_n1)
     visits = delta  # a placeholder pointer: the counting code is compiled only when COUNT_VISITS
     if _visits is not None:
-        visits = torch.zeros(grid1, device=q.device, dtype=torch.int32)
+        visits = torch.zeros((batch * n_kv_heads, n_key_blocks), device=q.device, dtype=torch.int32)
         _visits.update(counts=visits, block_m=block_m1, block_n=block_n1, group_size=n_heads // n_kv_heads)
-    _dkdv_kernel[grid1](
-        q, k, v, do, dk, dv, lse, delta, visits,
-        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
-        n_heads, n_kv_heads, n_heads // n_kv_heads, seq_len, window_size, sink_size, sm_scale * LOG2_E.value,
-        sm_scale, HEAD_DIM=head_dim, BLOCK_M=block_m1, BLOCK_N=block_n1, COUNT_VISITS=_visits is not None,
+    grid = (batch * n_kv_heads * n_key_blocks + batch * n_heads * triton.cdiv(seq_len, block_m2),)
+    _backward_kernel[grid](
+        q, k, v, do, dq, dk, dv, lse, delta, visits,
+        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(), *dk.stride(), *dv.stride(),
+        batch, n_heads, n_kv_heads, n_heads // n_kv_heads, seq_len, window_size, sink_size,
+        sm_scale * LOG2_E.value, sm_scale, HEAD_DIM=head_dim, BLOCK_M1=block_m1, BLOCK_N1=block_n1,
+        BLOCK_M2=block_m2, BLOCK_N2=block_n2, COUNT_VISITS=_visits is not None,
         num_warps=num_warps, num_stages=num_stages)
-    grid2 = (triton.cdiv(seq_len, block_m2), batch * n_heads)
-    _dq_kernel[grid2](
-        q, k, v, do, dq, lse, delta,
-        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(),
-        n_heads, n_heads // n_kv_heads, seq_len, window_size, sink_size, sm_scale * LOG2_E.value, sm_scale,
-        HEAD_DIM=head_dim, BLOCK_M=block_m2, BLOCK_N=block_n2, num_warps=num_warps, num_stages=num_stages)
     return dq, dk, dv
 
 
