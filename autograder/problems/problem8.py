@@ -137,7 +137,7 @@ def kv_ranges(k_start, seq_len, window, sink, block_m, block_n, variant="right")
 
 
 def kv_segments(k_start, seq_len, window, sink, block_m, block_n, ranges):
-    """The dK/dV kernel's five loops for one key block: [(lo, hi, masked)], as the locked
+    """A dK/dV program's five loops for one key block: [(lo, hi, masked)], as the locked
     `_kv_segments` cuts the ranges (whole tiles unmasked, the rest through the recompute's mask)."""
     window_lo, window_hi, sink_lo = ranges
     all_sinks = k_start + block_n <= sink
@@ -151,7 +151,7 @@ def kv_segments(k_start, seq_len, window, sink, block_m, block_n, ranges):
 
 
 def q_segments(q_start, seq_len, window, sink, block_m, block_n):
-    """The dQ kernel's five loops for one query block (the forward's walk, given in the notebook)."""
+    """A dQ program's five loops for one query block (the forward's walk, given in the notebook)."""
     q_end = min(q_start + block_m, seq_len)
     window_lo = max(q_start + 1 - window, 0) // block_n * block_n
     ranges = (min(window_lo, min(sink, q_end)), window_lo, q_end)
@@ -185,7 +185,7 @@ def _add_visits(weights, rows, cols, lo, hi, step, masked, rule, window, sink, b
 
 
 def kv_weights(seq_len, window, sink, block_m, block_n, variant="right", mask="right"):
-    """(L, L) float64: how many times the dK/dV kernel folds the pair (query i, key j) into dK_j, dV_j."""
+    """(L, L) float64: how many times the dK/dV programs fold the pair (query i, key j) into dK_j, dV_j."""
     weights = torch.zeros(seq_len, seq_len, dtype=torch.float64)
     for k_start in range(0, seq_len, block_n):
         keys = torch.arange(k_start, min(k_start + block_n, seq_len))
@@ -196,7 +196,7 @@ def kv_weights(seq_len, window, sink, block_m, block_n, variant="right", mask="r
 
 
 def q_weights(seq_len, window, sink, block_m, block_n, mask="right"):
-    """(L, L) float64: how many times the dQ kernel folds the pair (query i, key j) into dQ_i."""
+    """(L, L) float64: how many times the dQ programs fold the pair (query i, key j) into dQ_i."""
     weights = torch.zeros(seq_len, seq_len, dtype=torch.float64)
     for q_start in range(0, seq_len, block_m):
         rows = torch.arange(q_start, min(q_start + block_m, seq_len))
@@ -225,7 +225,7 @@ def reenact_backward(q, k, v, do, window, sink, tiles=(16, 32, 32, 16), heads="a
                      parts=None):
     """(dq, dk, dv) in float64 of the backward kernels with the given mistakes.
 
-    tiles:       (BLOCK_M1, BLOCK_N1, BLOCK_M2, BLOCK_N2) of the dK/dV and dQ kernels
+    tiles:       (BLOCK_M1, BLOCK_N1, BLOCK_M2, BLOCK_N2) of the dK/dV and dQ programs
     heads:       "all" (the group sum) or "first" (dK/dV of a K/V head from its group's first query head only)
     mask:        the recompute's mask in masked tiles: "right", "no_window", "no_sinks" (MASKS)
     kv_variant:  the dK/dV program's query ranges (kv_ranges)
@@ -363,7 +363,7 @@ def assert_backward_cases(fn, cases, title="", **kwargs):
 
 
 # ---------------------------------------------------------------------------------------------
-# Block visits: the dK/dV kernel counts the tiles each program folds in.
+# Block visits: the dK/dV programs count the tiles each program folds in.
 
 def minimal_visits(seq_len, window, sink, block_m, block_n, group=1) -> list[int]:
     """For each key block, the (query block, query head) tiles a dK/dV program that skips every
