@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import socket
 import threading
+import time
 from pathlib import Path
 
 import nbformat
@@ -33,6 +34,7 @@ ASSIGNMENT = "problem1"
 WRONG = (("in_window = col >= row - (window_size - 1)", "in_window = col >= row - window_size"),)  # 4 of 10
 WRONG_POINTS = 4
 
+LATE_WRITE_AT = "the background process writes at "
 # Each attack: (name, where, code). `where`: "cell" (a cell added after the
 # answer) or "answer" (appended to the answer cell). {repo}, {course}, {canary}, {port} are filled in.
 ATTACKS = [
@@ -96,10 +98,11 @@ for host in ("127.0.0.1", "1.1.1.1"):
         print("blocked:", e)
 """),
     ("background_process", "cell", """
-import subprocess, sys
+import subprocess, sys, time
 subprocess.Popen([sys.executable, "-c",
     "import time, pathlib\\ntime.sleep(8)\\nfor p in ('{canary}/late', '{course}/late'):\\n"
     "    try: pathlib.Path(p).write_text('x')\\n    except OSError: pass"], start_new_session=True)
+print("the background process writes at " + str(time.time() + 8))
 """),
     ("thread_and_fork_flood", "cell", """
 import os, threading, time
@@ -246,8 +249,13 @@ def attacked(tmp_path_factory, repo_root):
                  "course solutions": course / "solutions", "submissions": course / "submitted"}
     before = {k: _hash_tree(p) for k, p in protected.items()}
     rows = {r.student: r for r in autograde.grade(course, [ASSIGNMENT], progress=False, sandboxed=True).rows}
-    import time
-    time.sleep(10)  # the background process's delayed write would have happened by now
+    # Wait until the background process's delayed write would have happened (usually long past: the
+    # submissions graded after it take longer than its 8 s).
+    printed = "".join(out.get("text", "") for cell in read(course / "autograded" / "resource_hog" / ASSIGNMENT
+                                                          / module.SPEC.notebook).cells
+                      if cell.cell_type == "code" for out in cell.get("outputs", []))
+    write_at = float(printed.split(LATE_WRITE_AT, 1)[1].split()[0])
+    time.sleep(max(0.0, write_at + 1 - time.time()))
     yield dict(course=course, canary=canary, rows=rows, before=before, protected=protected,
                received=received)
     listener.close()
