@@ -181,9 +181,28 @@ def _returning(reference, case, output):
         q, k, v, problem6.replay_weights(NARROW.L, 16, 4, 128, 64, variant="no_sink_loop"))),
     ("future_sinks", NARROW, lambda q, k, v: problem6.replay(
         q, k, v, problem6.replay_weights(NARROW.L, 16, 4, 64, 64, mask="future_sinks"))),
+    ("sinks_off_by_one", CASE, lambda q, k, v: attention_reference(q, k, v, True, 128, 3)[0]),
+    ("window_ahead", NARROW, lambda q, k, v: problem6.replay(
+        q, k, v, problem6.replay_weights(NARROW.L, 16, 4, 64, 32, mask="window_ahead"))),
+    ("window_reversed", NARROW, lambda q, k, v: problem6.replay(
+        q, k, v, problem6.replay_weights(NARROW.L, 16, 4, 128, 64, mask="window_reversed"))),
 ], ids=lambda x: x if isinstance(x, str) else "")
 def test_re_enacted_mistakes_are_named(reference, runtime, code, case, make):
     result = run_case(_returning(reference, case, make), case, runtime, diagnoses=problem6.DIAGNOSES)
+    assert not result.passed and codes(result.findings) == [code], "\n".join(result.lines())
+
+
+# Comparisons of `visible` written the wrong way round, as the mutation score found them unnamed
+# (docs/results/mutation/cpu-problem5-6-all): each is named by the real kernel's output.
+@pytest.mark.parametrize("edit,code", [
+    (("is_sink = (k < sink_size)", "is_sink = (k <= sink_size)"), "sinks_off_by_one"),
+    (("in_window = (k <= q) & (k > q - window_size)", "in_window = (k >= q) & (k > q - window_size)"), "window_ahead"),
+    (("in_window = (k <= q) & (k > q - window_size)", "in_window = (k <= q) & (k < q - window_size)"),
+     "window_reversed"),
+], ids=lambda x: x if isinstance(x, str) else "")
+def test_a_mask_comparison_written_the_wrong_way_is_named(source_nb, runtime, edit, code):
+    module = variant(source_nb, (edit,), name=code)
+    result = run_case(module.flash_attention_window, CASE, runtime, diagnoses=problem6.DIAGNOSES)
     assert not result.passed and codes(result.findings) == [code], "\n".join(result.lines())
 
 

@@ -141,6 +141,10 @@ MASKS = {
     "no_sinks": lambda q, k, w, s: (k <= q) & (k > q - w),
     "future_sinks": lambda q, k, w, s: ((k <= q) & (k > q - w)) | (k < s),
     "no_window": lambda q, k, w, s: k <= q,
+    "sinks_plus_one": lambda q, k, w, s: ((k <= q) & (k > q - w)) | ((k <= s) & (k <= q)),
+    "sinks_minus_one": lambda q, k, w, s: ((k <= q) & (k > q - w)) | ((k < s - 1) & (k <= q)),
+    "window_ahead": lambda q, k, w, s: ((k >= q) & (k > q - w)) | ((k < s) & (k <= q)),
+    "window_reversed": lambda q, k, w, s: ((k <= q) & (k < q - w)) | ((k < s) & (k <= q)),
 }
 
 
@@ -272,6 +276,39 @@ def diagnose_future_sinks(o64, q, k, v, ref_o, case):
     return []
 
 
+def diagnose_sinks_off_by_one(o64, q, k, v, ref_o, case):
+    o, q, k, v, ref = _prepare(o64, q, k, v, ref_o)
+    w, s = _window_sink(case)
+    if not s or torch.isnan(o).any():
+        return []
+    for wrong, mask in ((s + 1, "sinks_plus_one"), (s - 1, "sinks_minus_one")):
+        if wrong < 1:  # no sinks at all: diagnose_sinks_ignored
+            continue
+        whole = _matches_reference(o, q, k, v, ref, is_causal=True, window_size=w, sink_size=wrong)
+        if whole or _match(o, q, k, v, ref, case, mask=mask):
+            return [Finding("sinks_off_by_one", f"the sinks are off by one: the output matches {wrong} sink keys "
+                                                f"instead of {s}{'' if whole else ' in the masked tiles'}. The "
+                                                f"sinks are keys 0 .. S-1: j < S")]
+    return []
+
+
+def diagnose_window_direction(o64, q, k, v, ref_o, case):
+    """A comparison of the window test turned around: keys after the query, or only the keys
+    more than W back."""
+    o, q, k, v, ref = _prepare(o64, q, k, v, ref_o)
+    if torch.isnan(o).any():
+        return []
+    if _match(o, q, k, v, ref, case, mask="window_ahead"):
+        return [Finding("window_ahead", "queries see keys after them: the output matches a window test "
+                                        "j >= i where it must be j <= i (in the tiles the kernel visits). "
+                                        "Query i sees i-(W-1) .. i, itself and the keys before it")]
+    if _match(o, q, k, v, ref, case, mask="window_reversed"):
+        return [Finding("window_reversed", "the window's far edge is turned around: the output matches queries "
+                                           "seeing the keys more than W back (j < i - W) instead of the W nearest "
+                                           "(j > i - W), in the tiles the kernel visits")]
+    return []
+
+
 def diagnose_window_not_applied(o64, q, k, v, ref_o, case):
     o, q, k, v, ref = _prepare(o64, q, k, v, ref_o)
     w, s = _window_sink(case)
@@ -285,7 +322,7 @@ def diagnose_window_not_applied(o64, q, k, v, ref_o, case):
 
 
 DIAGNOSES = (diagnose_sink_twice, diagnose_window_off_by_one, diagnose_future_sinks, diagnose_sinks_ignored,
-             diagnose_window_not_applied)
+             diagnose_sinks_off_by_one, diagnose_window_not_applied, diagnose_window_direction)
 
 
 def assert_window_cases(fn, cases, title="", **kwargs):
