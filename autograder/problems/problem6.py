@@ -215,6 +215,19 @@ def _prepare(o64, q, k, v, ref_o):
     return o64.detach().double().cpu(), q.detach().cpu(), k.detach().cpu(), v.detach().cpu(), ref_o.double().cpu()
 
 
+def _one_off(o, q, k, v, ref, case, candidates):
+    """The first (window, sinks, mask) of `candidates` whose mask explains `o`: ((window, sinks),
+    where), `where` saying whether it holds everywhere or in the masked tiles only; or None."""
+    for wrong_w, wrong_s, mask in candidates:
+        if wrong_w < 1 or wrong_s < 0:
+            continue
+        if _matches_reference(o, q, k, v, ref, is_causal=True, window_size=wrong_w, sink_size=wrong_s):
+            return (wrong_w, wrong_s), ""
+        if _match(o, q, k, v, ref, case, mask=mask):
+            return (wrong_w, wrong_s), " in the masked tiles"
+    return None
+
+
 def diagnose_sink_twice(o64, q, k, v, ref_o, case):
     o, q, k, v, ref = _prepare(o64, q, k, v, ref_o)
     w, s = _window_sink(case)
@@ -235,14 +248,12 @@ def diagnose_window_off_by_one(o64, q, k, v, ref_o, case):
     w, s = _window_sink(case)
     if w >= case.L or torch.isnan(o).any():
         return []
-    for wrong, mask in ((w + 1, "window_plus_one"), (w - 1, "window_minus_one")):
-        if wrong < 1:
-            continue
-        whole = _matches_reference(o, q, k, v, ref, is_causal=True, window_size=wrong, sink_size=s)
-        if whole or _match(o, q, k, v, ref, case, mask=mask):
-            return [Finding("window_off_by_one", f"the window is off by one: the output matches a window of "
-                                                 f"{wrong} keys instead of {w}{'' if whole else ' in the masked tiles'}"
-                                                 f". Query i sees W keys counting itself: i-(W-1) .. i")]
+    found = _one_off(o, q, k, v, ref, case, ((w + 1, s, "window_plus_one"), (w - 1, s, "window_minus_one")))
+    if found:
+        (wrong, _), where = found
+        return [Finding("window_off_by_one", f"the window is off by one: the output matches a window of "
+                                             f"{wrong} keys instead of {w}{where}. Query i sees W keys counting "
+                                             "itself: i-(W-1) .. i")]
     return []
 
 
@@ -281,14 +292,12 @@ def diagnose_sinks_off_by_one(o64, q, k, v, ref_o, case):
     w, s = _window_sink(case)
     if not s or torch.isnan(o).any():
         return []
-    for wrong, mask in ((s + 1, "sinks_plus_one"), (s - 1, "sinks_minus_one")):
-        if wrong < 1:  # no sinks at all: diagnose_sinks_ignored
-            continue
-        whole = _matches_reference(o, q, k, v, ref, is_causal=True, window_size=w, sink_size=wrong)
-        if whole or _match(o, q, k, v, ref, case, mask=mask):
-            return [Finding("sinks_off_by_one", f"the sinks are off by one: the output matches {wrong} sink keys "
-                                                f"instead of {s}{'' if whole else ' in the masked tiles'}. The "
-                                                f"sinks are keys 0 .. S-1: j < S")]
+    # S - 1 = 0 sinks is diagnose_sinks_ignored's.
+    found = _one_off(o, q, k, v, ref, case, ((w, s + 1, "sinks_plus_one"), (w, s - 1, "sinks_minus_one")))
+    if found and found[0][1]:
+        (_, wrong), where = found
+        return [Finding("sinks_off_by_one", f"the sinks are off by one: the output matches {wrong} sink keys "
+                                            f"instead of {s}{where}. The sinks are keys 0 .. S-1: j < S")]
     return []
 
 
