@@ -85,6 +85,63 @@ def _scale_match(o, q, k, v, ref, atol, rtol, mask_kwargs):
     return None
 
 
+# The fitted scale's search: c x 1/sqrt(D) for c = +-2^(e/4), e from -24 to 32 (1/64 to 256), then a
+# golden-section refinement between the best grid point's neighbours.
+_SCALE_GRID = sorted(sign * 2.0 ** (e / 4) for e in range(-24, 33) for sign in (1.0, -1.0))
+_GOLDEN_STEPS = 40
+
+
+def _fitted_scale(o, q, k, v, ref, atol, rtol, case):
+    """The output is attention at a scale none of _scale_match's candidates names (a constant
+    mistyped, or a formula written wrong): found by a search on the worst rows of the worst
+    (batch, head), then checked on the whole output. Only torch ops on the case's own tensors (and
+    the case's mask), so that it runs where the reference is recorded (the student edition)."""
+    from .references import repeat_kv
+
+    if o.ndim != 4 or o.shape != ref.shape or not bool(torch.isfinite(o).all()):
+        return None
+    d = q.shape[-1]
+    right = 1.0 / math.sqrt(d)
+    scaled = _scores(q, k, case)                       # right x q k^T, -inf where masked
+    hidden = torch.isneginf(scaled)
+    base = scaled.masked_fill(hidden, 0.0)
+    values = repeat_kv(v.detach().double().cpu(), q.shape[1] // v.shape[1])
+    row_err = (o - ref).abs().amax(-1)                 # (B, H, L)
+    b, h = divmod(int(row_err.flatten(0, 1).amax(-1).argmax()), o.shape[1])
+    rows = row_err[b, h].topk(min(64, o.shape[2])).indices
+    sub_base, sub_hidden, sub_o = base[b, h, rows], hidden[b, h, rows], o[b, h, rows]
+
+    def attend(c, logits_base, mask, vals):
+        logits = (c * logits_base).masked_fill(mask, float("-inf"))
+        return torch.softmax(logits, dim=-1).nan_to_num(0.0) @ vals
+
+    def error(c):
+        return float((attend(c, sub_base, sub_hidden, values[b, h]) - sub_o).abs().max())
+
+    errors = [error(c) for c in _SCALE_GRID]
+    i = min(range(len(errors)), key=errors.__getitem__)
+    lo, hi = _SCALE_GRID[max(i - 1, 0)], _SCALE_GRID[min(i + 1, len(_SCALE_GRID) - 1)]
+    if lo * hi < 0:  # the neighbours straddle zero: stay on the best point's side
+        lo, hi = (_SCALE_GRID[i] / 2 ** 0.25, _SCALE_GRID[i] * 2 ** 0.25)
+        lo, hi = min(lo, hi), max(lo, hi)
+    ratio = (math.sqrt(5) - 1) / 2
+    a, z = lo, hi
+    for _ in range(_GOLDEN_STEPS):
+        m1, m2 = z - ratio * (z - a), a + ratio * (z - a)
+        if error(m1) < error(m2):
+            z = m2
+        else:
+            a = m1
+    c = (a + z) / 2
+    if abs(c - 1.0) < 1e-3:
+        return None
+    sim = attend(c, base, hidden, values)
+    if not _explains(o, sim, ref, atol, rtol):
+        return None
+    return Finding("wrong_scale", f"the scores are scaled by {c * right:.4g} ({c:.3g} x 1/sqrt(D)) instead of "
+                                  f"1/sqrt(D) = {right:.4g}: check how the scale is computed")
+
+
 def _swapped_slices(o, ref, atol, rtol):
     b_n, h_n = o.shape[:2]
     notes = []
@@ -220,6 +277,7 @@ def diagnose_output(o, q, k, v, ref_o, atol, rtol, case=None) -> list[Finding]:
         return [nf]
     for probe in (lambda: _swapped_slices(o, ref, atol, rtol),
                   lambda: _scale_match(o, q, k, v, ref, atol, rtol, mask_kwargs),
+                  lambda: _fitted_scale(o, q, k, v, ref, atol, rtol, case),
                   lambda: _finalize_match(o, q, k, ref, atol, rtol, case),
                   lambda: _block_mix_match(o, q, k, v, ref, atol, rtol, case),
                   lambda: _row_scaling(o, ref)):

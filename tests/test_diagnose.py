@@ -147,3 +147,41 @@ def test_a_cached_answer_is_caught(reference_kernel, runtime):
     result = run_case(cached, Case(1, 1, 64, 16), runtime, fresh_call=True)
     assert codes(result) == ["cached_output"]
     assert run_case(reference_kernel.flash_attention_forward, Case(1, 1, 64, 16), runtime, fresh_call=True).passed
+
+
+@pytest.mark.parametrize("case", [Case(1, 2, 70, 64), Case(2, 2, 50, 32, H_kv=1, causal=True)], ids=lambda c: c.label())
+@pytest.mark.parametrize("scale_of", [lambda d: 2 / d ** 0.5, lambda d: 1.0 - d ** 0.5, lambda d: 0.3],
+                         ids=["twice", "one_minus_sqrt_d", "a_constant"])
+def test_a_scale_no_candidate_names_is_found_by_a_search(case, scale_of):
+    """Attention at a mistyped scale (2/sqrt(D), 1 - sqrt(D), 0.3) is named wrong_scale with its value."""
+    from autograder.checks import TOLERANCES
+    from autograder.diagnose import diagnose_output
+    from autograder.inputs import make_qkv
+    from autograder.references import attention_reference
+
+    q, k, v = make_qkv(case)
+    ref, _ = attention_reference(q, k, v, **case.mask_kwargs)
+    scale = scale_of(q.shape[-1])
+    wrong, _ = attention_reference(q, k, v, scale=scale, **case.mask_kwargs)
+    tol = TOLERANCES[q.dtype]
+    found = diagnose_output(wrong.to(q.dtype), q, k, v, ref, tol.atol, tol.rtol, case)
+    assert [f.code for f in found] == ["wrong_scale"], found
+    # A large scale makes the softmax nearly one-hot, where nearby scales give the same output: the
+    # value is found to within 1%.
+    named = float(found[0].message.split("scaled by ")[1].split()[0])
+    assert abs(named - scale) <= 0.01 * abs(scale), found[0].message
+
+
+def test_the_scale_search_names_no_scale_for_a_mistake_of_another_kind():
+    from autograder.checks import TOLERANCES
+    from autograder.diagnose import diagnose_output
+    from autograder.inputs import make_qkv
+    from autograder.references import attention_reference
+
+    case = Case(1, 2, 70, 64)
+    q, k, v = make_qkv(case)
+    ref, _ = attention_reference(q, k, v)
+    keys_dropped, _ = attention_reference(q, k[:, :, :64], v[:, :, :64])  # the last 6 keys ignored
+    tol = TOLERANCES[q.dtype]
+    found = diagnose_output(keys_dropped.to(q.dtype), q, k, v, ref, tol.atol, tol.rtol, case)
+    assert "wrong_scale" not in [f.code for f in found], found
