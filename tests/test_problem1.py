@@ -152,6 +152,8 @@ SOLUTION_EDITS = {
     "mask_when_not_causal": (("    if is_causal:\n        seq_len", "    if True:\n        seq_len"),),
     "softmax_dim": (("p = torch.softmax(s, dim=-1)", "p = torch.softmax(s, dim=-2)"),),
     "wrong_scale": (("* (1.0 / math.sqrt(head_dim))", "* 1.0"),),
+    "mask_arguments_swapped": (("create_mask_bool(seq_len, window, sink_size or 0,",
+                                "create_mask_bool(seq_len, sink_size or 0, window,"),),
 }
 
 

@@ -162,6 +162,11 @@ def _mask_variants(case):
                                            "later key for i < j, so the sink test is (j < S) and (j <= i); "
                                            "mind that & binds tighter than | in Python",
                         sink_leak))
+    swapped = (col <= row) & ((col >= row - (s - 1)) | (col < w))   # W and S passed the other way round
+    if not torch.equal(swapped, right):
+        out.append(("mask_arguments_swapped", f"the window and the sink count are swapped: the mask holds a window "
+                                              f"of S = {s} keys and {w} sinks; create_mask_bool takes (seq_len, "
+                                              "window_size, sink_size) in that order", swapped))
     out.append(("mask_transposed", "the mask is transposed: query i (a row) may see key j (a column) only "
                                    "when j <= i; compare a column of key indices against a row of query indices "
                                    "the other way round", right.T.contiguous()))
