@@ -88,7 +88,7 @@ def _scale_match(o, q, k, v, ref, atol, rtol, mask_kwargs):
 # The fitted scale's search: c x 1/sqrt(D) for c = +-2^(e/4), e from -24 to 32 (1/64 to 256), then a
 # golden-section refinement between the best grid point's neighbours.
 _SCALE_GRID = sorted(sign * 2.0 ** (e / 4) for e in range(-24, 33) for sign in (1.0, -1.0))
-_GOLDEN_STEPS = 40
+_GOLDEN_STEPS = 30   # the bracket shrinks to 0.618^30 = 5e-7 of its width
 
 
 def _fitted_scale(o, q, k, v, ref, atol, rtol, case):
@@ -126,12 +126,17 @@ def _fitted_scale(o, q, k, v, ref, atol, rtol, case):
         lo, hi = min(lo, hi), max(lo, hi)
     ratio = (math.sqrt(5) - 1) / 2
     a, z = lo, hi
-    for _ in range(_GOLDEN_STEPS):
-        m1, m2 = z - ratio * (z - a), a + ratio * (z - a)
-        if error(m1) < error(m2):
-            z = m2
+    m1, m2 = z - ratio * (z - a), a + ratio * (z - a)
+    e1, e2 = error(m1), error(m2)
+    for _ in range(_GOLDEN_STEPS):  # each step keeps one of the two inner points: one new error each
+        if e1 < e2:
+            z, m2, e2 = m2, m1, e1
+            m1 = z - ratio * (z - a)
+            e1 = error(m1)
         else:
-            a = m1
+            a, m1, e1 = m1, m2, e2
+            m2 = a + ratio * (z - a)
+            e2 = error(m2)
     c = (a + z) / 2
     if abs(c - 1.0) < 1e-3:
         return None
@@ -231,7 +236,10 @@ def _block_mix_match(o, q, k, v, ref, atol, rtol, case):
         unseen = (l_b == 0)[:, None, :].expand_as(system)
         big = 1e6 * (1 + system.abs().amax((1, 2), keepdim=True)) * torch.eye(d, n_blocks, dtype=system.dtype)
         system = torch.where(unseen, big, system)
-        w = torch.linalg.svd(system).Vh[:, -1, :]                           # (rows, nb), unit norm
+        # The right singular vectors of the tall (D x nb) system are those of its QR factor's small R
+        # (nb x nb): the SVD then runs on nb x nb matrices, not D x nb ones.
+        r = torch.linalg.qr(system, mode="r").R
+        w = torch.linalg.svd(r).Vh[:, -1, :]                                # (rows, nb), unit norm
         w = w * torch.sign(w.sum(-1, keepdim=True))
         if bool((w < -1e-3).any()):
             continue  # weights must be positive: exp of something
