@@ -14,6 +14,7 @@ import torch
 
 from ..checks import TOLERANCES
 from ..diagnose import Finding, explains
+from ..recorded import is_recorded
 from ..references import LOG2_E, repeat_kv
 
 # The faults a student typically introduces into the online softmax, by name.
@@ -122,6 +123,14 @@ def blockwise_attention(q, k, v, block_n: int, faults=frozenset(), scale=None, p
 # Re-enacting a mistake costs as much as the attention itself, and a diagnosis tries dozens. Each query
 # row is computed on its own, so a few rows re-enacted first rule most of them out.
 _SCREEN_ROWS = 16
+_GENUINE_BLOCKWISE = blockwise_attention
+
+
+def _screening() -> bool:
+    """Screen only where blockwise_attention is this module's own: not while `autograder publish`
+    records its calls (a screened-out mistake would go unrecorded), and not in the student edition,
+    where it answers from that recording (which holds no screening rows)."""
+    return blockwise_attention is _GENUINE_BLOCKWISE and not is_recorded(blockwise_attention)
 
 
 def _screen_rows(o, ref):
@@ -133,7 +142,9 @@ def _screen_rows(o, ref):
 def _may_explain(o, q, k, v, rows, block_n, faults, atol, rtol) -> bool:
     """False only where explains(o, the full re-enactment, ref) must be False: rows of a close match
     are close, and ||o - sim|| over some rows is at most ||o - sim|| over all, which a match keeps
-    below 1% of ||sim|| < ||o|| / 0.99."""
+    below 1% of ||sim|| < ||o|| / 0.99. (rows None: no screening, every mistake may match.)"""
+    if rows is None:
+        return True
     sim, _ = blockwise_attention(q[:, :, rows], k, v, block_n, frozenset(faults))
     o_rows = o[:, :, rows]
     if o_rows.shape == sim.shape and bool(torch.isclose(o_rows, sim, atol=atol, rtol=rtol).all()):
@@ -144,7 +155,7 @@ def _may_explain(o, q, k, v, rows, block_n, faults, atol, rtol) -> bool:
 def fault_matches(o, q, k, v, ref, atol, rtol) -> list[Finding]:
     """The re-enacted mistake (or pair of mistakes) that `o` matches, as Findings, or []."""
     lk = k.shape[2]
-    rows = _screen_rows(o, ref)
+    rows = _screen_rows(o, ref) if _screening() else None
     combos = [(f,) for f in FAULTS] + list(COMBINED)
     for block_n, faults in product(BLOCK_SIZES, combos):
         if "unmasked_tail" in faults and lk % block_n == 0:
@@ -194,7 +205,7 @@ def kernel_fault_matches(o, q, k, v, ref, atol, rtol) -> list[Finding]:
                                     "or l_i is infinite (a sum over scores that include the masked -inf); "
                                     "rescale acc before adding p @ v, and add the row sums of p to l_i")]
     lk = k.shape[2]
-    rows = _screen_rows(o, ref)
+    rows = _screen_rows(o, ref) if _screening() else None
     # p is cast to v's dtype for tl.dot and computed by a float32 exp2: the smaller range bounds it.
     limit = min(torch.finfo(v.dtype).max if v.dtype.is_floating_point else math.inf, torch.finfo(torch.float32).max)
     for block_n, fault in product(BLOCK_SIZES, KERNEL_FAULTS):
