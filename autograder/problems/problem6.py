@@ -301,20 +301,24 @@ def diagnose_sinks_off_by_one(o64, q, k, v, ref_o, case):
     return []
 
 
+# A comparison of the window test turned around: the mask (MASKS) and what the finding says.
+WINDOW_TURNED = {
+    "window_ahead": "queries see keys after them: the output matches a window test j >= i where it must be "
+                    "j <= i (in the tiles the kernel visits). Query i sees i-(W-1) .. i, itself and the keys "
+                    "before it",
+    "window_reversed": "the window's far edge is turned around: the output matches queries seeing the keys more "
+                       "than W back (j < i - W) instead of the W nearest (j > i - W), in the tiles the kernel "
+                       "visits",
+}
+
+
 def diagnose_window_direction(o64, q, k, v, ref_o, case):
-    """A comparison of the window test turned around: keys after the query, or only the keys
-    more than W back."""
     o, q, k, v, ref = _prepare(o64, q, k, v, ref_o)
     if torch.isnan(o).any():
         return []
-    if _match(o, q, k, v, ref, case, mask="window_ahead"):
-        return [Finding("window_ahead", "queries see keys after them: the output matches a window test "
-                                        "j >= i where it must be j <= i (in the tiles the kernel visits). "
-                                        "Query i sees i-(W-1) .. i, itself and the keys before it")]
-    if _match(o, q, k, v, ref, case, mask="window_reversed"):
-        return [Finding("window_reversed", "the window's far edge is turned around: the output matches queries "
-                                           "seeing the keys more than W back (j < i - W) instead of the W nearest "
-                                           "(j > i - W), in the tiles the kernel visits")]
+    for mask, message in WINDOW_TURNED.items():
+        if _match(o, q, k, v, ref, case, mask=mask):
+            return [Finding(mask, message)]
     return []
 
 
