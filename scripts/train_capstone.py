@@ -1,7 +1,7 @@
 """The capstone on a GPU: train the small GPT from the same seed with the course's attention kernels
 (problem 7's forward and backward) and with PyTorch's SDPA, and compare the loss curves and speed.
 
-    python scripts/train_capstone.py OUTDIR [--steps 600] [--batch-size 64] [--no-control]
+    python scripts/train_capstone.py OUTDIR [--steps 600] [--batch-size 64] [--no-control] [--cuda-graph]
 
 The model is nanoGPT's shakespeare_char size: 6 layers, 6 heads of D = 64, context 256, on tiny
 Shakespeare (shipped in autograder/capstone/texts/), with bfloat16 autocast. Three runs, the same
@@ -43,6 +43,9 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", choices=("bfloat16", "float32"), default="bfloat16")
     parser.add_argument("--device", default="cuda", help="cuda, or cpu (the interpreter: tiny sizes only)")
     parser.add_argument("--no-control", action="store_true", help="skip the sdpa-math run")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="replay each run's training step captured once in a CUDA graph (GPU only): the "
+                             "speed of the kernels rather than of the host's launches")
     args = parser.parse_args(argv)
 
     from autograder import device
@@ -75,7 +78,7 @@ def main(argv=None) -> int:
                              head_dim=args.head_dim)
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                          warmup_steps=max(1, args.steps // 20), precision=args.precision, device=args.device,
-                         untimed_steps=min(10, args.steps // 2))
+                         untimed_steps=min(10, args.steps // 2), cuda_graph=args.cuda_graph)
     batches = Batches(train_tokens, args.batch_size, args.context, args.steps, seed=args.seed)
     kernels, where = course_kernels()
     print(f"course kernels: {where}; {runtime.describe()}")

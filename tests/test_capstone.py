@@ -24,11 +24,13 @@ from autograder.capstone import (
     compare,
     first_step_gradients,
     gradient_differences,
+    train,
 )
 from autograder.capstone.attention import course_attention, course_kernels, learner_kernels
 from autograder.capstone.dataset import TEXT
 from autograder.grading.samples import SAMPLES, build_submission, sample_kernel_function
 from autograder.notebook_code import read
+from tests.conftest import RUNTIME
 
 TINY = dict(context=32, n_layer=2, n_head=2, head_dim=16)
 STEPS = 5
@@ -37,6 +39,12 @@ STEPS = 5
 @pytest.fixture(scope="module")
 def text():
     return CharText.load()
+
+
+# The tiny model trains on the CPU, in the interpreter; where the kernels run on a GPU instead, the
+# gpu tests below and scripts/train_capstone.py train at the GPU's sizes.
+interpreter_only = pytest.mark.skipif(not RUNTIME.interpreter,
+                                      reason="trains the tiny model on the CPU, in the Triton interpreter")
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +116,10 @@ def test_bad_settings_are_refused_with_what_is_wrong(text, kernels):
         GPTConfig(text.vocab_size, head_dim=0)
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(precision="float16")
+    with pytest.raises(ValueError, match="cuda_graph needs a CUDA device, got device='cpu'"):
+        TrainConfig(device="cpu", cuda_graph=True)
+    with pytest.raises(ValueError, match="cuda_graph needs at least one untimed step"):
+        TrainConfig(untimed_steps=0, cuda_graph=True)
     with pytest.raises(ValueError, match="unknown attention backend 'flash'"):
         attention_backend("flash", kernels)
     with pytest.raises(ValueError, match="needs problem 7's kernels"):
@@ -126,6 +138,7 @@ def comparison(setup, kernels):
                    model_config, config, batches)
 
 
+@interpreter_only
 def test_both_backends_train_to_the_same_losses(comparison):
     course, sdpa = comparison.runs.values()
     assert len(course.losses) == len(sdpa.losses) == STEPS
@@ -139,6 +152,7 @@ def test_both_backends_train_to_the_same_losses(comparison):
     assert set(comparison.to_dict()["runs"]) == {"course", "sdpa"}
 
 
+@interpreter_only
 def test_gradients_flow_through_the_course_kernels(setup, kernels, monkeypatch):
     """The first step's gradients equal SDPA's, and they came from problem 7's backward kernels."""
     model_config, config, batches = setup
@@ -154,6 +168,7 @@ def test_gradients_flow_through_the_course_kernels(setup, kernels, monkeypatch):
     assert all(course[f"blocks.0.attn.{w}.weight"].abs().max() > 0 for w in "qkv")
 
 
+@interpreter_only
 def test_a_wrong_backward_is_caught(setup, comparison):
     """A dK without its softmax scale hides from AdamW's loss curve but not from the first step's
     gradients; a backward that forgets the causal mask leaves the loss curve within steps."""
@@ -171,6 +186,33 @@ def test_a_wrong_backward_is_caught(setup, comparison):
                      "sdpa": attention_backend("sdpa")}, model_config, short, batches)
     assert not wrong.agree and wrong.max_divergence > 10 * TOLERANCES["float32"].max
     assert "OUTSIDE" in wrong.summary()
+
+
+class _RateFrozenAtStep3(TrainConfig):
+    def lr_at(self, step: int) -> float:
+        return super().lr_at(min(step, 3))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["course", "sdpa-math"])
+def test_a_step_replayed_from_a_cuda_graph_trains_as_the_eager_step_does(text, kernels, backend):
+    """The captured step (forward, backward, clipping, and AdamW with the learning rate a tensor that
+    the schedule changes in place at every replay) gives the eager steps' losses. Float32, so that a
+    learning rate frozen at the capture would show: the schedule falls tenfold over these steps (SDPA's
+    flash backend has no float32 kernel, so its math backend stands for SDPA here)."""
+    model_config = GPTConfig(text.vocab_size, context=128, n_layer=2, n_head=4, head_dim=64)
+    eager = TrainConfig(steps=16, batch_size=8, lr=3e-3, warmup_steps=3, precision="float32", device="cuda",
+                        untimed_steps=3)
+    batches = Batches(text.split()[0], eager.batch_size, model_config.context, eager.steps, seed=eager.seed)
+    attention = attention_backend(backend, kernels)
+    runs = {mode: train(mode, attention, model_config, config, batches)
+            for mode, config in (("eager", eager), ("graph", TrainConfig(**{**vars(eager), "cuda_graph": True})))}
+    eager_losses, graph_losses = runs["eager"].losses, runs["graph"].losses
+    assert max(abs(a - b) for a, b in zip(eager_losses, graph_losses, strict=True)) <= TOLERANCES["float32"].max
+    assert graph_losses[-1] < graph_losses[0] - 0.5   # it trains
+    # What a learning rate frozen at the capture would have given: far outside the tolerance.
+    frozen_losses = train("frozen", attention, model_config, _RateFrozenAtStep3(**vars(eager)), batches).losses
+    assert max(abs(a - b) for a, b in zip(frozen_losses, eager_losses, strict=True)) > 10 * TOLERANCES["float32"].max
 
 
 # --- where the kernels come from ----------------------------------------------------------------
