@@ -2,6 +2,9 @@
 
     python -m autograder.grading.judge SPEC.json RESULT.json
 
+(verify.py does not start it so: it forks each judge from a judge server that has already imported
+torch, judge_server.py; either way the judge is a fresh process that never ran student code.)
+
 SPEC holds the kernel module (the released locked cells with the student's answer cell), the
 graded test cells from the source notebook (hidden tests included), and, for the performance
 points, the reference kernel module. The judge starts a candidate process in the sandbox

@@ -20,14 +20,13 @@ import functools
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..notebook_code import cell_by_id, grade_id, read, strip_markers
 from . import answer_policy
+from .judge_server import JudgeProcess
 
 
 def answer_cell_violations(source: str, policy: str = "triton") -> list[str]:
@@ -96,28 +95,21 @@ def verify(submission: Path, source_path: Path, release_path: Path, kernel_cells
     with tempfile.TemporaryDirectory(prefix="judge-") as tmp:
         spec_path, result_path, gate = Path(tmp) / "spec.json", Path(tmp) / "verdicts.json", Path(tmp) / "timing-gate"
         spec_path.write_text(json.dumps(spec))
-        logs = open(Path(tmp) / "judge.log", "w+")
-        proc = subprocess.Popen([sys.executable, "-m", "autograder.grading.judge", str(spec_path), str(result_path)],
-                                stdout=logs, stderr=subprocess.STDOUT, text=True,
-                                env=dict(os.environ, COURSE_TIMING_GATE=str(gate)), start_new_session=True)
+        log_path = Path(tmp) / "judge.log"
+        # A fresh process, forked from a judge server that has already imported torch (judge_server.py).
+        judge = JudgeProcess(spec_path, result_path, log_path, dict(os.environ, COURSE_TIMING_GATE=str(gate)))
         try:
             outcome.meanwhile = meanwhile() if meanwhile else None
         except BaseException:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+            judge.kill()
             raise
         finally:
             gate.touch()
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait()
+        if not judge.wait(timeout_s):
+            judge.kill()
             outcome.error = f"the judge did not finish within {timeout_s:g} s"
             return outcome
-        logs.seek(0)
-        outcome.log = logs.read()[-20000:]
-        logs.close()
+        outcome.log = log_path.read_text(errors="replace")[-20000:] if log_path.exists() else ""
         if not result_path.exists():
             last = (outcome.log.strip().splitlines() or ["no output"])[-1]
             outcome.grader_error = "the judge failed: " + last[:200]
