@@ -10,6 +10,7 @@ to its run.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -115,6 +116,16 @@ class CachedReference:
         return entry["result"], Counts.from_dict(json.loads(entry["counts"]))
 
 
+@functools.lru_cache(maxsize=1)
+def grader_digest(package: Path) -> str:
+    """The digest of the grader's own code (every .py file of `package`): part of the key of every
+    cached verdict and reference answer, so a change to the grader judges everything again."""
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def cached_reference(remote, source: str, interpreter: bool):
     """`remote` (the judge's RemoteFunction of the reference kernel), answered from the judge cache
     where there is one and kernels run on the interpreter; else `remote` itself."""
@@ -125,7 +136,6 @@ def cached_reference(remote, source: str, interpreter: bool):
     import triton
 
     from .. import __file__ as package_init
-    from .verify import grader_digest
 
     versions = (f"{os.environ.get('TRITON_INTERPRET')}|{torch.__version__}|{triton.__version__}|"
                 f"{grader_digest(Path(package_init).parent)}")

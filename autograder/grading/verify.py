@@ -16,7 +16,6 @@ grade report.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -27,6 +26,7 @@ from pathlib import Path
 from ..notebook_code import cell_by_id, grade_id, read, strip_markers
 from . import answer_policy
 from .judge_server import JudgeProcess
+from .reference_cache import grader_digest
 
 
 def answer_cell_violations(source: str, policy: str = "triton") -> list[str]:
@@ -153,14 +153,6 @@ def judge_cache_path(spec: dict) -> Path | None:
                   f"{os.environ.get('COURSE_CASE_TIMEOUT_S')}".encode())
     digest.update(grader_digest(Path(package_init).parent).encode())
     return Path(folder) / f"{digest.hexdigest()}.json"
-
-
-@functools.lru_cache(maxsize=1)
-def grader_digest(package: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(package.rglob("*.py")):
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def judge_points(grade_name: str, max_score: float, outcome: Verification) -> tuple[float, str]:
