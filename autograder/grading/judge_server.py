@@ -17,6 +17,10 @@ a grading process that judges several at once gets a server for each.
 The server imports only modules that decide nothing from the environment when imported (torch, numpy,
 the wire format): the device, the problems and their Triton kernels are chosen in each judge, after its
 environment is in place. It ends when its stdin closes, that is, with the grading process.
+
+(Not multiprocessing's fork server: it imports the caller's `__main__` again in every child, so a
+judge started from `python -m autograder demo`, a script or a Ray worker would first run their top
+level again; grading problem 3's samples so took twice as long before the judges failed.)
 """
 from __future__ import annotations
 
