@@ -154,8 +154,8 @@ def _step(model: GPT, optimizer: torch.optim.Optimizer, config: TrainConfig, x: 
 
 class GraphedStep:
     """`_step` captured once in a CUDA graph and replayed. Each call copies its batch into the graph's
-    own input tensors and returns a copy of the graph's loss. The model's gradients must be None at
-    the capture (as after a step), so that the captured backward writes them instead of adding."""
+    own input tensors and returns a copy of the graph's loss. The capture starts with the gradients
+    set to None, so that the captured backward writes them instead of adding to them."""
 
     def __init__(self, model: GPT, optimizer: torch.optim.Optimizer, config: TrainConfig, x: torch.Tensor,
                  y: torch.Tensor):
