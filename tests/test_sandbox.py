@@ -146,8 +146,11 @@ def test_sees_nothing_of_the_repository_but_the_package(world):
 def test_writes_only_into_scratch(world):
     writes = world["report"]["write"]
     for name, path in world["outside"].items():
-        assert writes[str(path)] != "ok", name
-        assert not path.exists(), name
+        assert not path.exists(), name   # nothing reached the host
+        # Inside, /tmp is the sandbox's own tmpfs: for a checkout under /tmp, the path of the
+        # repository is a folder on that tmpfs, and a write there goes where the sandbox's /tmp goes.
+        if not path.is_relative_to("/tmp"):
+            assert writes[str(path)] != "ok", name
     assert writes[str(world["scratch"] / "result.txt")] == "ok"
     assert (world["scratch"] / "result.txt").read_text() == "written from the sandbox"
 
