@@ -6,9 +6,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
+import pytest
 
 from autograder.grading import judge_server
 from autograder.grading.judge_server import JudgeProcess
@@ -102,3 +105,22 @@ def test_a_server_that_dies_costs_the_judge_at_work_its_verdict_and_nothing_afte
     assert next_judge.wait(300) and next_judge.exit_code == 0
     assert _report(next_paths)["parent"] != server.pid               # a new server
     assert all(s.process.pid != server.pid for s in judge_server._idle)
+
+
+def test_a_server_that_never_answers_is_given_up_with_the_reason(tmp_path, monkeypatch):
+    """A server stuck before its first answer (say, importing torch from a hung file system) must
+    not hold grading forever: the judge is given up, and verify's caller records why."""
+    def stuck(self):
+        self.process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        self._requests, self._replies = self.process.stdin.fileno(), self.process.stdout.fileno()
+        self._pending = b""
+
+    monkeypatch.setattr(judge_server._Server, "__init__", stuck)
+    monkeypatch.setattr(judge_server, "START_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(judge_server, "_idle", [])
+    started = time.monotonic()
+    with pytest.raises(judge_server.JudgeServerGone, match="forked no judge within 1 s"):
+        _judge(tmp_path, "stuck", REPORT)
+    assert time.monotonic() - started < 30
+    assert judge_server._idle == []   # the stuck server was stopped, not kept

@@ -84,8 +84,12 @@ def serve() -> None:
 # --- the grading process's side ---------------------------------------------------------------------
 
 
+# How long a judge may take to be forked: a new server imports torch first, on a busy machine.
+START_TIMEOUT_S = 300.0
+
+
 class JudgeServerGone(RuntimeError):
-    """The judge server ended (killed, or out of memory) before it answered."""
+    """The judge server ended (killed, or out of memory) or did not answer in time."""
 
 
 class _Server:
@@ -157,11 +161,12 @@ class JudgeProcess:
         try:
             self._server.send({"spec": str(spec_path), "result": str(result_path), "log": str(log_path),
                                "cwd": os.getcwd(), "env": dict(environment)})
-            started = self._server.reply()
+            started = self._server.reply(START_TIMEOUT_S)
+            if started is None:
+                raise JudgeServerGone(f"the judge server forked no judge within {START_TIMEOUT_S:g} s")
         except BaseException:
             self._server.close()
             raise
-        assert started is not None   # no time limit: a reply, or JudgeServerGone
         self.pid: int = started["pid"]
 
     def wait(self, timeout_s: float | None = None) -> bool:
