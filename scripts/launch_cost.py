@@ -7,7 +7,7 @@ before Python has enqueued the next. This times the host side of launching kerne
 almost nothing, with 1-8 tensor arguments and 0-32 integer arguments, and then problem 7's four
 kernels as its wrapper launches them, so that the cost of a launch can be split into a fixed part
 and a part per argument. With --other, a second problem 7 solution notebook (an earlier version,
-say) is loaded beside the current one and the two backward wrappers are timed in turns, in the
+say) is loaded beside the current one and the two forward and backward wrappers are timed in turns, in the
 same process: host time varies more between processes than between such versions. Writes
 OUTDIR/launch_cost.json.
 """
@@ -107,8 +107,8 @@ def main() -> None:
 
 
 def compare_backward(module, other_notebook: Path, q, k, v, do, causal, rounds=7) -> dict:
-    """Host microseconds of attention_backward, this notebook's and `other_notebook`'s, timed in
-    turns (rounds x 400 calls each); the medians over rounds, and every round."""
+    """Host microseconds of attention_forward and attention_backward, this notebook's and
+    `other_notebook`'s, timed in turns (rounds x 400 calls each); the medians over rounds, and every round."""
     from autograder.kernel_module import import_kernel_module
     from autograder.notebook_code import read
     from autograder.problems import get_spec
@@ -118,17 +118,17 @@ def compare_backward(module, other_notebook: Path, q, k, v, do, causal, rounds=7
     calls = {}
     for name, m in modules.items():
         o, lse = m.attention_forward(q, k, v, causal)
-        calls[name] = lambda m=m, o=o, lse=lse: m.attention_backward(q, k, v, o, lse, do, causal)
-    seen: dict[str, list] = {name: [] for name in modules}
+        calls[f"attention_forward, {name}"] = lambda m=m: m.attention_forward(q, k, v, causal)
+        calls[f"attention_backward, {name}"] = lambda m=m, o=o, lse=lse: m.attention_backward(q, k, v, o, lse, do,
+                                                                                               causal)
+    seen: dict[str, list] = {name: [] for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():
             seen[name].append(host_us(call, 400))
     medians = {name: statistics.median(us) for name, us in seen.items()}
     for name, us in medians.items():
-        print(f"  attention_backward, {name}: {us:6.1f} us (median of {rounds} turns: "
-              + ", ".join(f"{u:.1f}" for u in seen[name]) + ")")
+        print(f"  {name}: {us:6.1f} us (median of {rounds} turns: " + ", ".join(f"{u:.1f}" for u in seen[name]) + ")")
     return {"median_us": medians, "rounds_us": seen}
-
 
 if __name__ == "__main__":
     main()

@@ -340,3 +340,56 @@ def test_gpu_sample_mistakes_are_named(source_nb, runtime):
         fn = variant(source_nb, sample.edits, name=f"gpu_{sample.name}").flash_attention_grads
         result = run_grad_case(fn, case, runtime, diagnoses=problem7.backward_diagnoses(fn))
         assert codes(result) == [sample.expected_cause], "\n".join(result.lines())
+
+
+# ---- the descriptor kernels (Hopper, large inputs) ----
+
+@pytest.mark.parametrize("causal", [False, True], ids=["noncausal", "causal"])
+def test_descriptor_kernels_compute_what_the_pointer_kernels_do(reference, runtime, causal):
+    """The forward and backward with their streamed tiles fetched through tensor descriptors give the
+    pointer kernels' o, lse and gradients bit for bit under the CPU interpreter, rows past the end
+    (zeros either way) included. On a GPU the next test checks them against float64."""
+    if not runtime.interpreter:
+        pytest.skip("bit for bit only under the interpreter; on a GPU, see test_gpu_descriptor_kernels")
+    case = Case(2, 2, 47, 32, seed=80, causal=causal)
+    q, k, v = make_qkv(case)
+    do = make_grad(case)
+    config = reference.launch_config(q, causal)
+    runs = []
+    for tma in (False, True):
+        o, lse = reference.attention_forward(q, k, v, causal, config=config, tma=tma)
+        runs.append((o, lse, *reference.attention_backward(q, k, v, o, lse, do, causal, config=config, tma=tma)))
+    for name, pointer, descriptor in zip(("o", "lse", "dq", "dk", "dv"), *runs, strict=True):
+        assert torch.equal(pointer, descriptor), name
+
+
+def test_descriptors_only_where_the_gpu_work_hides_their_host_cost(reference, monkeypatch):
+    """Encoding a descriptor costs the host time at every launch: on Hopper the wrapper takes the
+    descriptor kernels (and their tiles) only for 16-bit inputs of at least _TMA_MIN_WORK."""
+    monkeypatch.setattr(reference, "is_hopper_or_newer", lambda t: True)
+
+    def large(shape, causal, dtype=torch.bfloat16):
+        return reference._large_on_hopper(torch.empty(shape, dtype=dtype, device="meta"), causal)
+
+    assert large((4, 16, 4096, 64), causal=False) and large((4, 16, 4096, 64), causal=True)  # 2^36, 2^35
+    assert not large((4, 16, 2048, 64), causal=False)    # 2^34
+    assert not large((16, 12, 1024, 64), causal=True)    # GPT-2 small's training step: host-bound
+    assert not large((4, 16, 4096, 64), False, torch.float32)
+    monkeypatch.setattr(reference, "is_hopper_or_newer", lambda t: False)
+    assert not large((4, 16, 16384, 128), causal=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", GPU_CASES, ids=lambda c: c.label())
+def test_gpu_descriptor_kernels(reference, runtime, case, monkeypatch):
+    """Every GPU case with the Hopper path forced (descriptors and Hopper tiles from the first byte of
+    work): contiguous 16-bit inputs take the descriptor kernels, the others the pointer kernels with
+    the Hopper tiles."""
+    import torch.cuda
+
+    if torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("tensor descriptors need a Hopper GPU or newer")
+    monkeypatch.setattr(reference, "_TMA_MIN_WORK", 0)
+    fn = reference.flash_attention_grads
+    result = run_grad_case(fn, case, runtime, diagnoses=problem7.backward_diagnoses(fn))
+    assert result.passed and not result.note, "\n".join(result.lines())

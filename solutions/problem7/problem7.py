@@ -197,7 +197,8 @@ plt.show()
 # `tl.math.exp2` is the fast base-2 exponential, and `LOG2_E` ($\log_2 e$) is defined in the cell above
 # yours. Cast `p` and `ds` to the input dtype (`q.dtype`) before `tl.dot`: 16-bit operands run on the
 # tensor cores. Inputs past the end of the sequence are loaded as zeros and contribute nothing; you need
-# no bounds checks.
+# no bounds checks. The kernels load through pointers, or, for long sequences on a Hopper GPU, through
+# tensor descriptors (the TMA unit copies whole tiles); your functions get the same tiles either way.
 #
 # Keep the cell to `@triton.jit` functions (and constants, if you want any): no imports, no other
 # statements. When grading, the tests run in a fresh interpreter that holds only the course's cells and
@@ -313,23 +314,16 @@ def dq_update(dq, q, k, v, do, lse, delta, qk_scale, sm_scale, query_idx, key_id
     return dq
 
 # %% nbgrader={"grade": false, "grade_id": "kernel", "locked": true, "schema_version": 3, "solution": false, "task": false}
-from autograder.tma import is_hopper_or_newer
+from autograder.tma import is_hopper_or_newer, tile_descriptor, tma_ready
 from autograder.validation import check_attention_inputs
 
 
 # ---- the forward (problems 3 and 4): O and the natural-log LSE, causal or not ----------------
 
 @triton.jit
-def _forward_block(acc, l_i, m_i, q, kt_ptrs, v_ptrs, stride_kn, stride_vn, start_n, offs_m, offs_n, seq_len,
-                   qk_scale, MASK: tl.constexpr, CAUSAL: tl.constexpr):
+def _forward_step(acc, l_i, m_i, q, kt, v, offs_m, key_idx, seq_len, qk_scale, MASK: tl.constexpr,
+                  CAUSAL: tl.constexpr):
     # One key block of the online softmax (problem 3's update, problem 4's diagonal mask).
-    key_idx = start_n + offs_n
-    if MASK:
-        kt = tl.load(kt_ptrs + start_n * stride_kn, mask=key_idx[None, :] < seq_len, other=0.0)
-        v = tl.load(v_ptrs + start_n * stride_vn, mask=key_idx[:, None] < seq_len, other=0.0)
-    else:
-        kt = tl.load(kt_ptrs + start_n * stride_kn)
-        v = tl.load(v_ptrs + start_n * stride_vn)
     s = tl.dot(q, kt) * qk_scale
     if MASK:
         if CAUSAL:
@@ -342,6 +336,20 @@ def _forward_block(acc, l_i, m_i, q, kt_ptrs, v_ptrs, stride_kn, stride_vn, star
     l_i = l_i * alpha + tl.sum(p, axis=1)
     acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
     return acc, l_i, m_new
+
+
+@triton.jit
+def _forward_block(acc, l_i, m_i, q, kt_ptrs, v_ptrs, stride_kn, stride_vn, start_n, offs_m, offs_n, seq_len,
+                   qk_scale, MASK: tl.constexpr, CAUSAL: tl.constexpr):
+    # The pointer kernel's key block: K loaded transposed, (HEAD_DIM, BLOCK_N), rows past the end as zeros.
+    key_idx = start_n + offs_n
+    if MASK:
+        kt = tl.load(kt_ptrs + start_n * stride_kn, mask=key_idx[None, :] < seq_len, other=0.0)
+        v = tl.load(v_ptrs + start_n * stride_vn, mask=key_idx[:, None] < seq_len, other=0.0)
+    else:
+        kt = tl.load(kt_ptrs + start_n * stride_kn)
+        v = tl.load(v_ptrs + start_n * stride_vn)
+    return _forward_step(acc, l_i, m_i, q, kt, v, offs_m, key_idx, seq_len, qk_scale, MASK=MASK, CAUSAL=CAUSAL)
 
 
 @triton.jit
@@ -385,6 +393,58 @@ def _forward_kernel(
     tl.store(LSE + off_bh.to(tl.int64) * seq_len + offs_m, lse, mask=offs_m < seq_len)
 
 
+@triton.jit
+def _query_block_of_program(n_bh, seq_len, HEADS_PER_GROUP: tl.constexpr, BLOCK_M: tl.constexpr):
+    # (off_bh, start_m) of this program, as in problem 4: the longest causal query blocks first, in
+    # groups of heads, so that the short ones fill in at the end and a group's K/V stays in the L2.
+    n_m = tl.cdiv(seq_len, BLOCK_M)
+    pid = tl.program_id(0)
+    group = pid // (n_m * HEADS_PER_GROUP)
+    first_bh = group * HEADS_PER_GROUP
+    heads_here = tl.minimum(HEADS_PER_GROUP, n_bh - first_bh)
+    within = pid - group * n_m * HEADS_PER_GROUP
+    return first_bh + within % heads_here, n_m - 1 - within // heads_here
+
+
+@triton.jit
+def _forward_kernel_tma(
+    desc_q, desc_k, desc_v, desc_o, LSE, n_heads, n_bh, seq_len, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+    HEADS_PER_GROUP: tl.constexpr, OUT_DTYPE: tl.constexpr,
+):
+    # The same forward with its tiles fetched through tensor descriptors (Hopper and newer, as in
+    # problems 3 and 4): one instruction per tile; rows past the end arrive as zeros.
+    off_bh, start_m = _query_block_of_program(n_bh, seq_len, HEADS_PER_GROUP, BLOCK_M)
+    off_b = off_bh // n_heads
+    off_h = off_bh % n_heads
+    offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    q = desc_q.load([off_b, off_h, start_m * BLOCK_M, 0]).reshape(BLOCK_M, HEAD_DIM)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    if CAUSAL:
+        hi1 = start_m * BLOCK_M
+        hi2 = tl.minimum((start_m + 1) * BLOCK_M, seq_len)
+    else:
+        hi1 = (seq_len // BLOCK_N) * BLOCK_N
+        hi2 = seq_len
+    for start_n in range(0, hi1, BLOCK_N):
+        k = desc_k.load([off_b, off_h, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
+        v = desc_v.load([off_b, off_h, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
+        acc, l_i, m_i = _forward_step(acc, l_i, m_i, q, k.T, v, offs_m, start_n + offs_n, seq_len, qk_scale,
+                                      MASK=False, CAUSAL=CAUSAL)
+    for start_n in range(hi1, hi2, BLOCK_N):
+        k = desc_k.load([off_b, off_h, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
+        v = desc_v.load([off_b, off_h, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
+        acc, l_i, m_i = _forward_step(acc, l_i, m_i, q, k.T, v, offs_m, start_n + offs_n, seq_len, qk_scale,
+                                      MASK=True, CAUSAL=CAUSAL)
+    o = acc / l_i[:, None]
+    lse = (m_i + tl.math.log2(l_i)) * LN_2
+    desc_o.store([off_b, off_h, start_m * BLOCK_M, 0], o.to(OUT_DTYPE).reshape(1, 1, BLOCK_M, HEAD_DIM))
+    tl.store(LSE + off_bh.to(tl.int64) * seq_len + offs_m, lse, mask=offs_m < seq_len)
+
+
 # ---- the backward: the preprocess, then dK/dV per key block and dQ per query block ---------------
 
 @triton.jit
@@ -408,13 +468,26 @@ def _preprocess_kernel(O, DO, DELTA, stride_ob, stride_oh, stride_om, stride_od,
 
 
 @triton.jit
+def _load_rows(ptrs, desc, off_b, off_h, start, stride, idx, seq_len, ROWS: tl.constexpr, HEAD_DIM: tl.constexpr,
+               TMA: tl.constexpr):
+    # ROWS positions from `start` of one (batch, head): through a tensor descriptor on Hopper (an
+    # asynchronous copy the loop's pipeline overlaps with the previous step), else through pointers.
+    # Either way, positions past the end arrive as zeros.
+    if TMA:
+        tile = desc.load([off_b.to(tl.int32), off_h.to(tl.int32), start, 0]).reshape(ROWS, HEAD_DIM)
+    else:
+        tile = tl.load(ptrs + start * stride, mask=idx[:, None] < seq_len, other=0.0)
+    return tile
+
+
+@triton.jit
 def _dkdv_program(
     start_n, off_bh, Q, K, V, DO, DK, DV, LSE, DELTA,
     stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
     stride_dkb, stride_dkh, stride_dkn, stride_dkd, stride_dvb, stride_dvh, stride_dvn, stride_dvd,
-    n_heads, seq_len, qk_scale, sm_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+    desc_q, desc_do, n_heads, seq_len, qk_scale, sm_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, TMA: tl.constexpr,
 ):
     # One program owns BLOCK_N keys of one (batch, head) and walks the query blocks that see them.
     off_b = (off_bh // n_heads).to(tl.int64)
@@ -442,18 +515,18 @@ def _dkdv_program(
         mid = 0
     for start_m in range(lo, mid, BLOCK_M):   # the diagonal (causal only)
         query_idx = start_m + offs_m
-        rows = query_idx[:, None] < seq_len
-        q = tl.load(q_ptrs + start_m * stride_qm, mask=rows, other=0.0)
-        do = tl.load(do_ptrs + start_m * stride_dom, mask=rows, other=0.0)
+        q = _load_rows(q_ptrs, desc_q, off_b, off_h, start_m, stride_qm, query_idx, seq_len, BLOCK_M, HEAD_DIM, TMA)
+        do = _load_rows(do_ptrs, desc_do, off_b, off_h, start_m, stride_dom, query_idx, seq_len, BLOCK_M, HEAD_DIM,
+                        TMA)
         lse = tl.load(LSE + row0 + query_idx, mask=query_idx < seq_len, other=0.0)
         delta = tl.load(DELTA + row0 + query_idx, mask=query_idx < seq_len, other=0.0)
         dk, dv = dkdv_update(dk, dv, q, k, v, do, lse, delta, qk_scale, sm_scale, query_idx, offs_n,
                              ON_DIAGONAL=True)
     for start_m in range(mid, seq_len, BLOCK_M):   # every query sees every key of the block
         query_idx = start_m + offs_m
-        rows = query_idx[:, None] < seq_len
-        q = tl.load(q_ptrs + start_m * stride_qm, mask=rows, other=0.0)
-        do = tl.load(do_ptrs + start_m * stride_dom, mask=rows, other=0.0)
+        q = _load_rows(q_ptrs, desc_q, off_b, off_h, start_m, stride_qm, query_idx, seq_len, BLOCK_M, HEAD_DIM, TMA)
+        do = _load_rows(do_ptrs, desc_do, off_b, off_h, start_m, stride_dom, query_idx, seq_len, BLOCK_M, HEAD_DIM,
+                        TMA)
         lse = tl.load(LSE + row0 + query_idx, mask=query_idx < seq_len, other=0.0)
         delta = tl.load(DELTA + row0 + query_idx, mask=query_idx < seq_len, other=0.0)
         dk, dv = dkdv_update(dk, dv, q, k, v, do, lse, delta, qk_scale, sm_scale, query_idx, offs_n,
@@ -470,8 +543,8 @@ def _dq_program(
     stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
     stride_dqb, stride_dqh, stride_dqm, stride_dqd,
-    n_heads, seq_len, qk_scale, sm_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr,
+    desc_k, desc_v, n_heads, seq_len, qk_scale, sm_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, TMA: tl.constexpr,
 ):
     # One program owns BLOCK_M queries of one (batch, head) and walks the key blocks they see.
     off_b = (off_bh // n_heads).to(tl.int64)
@@ -499,14 +572,18 @@ def _dq_program(
         hi1 = (seq_len // BLOCK_N) * BLOCK_N
         hi2 = seq_len
     for start_n in range(0, hi1, BLOCK_N):   # whole key blocks, no mask
-        k = tl.load(k_ptrs + start_n * stride_kn)
-        v = tl.load(v_ptrs + start_n * stride_vn)
+        if TMA:
+            k = desc_k.load([off_b.to(tl.int32), off_h.to(tl.int32), start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
+            v = desc_v.load([off_b.to(tl.int32), off_h.to(tl.int32), start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
+        else:
+            k = tl.load(k_ptrs + start_n * stride_kn)
+            v = tl.load(v_ptrs + start_n * stride_vn)
         dq = dq_update(dq, q, k, v, do, lse, delta, qk_scale, sm_scale, query_idx, start_n + offs_n,
                        ON_DIAGONAL=False)
     for start_n in range(hi1, hi2, BLOCK_N):   # the diagonal (causal) or the tail block (zeros past the end)
         key_idx = start_n + offs_n
-        k = tl.load(k_ptrs + start_n * stride_kn, mask=key_idx[:, None] < seq_len, other=0.0)
-        v = tl.load(v_ptrs + start_n * stride_vn, mask=key_idx[:, None] < seq_len, other=0.0)
+        k = _load_rows(k_ptrs, desc_k, off_b, off_h, start_n, stride_kn, key_idx, seq_len, BLOCK_N, HEAD_DIM, TMA)
+        v = _load_rows(v_ptrs, desc_v, off_b, off_h, start_n, stride_vn, key_idx, seq_len, BLOCK_N, HEAD_DIM, TMA)
         dq = dq_update(dq, q, k, v, do, lse, delta, qk_scale, sm_scale, query_idx, key_idx, ON_DIAGONAL=CAUSAL)
     tl.store(DQ + off_b * stride_dqb + off_h * stride_dqh + query_idx[:, None] * stride_dqm
              + offs_d[None, :] * stride_dqd, dq.to(DQ.dtype.element_ty), mask=rows)
@@ -519,12 +596,13 @@ def _backward_kernel(
     stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
     stride_dqb, stride_dqh, stride_dqm, stride_dqd, stride_dkb, stride_dkh, stride_dkn, stride_dkd,
     stride_dvb, stride_dvh, stride_dvn, stride_dvd,
-    n_heads, seq_len, qk_scale, sm_scale, n_key_blocks,
+    desc_q, desc_do, desc_k, desc_v, n_heads, seq_len, qk_scale, sm_scale, n_key_blocks,
     HEAD_DIM: tl.constexpr, BLOCK_M1: tl.constexpr, BLOCK_N1: tl.constexpr, BLOCK_M2: tl.constexpr,
-    BLOCK_N2: tl.constexpr, CAUSAL: tl.constexpr,
+    BLOCK_N2: tl.constexpr, CAUSAL: tl.constexpr, TMA: tl.constexpr,
 ):
     # Programs 0 .. n_key_blocks - 1 of each (batch, head) own key blocks (dK, dV); the rest own query
-    # blocks (dQ).
+    # blocks (dQ), the last query block first: with the causal mask it has the most keys to visit.
+    # (desc_*: tensor descriptors of the tiles the loops stream, on Hopper; None otherwise.)
     pid = tl.program_id(0)
     off_bh = tl.program_id(1)
     if pid < n_key_blocks:
@@ -532,29 +610,34 @@ def _backward_kernel(
                       stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
                       stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
                       stride_dkb, stride_dkh, stride_dkn, stride_dkd, stride_dvb, stride_dvh, stride_dvn, stride_dvd,
-                      n_heads, seq_len, qk_scale, sm_scale,
-                      HEAD_DIM=HEAD_DIM, BLOCK_M=BLOCK_M1, BLOCK_N=BLOCK_N1, CAUSAL=CAUSAL)
+                      desc_q, desc_do, n_heads, seq_len, qk_scale, sm_scale,
+                      HEAD_DIM=HEAD_DIM, BLOCK_M=BLOCK_M1, BLOCK_N=BLOCK_N1, CAUSAL=CAUSAL, TMA=TMA)
     else:
-        _dq_program(pid - n_key_blocks, off_bh, Q, K, V, DO, DQ, LSE, DELTA,
+        _dq_program(tl.num_programs(0) - 1 - pid, off_bh, Q, K, V, DO, DQ, LSE, DELTA,
                     stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
                     stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
                     stride_dqb, stride_dqh, stride_dqm, stride_dqd,
-                    n_heads, seq_len, qk_scale, sm_scale,
-                    HEAD_DIM=HEAD_DIM, BLOCK_M=BLOCK_M2, BLOCK_N=BLOCK_N2, CAUSAL=CAUSAL)
+                    desc_k, desc_v, n_heads, seq_len, qk_scale, sm_scale,
+                    HEAD_DIM=HEAD_DIM, BLOCK_M=BLOCK_M2, BLOCK_N=BLOCK_N2, CAUSAL=CAUSAL, TMA=TMA)
 
 
 # Tiles: (forward: BLOCK_M, BLOCK_N, num_warps, num_stages; dK/dV: BLOCK_M1 queries per step, BLOCK_N1
 # keys per program; dQ: BLOCK_M2 queries per program, BLOCK_N2 keys per step; the backward's num_warps,
 # num_stages). BLOCK_N1 is a multiple of BLOCK_M1 and BLOCK_M2 of BLOCK_N2, so that a diagonal is a
 # whole number of steps. Chosen on an H200 by scripts/tune_backward.py and scripts/tune_forward.py
-# (docs/results/h200/problem7): at D <= 64, 64-query forward tiles and, without a mask, 128-key dK/dV
-# programs stepping 32 queries at a time (with the causal mask, square 64 x 64 steps: fewer of the
-# steps lie on the diagonal); at D=128, an 8-warp forward and square 64 x 64 backward steps (larger
-# tiles spill).
-_SMALL_D = (64, 64, 4, 3, 32, 128, 128, 32, 4, 3)
-_SMALL_D_CAUSAL = (64, 64, 4, 3, 64, 64, 64, 64, 4, 3)
-_GPU_CONFIGS = {(d, causal): _SMALL_D_CAUSAL if causal else _SMALL_D for d in (16, 32, 64) for causal in (False, True)}
+# (docs/results/h200/problem7): at D <= 64, 64-query forward tiles; at D=128, an 8-warp forward; and
+# square 64 x 64 backward steps (larger tiles spill at D=128; at D=64 the 128-key dK/dV programs that
+# step 32 queries at a time are as fast through pointers and 5% slower through descriptors).
+_GPU_CONFIGS = {(d, causal): (64, 64, 4, 3, 64, 64, 64, 64, 4, 3) for d in (16, 32, 64) for causal in (False, True)}
 _GPU_CONFIGS.update({(128, causal): (128, 64, 8, 3, 64, 64, 64, 64, 4, 2) for causal in (False, True)})
+# Hopper and newer, 16-bit inputs, enough work: the kernels fetch the tiles their loops stream through
+# tensor descriptors, and the forward takes problem 4's Hopper tiles (128 x 128: 1.13-1.22x faster
+# than its pointer tiles at L=16384 on an H200). A descriptor costs the host time at every launch
+# (its tensor map is encoded anew): a forward took 133 us of host time instead of 70, a backward 228
+# instead of 131. Below _TMA_MIN_WORK (B*H*L^2*D, halved when causal; 2^35 is B=4 H=16 L=4096 D=64
+# causal) the GPU's part is too short to hide that, and the pointer kernels run.
+_HOPPER_FORWARD = {16: (128, 64, 8, 3), 32: (128, 64, 8, 3), 64: (128, 128, 4, 3), 128: (128, 128, 8, 3)}
+_TMA_MIN_WORK = 2 ** 35
 _FLOAT32_D128_CONFIG = (64, 32, 4, 2, 32, 64, 64, 32, 4, 2)  # float32 tiles take twice the shared memory
 _INTERPRETER_CONFIG = (32, 32, 4, 1, 16, 32, 32, 16, 4, 1)   # small tiles: several blocks at the CPU's small L
 
@@ -568,9 +651,26 @@ def launch_config(q, causal=False):
     BLOCK_N1, BLOCK_M2, BLOCK_N2, backward num_warps, backward num_stages)."""
     if _INTERPRETING or q.device.type != "cuda":
         return _INTERPRETER_CONFIG
-    if q.dtype == torch.float32 and q.shape[-1] == 128:
-        return _FLOAT32_D128_CONFIG
-    return _GPU_CONFIGS[q.shape[-1], bool(causal)]
+    if q.dtype == torch.float32:
+        return _FLOAT32_D128_CONFIG if q.shape[-1] == 128 else _GPU_CONFIGS[q.shape[-1], bool(causal)]
+    config = _GPU_CONFIGS[q.shape[-1], bool(causal)]
+    return (*_HOPPER_FORWARD[q.shape[-1]], *config[4:]) if _large_on_hopper(q, causal) else config
+
+
+def _large_on_hopper(q, causal):
+    batch, n_heads, seq_len, head_dim = q.shape
+    work = batch * n_heads * seq_len * seq_len * head_dim // (2 if causal else 1)
+    return q.dtype != torch.float32 and work >= _TMA_MIN_WORK and is_hopper_or_newer(q)
+
+
+def _tma(q, causal, *tensors):
+    """Whether the kernels fetch tiles through tensor descriptors: a large 16-bit input on Hopper or
+    newer, every tensor with aligned strides."""
+    return _large_on_hopper(q, causal) and tma_ready(q, *tensors)
+
+
+# Heads per group of the TMA forward's launch order (_query_block_of_program), as in problem 4.
+_HEADS_PER_GROUP = 8
 
 
 def _check(q, k, v):
@@ -584,30 +684,42 @@ def _check_do(q, do):
         raise ValueError(f"do must be like q: shape {tuple(q.shape)}, {q.dtype}; got {tuple(do.shape)}, {do.dtype}")
 
 
-def attention_forward(q, k, v, causal=False, config=None):
+def attention_forward(q, k, v, causal=False, config=None, tma=None):
     """(o, lse) of softmax(q k^T / sqrt(D)) v, causal or not; lse float32 (B, H, L) in natural log.
-    `config`: the tiles (launch_config's tuple), for tuning; None: launch_config(q, causal)."""
+    For tuning: `config`, the tiles (launch_config's tuple; None: launch_config(q, causal)); `tma`,
+    True or False for the descriptor or the pointer kernel (None: descriptors where they pay, `_tma`)."""
     _check(q, k, v)
-    return _launch_forward(q, k, v, causal, config or launch_config(q, causal))
+    tma = _tma(q, causal, k, v) if tma is None else tma
+    return _launch_forward(q, k, v, causal, config or launch_config(q, causal), tma)
 
 
-def attention_backward(q, k, v, o, lse, do, causal=False, config=None):
+def attention_backward(q, k, v, o, lse, do, causal=False, config=None, tma=None):
     """(dq, dk, dv) from the forward's o and natural-log lse and the upstream gradient do.
-    `config`: the tiles (launch_config's tuple), for tuning; None: launch_config(q, causal)."""
+    `config` and `tma` as for attention_forward."""
     _check(q, k, v)
     _check_do(q, do)
-    return _launch_backward(q, k, v, o, lse.contiguous(), do, causal, config or launch_config(q, causal))
+    tma = _tma(q, causal, k, v, do) if tma is None else tma
+    return _launch_backward(q, k, v, o, lse.contiguous(), do, causal, config or launch_config(q, causal), tma)
 
 
 # The launches alone. A training step at a short length is launch-bound: the GPU finishes each kernel
 # before Python has enqueued the next (docs/results/h200/problem7, "profile_step"), so the autograd
 # function below checks its inputs and picks its tiles once, in the forward, and its backward only
 # launches.
-def _launch_forward(q, k, v, causal, config):
+def _launch_forward(q, k, v, causal, config, tma):
     batch, n_heads, seq_len, head_dim = q.shape
     block_m, block_n, num_warps, num_stages, *_ = config
     o = torch.empty_like(q)
     lse = torch.empty((batch, n_heads, seq_len), device=q.device, dtype=torch.float32)
+    if tma:
+        grid = (triton.cdiv(seq_len, block_m) * batch * n_heads,)
+        _forward_kernel_tma[grid](
+            tile_descriptor(q, block_m), tile_descriptor(k, block_n), tile_descriptor(v, block_n),
+            tile_descriptor(o, block_m), lse, n_heads, batch * n_heads, seq_len, LOG2_E.value / math.sqrt(head_dim),
+            HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, CAUSAL=causal, HEADS_PER_GROUP=_HEADS_PER_GROUP,
+            OUT_DTYPE=tl.float16 if q.dtype == torch.float16 else tl.bfloat16,
+            num_warps=num_warps, num_stages=num_stages)
+        return o, lse
     grid = (triton.cdiv(seq_len, block_m), batch * n_heads)
     _forward_kernel[grid](q, k, v, o, lse, *q.stride(), *k.stride(), *v.stride(), *o.stride(),
                           n_heads, seq_len, LOG2_E.value / math.sqrt(head_dim),
@@ -616,7 +728,7 @@ def _launch_forward(q, k, v, causal, config):
     return o, lse
 
 
-def _launch_backward(q, k, v, o, lse, do, causal, config):
+def _launch_backward(q, k, v, o, lse, do, causal, config, tma):
     batch, n_heads, seq_len, head_dim = q.shape
     *_, block_m1, block_n1, block_m2, block_n2, num_warps, num_stages = config
     sm_scale = 1.0 / math.sqrt(head_dim)
@@ -626,12 +738,15 @@ def _launch_backward(q, k, v, o, lse, do, causal, config):
         o, do, delta, *o.stride(), *do.stride(), n_heads, seq_len, HEAD_DIM=head_dim, BLOCK_M=block_m2)
     n_key_blocks = triton.cdiv(seq_len, block_n1)
     grid = (n_key_blocks + triton.cdiv(seq_len, block_m2), batch * n_heads)
+    # The tiles the loops stream: q and do (dK/dV steps), k and v (dQ steps).
+    streamed = ((tile_descriptor(q, block_m1), tile_descriptor(do, block_m1), tile_descriptor(k, block_n2),
+                 tile_descriptor(v, block_n2)) if tma else (None,) * 4)
     _backward_kernel[grid](
         q, k, v, do, dq, dk, dv, lse, delta,
         *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(), *dk.stride(), *dv.stride(),
-        n_heads, seq_len, sm_scale * LOG2_E.value, sm_scale, n_key_blocks,
+        *streamed, n_heads, seq_len, sm_scale * LOG2_E.value, sm_scale, n_key_blocks,
         HEAD_DIM=head_dim, BLOCK_M1=block_m1, BLOCK_N1=block_n1, BLOCK_M2=block_m2, BLOCK_N2=block_n2,
-        CAUSAL=causal, num_warps=num_warps, num_stages=num_stages)
+        CAUSAL=causal, TMA=tma, num_warps=num_warps, num_stages=num_stages)
     return dq, dk, dv
 
 
@@ -642,7 +757,7 @@ class FlashAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, causal):
         _check(q, k, v)
         ctx.config = launch_config(q, causal)
-        o, lse = _launch_forward(q, k, v, causal, ctx.config)
+        o, lse = _launch_forward(q, k, v, causal, ctx.config, _tma(q, causal, k, v))
         ctx.save_for_backward(q, k, v, o, lse)   # O(L) memory: no L x L matrix is kept
         ctx.causal = causal
         return o
@@ -651,7 +766,7 @@ class FlashAttention(torch.autograd.Function):
     def backward(ctx, do):
         q, k, v, o, lse = ctx.saved_tensors      # checked by the forward
         _check_do(q, do)
-        dq, dk, dv = _launch_backward(q, k, v, o, lse, do, ctx.causal, ctx.config)
+        dq, dk, dv = _launch_backward(q, k, v, o, lse, do, ctx.causal, ctx.config, _tma(q, ctx.causal, k, v, do))
         return dq, dk, dv, None
 
 
