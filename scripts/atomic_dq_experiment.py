@@ -123,7 +123,8 @@ def backward_atomic_dq(q, k, v, o, lse, do, causal, config, tma_reduce):
 
     sm_scale = 1.0 / math.sqrt(head_dim)
     _backward_atomic_dq[(seq_len // block_n, batch * n_heads)](
-        desc(q), desc(do), desc(dq32), k, v, dk, dv, dq32, lse, delta, n_heads, seq_len, sm_scale * LOG2_E.value, sm_scale,
+        desc(q), desc(do), desc(dq32), k, v, dk, dv, dq32, lse, delta, n_heads, seq_len, sm_scale * LOG2_E.value,
+        sm_scale,
         HEAD_DIM=head_dim, BLOCK_M=block_m, BLOCK_N=block_n, CAUSAL=causal, TMA_REDUCE=tma_reduce,
         num_warps=num_warps, num_stages=num_stages)
     return dq32.to(q.dtype), dk, dv

@@ -393,3 +393,17 @@ def test_gpu_descriptor_kernels(reference, runtime, case, monkeypatch):
     fn = reference.flash_attention_grads
     result = run_grad_case(fn, case, runtime, diagnoses=problem7.backward_diagnoses(fn))
     assert result.passed and not result.note, "\n".join(result.lines())
+
+
+def test_the_atomic_dq_experiment_computes_the_gradients(reference, runtime, repo_root):
+    """scripts/atomic_dq_experiment.py (docs/results/h200/problem7, "An experiment") stays right: its
+    one-kernel backward with dQ by per-element atomics matches float64 autograd under the interpreter."""
+    import importlib.util
+
+    if not runtime.interpreter:
+        pytest.skip("the experiment's GPU run checks itself (scripts/atomic_dq_experiment.py OUTDIR)")
+    spec = importlib.util.spec_from_file_location("atomic_dq_experiment",
+                                                  repo_root / "scripts" / "atomic_dq_experiment.py")
+    experiment = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(experiment)
+    experiment.check_on_the_interpreter(reference)
