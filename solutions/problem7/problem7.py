@@ -321,6 +321,21 @@ from autograder.validation import check_attention_inputs
 # ---- the forward (problems 3 and 4): O and the natural-log LSE, causal or not ----------------
 
 @triton.jit
+def _key_blocks(start_m, seq_len, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr):
+    """(hi1, hi2) for the query block start_m: the key blocks in [0, hi1) need no mask, those in
+    [hi1, hi2) do. Causal (problem 4's stages): the keys before the block are seen by all its queries,
+    the keys of its own span are the diagonal, the keys after it are never loaded. Non-causal
+    (problem 3's): the whole blocks, then the tail block, whose keys past the end are masked."""
+    if CAUSAL:
+        hi1 = start_m * BLOCK_M
+        hi2 = tl.minimum((start_m + 1) * BLOCK_M, seq_len)
+    else:
+        hi1 = (seq_len // BLOCK_N) * BLOCK_N
+        hi2 = seq_len
+    return hi1, hi2
+
+
+@triton.jit
 def _forward_step(acc, l_i, m_i, q, kt, v, offs_m, key_idx, seq_len, qk_scale, MASK: tl.constexpr,
                   CAUSAL: tl.constexpr):
     # One key block of the online softmax (problem 3's update, problem 4's diagonal mask).
@@ -374,12 +389,7 @@ def _forward_kernel(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-    if CAUSAL:  # problem 4's stages: below the diagonal unmasked, the diagonal masked, nothing above
-        hi1 = start_m * BLOCK_M
-        hi2 = tl.minimum((start_m + 1) * BLOCK_M, seq_len)
-    else:       # problem 3's: whole blocks unmasked, the tail block masked
-        hi1 = (seq_len // BLOCK_N) * BLOCK_N
-        hi2 = seq_len
+    hi1, hi2 = _key_blocks(start_m, seq_len, BLOCK_M, BLOCK_N, CAUSAL)
     for start_n in range(0, hi1, BLOCK_N):
         acc, l_i, m_i = _forward_block(acc, l_i, m_i, q, kt_ptrs, v_ptrs, stride_kn, stride_vn, start_n, offs_m,
                                        offs_n, seq_len, qk_scale, MASK=False, CAUSAL=CAUSAL)
@@ -423,12 +433,7 @@ def _forward_kernel_tma(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-    if CAUSAL:
-        hi1 = start_m * BLOCK_M
-        hi2 = tl.minimum((start_m + 1) * BLOCK_M, seq_len)
-    else:
-        hi1 = (seq_len // BLOCK_N) * BLOCK_N
-        hi2 = seq_len
+    hi1, hi2 = _key_blocks(start_m, seq_len, BLOCK_M, BLOCK_N, CAUSAL)
     for start_n in range(0, hi1, BLOCK_N):
         k = desc_k.load([off_b, off_h, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
         v = desc_v.load([off_b, off_h, start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
@@ -563,14 +568,7 @@ def _dq_program(
     k_ptrs = K + off_b * stride_kb + off_h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
     v_ptrs = V + off_b * stride_vb + off_h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd
     dq = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
-    # Causal: the keys before the query block are seen by all its queries (no mask), the keys of its
-    # own span are the diagonal (masked), the keys after it are never loaded.
-    if CAUSAL:
-        hi1 = start_m * BLOCK_M
-        hi2 = tl.minimum((start_m + 1) * BLOCK_M, seq_len)
-    else:
-        hi1 = (seq_len // BLOCK_N) * BLOCK_N
-        hi2 = seq_len
+    hi1, hi2 = _key_blocks(start_m, seq_len, BLOCK_M, BLOCK_N, CAUSAL)
     for start_n in range(0, hi1, BLOCK_N):   # whole key blocks, no mask
         if TMA:
             k = desc_k.load([off_b.to(tl.int32), off_h.to(tl.int32), start_n, 0]).reshape(BLOCK_N, HEAD_DIM)
