@@ -166,26 +166,30 @@ def plot(rows, path=None, title=""):
 
 
 def plot_backward(rows, path, ylabel="TFLOPS"):
-    """Backward TFLOPS against L of problems 7 and 8's benchmarks: one panel per head dim, a line
-    per kernel (and per causal setting where the rows have one, dashed when causal)."""
+    """TFLOPS against L of problems 7 and 8's benchmarks: a row of panels for forward + backward and
+    one for the backward alone (each where the rows have it), a panel per head dim, a line per kernel
+    (and per causal setting where the rows have one, dashed when causal)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     dims = sorted({r["D"] for r in rows})
-    fig, axes = plt.subplots(1, len(dims), figsize=(6 * len(dims), 4.5), squeeze=False)
-    for ax, d in zip(axes[0], dims, strict=True):
-        for impl in dict.fromkeys(r["impl"] for r in rows):
-            for is_causal in dict.fromkeys(r.get("causal") for r in rows):
-                pts = [(r["L"], r["bwd_tflops"]) for r in rows if r["D"] == d and r["impl"] == impl
-                       and r.get("causal") == is_causal and "bwd_tflops" in r]
-                if pts:
-                    ax.plot(*zip(*pts, strict=True), marker="o", ls="--" if is_causal else "-",
-                            label=f"{impl}{' causal' if is_causal else ''}")
-        ax.set_xscale("log", base=2)
-        ax.set(title=f"backward, D={d}", xlabel="L", ylabel=ylabel)
-        ax.legend(fontsize=8)
+    measures = [(key, title) for key, title in (("fwd_bwd_tflops", "forward + backward"), ("bwd_tflops", "backward"))
+                if any(key in r for r in rows)]
+    fig, axes = plt.subplots(len(measures), len(dims), figsize=(6 * len(dims), 4.5 * len(measures)), squeeze=False)
+    for (key, title), ax_row in zip(measures, axes, strict=True):
+        for ax, d in zip(ax_row, dims, strict=True):
+            for impl in dict.fromkeys(r["impl"] for r in rows):
+                for is_causal in dict.fromkeys(r.get("causal") for r in rows):
+                    pts = [(r["L"], r[key]) for r in rows if r["D"] == d and r["impl"] == impl
+                           and r.get("causal") == is_causal and key in r]
+                    if pts:
+                        ax.plot(*zip(*pts, strict=True), marker="o", ls="--" if is_causal else "-",
+                                label=f"{impl}{' causal' if is_causal else ''}")
+            ax.set_xscale("log", base=2)
+            ax.set(title=f"{title}, D={d}", xlabel="L", ylabel=ylabel)
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
