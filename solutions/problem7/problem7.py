@@ -152,7 +152,12 @@ runtime = configure()  # the GPU if Triton supports it, else TRITON_INTERPRET=1 
 #
 # Each gradient block is written by exactly one program: no atomics, no races. The cost is that $P$
 # and $dP$ are computed twice (once per kind of program); the fused alternative (one program does both
-# walks, as in Triton's fused-attention tutorial) does not save that work either.
+# walks, as in Triton's fused-attention tutorial) does not save that work either. FlashAttention-2's
+# CUDA kernel and FlashAttention-3 pay the other price: the dK/dV programs also compute each query
+# block's share of $dQ$ and add it into a float32 buffer with atomic adds, so $P$ is built once (five
+# matmuls per tile instead of seven), and $dQ$ changes in its last bits from run to run, because the
+# order of the additions does. On an H200 at $D = 64$ such a backward ran 11-16% faster than this
+# chapter's kernels (`docs/results/h200/problem7`, "An experiment").
 #
 # With the causal mask, a key block is seen only by the queries at or after it: the dK/dV program of
 # key block $n$ starts at its own diagonal (masked) and walks down; the dQ program of query block $m$
