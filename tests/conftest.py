@@ -44,7 +44,7 @@ def pytest_report_header(config):
 LONGEST_FIRST = ("test_class_grading.py", "test_robust_grading.py", "test_ray_grading.py", "test_adversarial.py",
                  "test_selfstudy.py", "test_instructor_course.py", "test_problem3.py", "test_edition.py",
                  "test_verdict.py", "test_problem2.py", "test_problem7.py", "test_problem8.py", "test_notebooks.py",
-                 "test_sandbox.py")
+                 "test_compile_sm90.py", "test_sandbox.py")
 
 
 def pytest_collection_modifyitems(config, items):
