@@ -27,17 +27,19 @@ PROBLEMS = ("problem3", "problem4", "problem5", "problem6", "problem7", "problem
 
 def signature(fn, constexprs: dict, rows: dict) -> dict:
     """Triton's signature of `fn` from the kernels' naming: upper-case arguments are bfloat16 tensors
-    (LSE and DELTA float32, VISITS int32), desc_* tensor descriptors of a (B, H, L, D) tensor whose
-    tiles have `rows[name]` positions, the scales floats and the other arguments integers."""
+    (LSE, DELTA and DQ32 float32, VISITS int32), desc_* tensor descriptors of a (B, H, L, D) tensor
+    (float32 if named *32) whose tiles have `rows[name]` positions, the scales floats and the other
+    arguments integers."""
     dim = constexprs["HEAD_DIM"]
     types = {}
     for name in fn.arg_names:
         if name in constexprs:
             types[name] = "constexpr"
         elif name.startswith("desc_"):
-            types[name] = f"tensordesc<bf16[1, 1, {rows[name]}, {dim}]>"
+            element = "fp32" if name.endswith("32") else "bf16"
+            types[name] = f"tensordesc<{element}[1, 1, {rows[name]}, {dim}]>"
         elif name.isupper():
-            types[name] = {"LSE": "*fp32", "DELTA": "*fp32", "VISITS": "*i32"}.get(name, "*bf16")
+            types[name] = {"LSE": "*fp32", "DELTA": "*fp32", "VISITS": "*i32", "DQ32": "*fp32"}.get(name, "*bf16")
         else:
             types[name] = "fp32" if name.endswith("_scale") else "i32"
     return types
@@ -98,6 +100,12 @@ def _kernels(problem: str, module, dim: int):
                    dict(backward, TMA=False, **no_descriptors), warps, stages, None)
             yield (f"descriptor backward, causal={causal}", module._backward_kernel, dict(backward, TMA=True), warps,
                    stages, dict(desc_q=m1, desc_do=m1, desc_k=n2, desc_v=n2))
+            if dim <= 64:   # the one kernel that adds dQ up by atomics (module._dq_atomics)
+                atomic = dict(HEAD_DIM=dim, BLOCK_M=m1, BLOCK_N=n1, CAUSAL=causal)
+                yield (f"atomic-dQ backward, causal={causal}", module._dkdv_dq_atomic_kernel,
+                       dict(atomic, TMA=True), warps, stages, dict(desc_q=m1, desc_do=m1, desc_dq32=m1))
+                yield (f"atomic-dQ backward through pointers, causal={causal}", module._dkdv_dq_atomic_kernel,
+                       dict(atomic, TMA=False, desc_q=None, desc_do=None, desc_dq32=None), warps, stages, None)
         yield "preprocess", module._preprocess_kernel, dict(HEAD_DIM=dim, BLOCK_M=m2), 4, 3, None
     elif problem == "problem8":
         block_m, block_n, m1, n1, m2, n2, warps, stages = module._GPU_CONFIGS[dim]
