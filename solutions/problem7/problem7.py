@@ -502,14 +502,16 @@ def _load_rows(ptrs, desc, off_b, off_h, start, stride, idx, seq_len, ROWS: tl.c
 
 @triton.jit
 def _dkdv_program(
-    start_n, off_bh, Q, K, V, DO, DK, DV, LSE, DELTA,
+    start_n, off_bh, Q, K, V, DO, DK, DV, DQ32, LSE, DELTA,
     stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
     stride_dkb, stride_dkh, stride_dkn, stride_dkd, stride_dvb, stride_dvh, stride_dvn, stride_dvd,
-    desc_q, desc_do, n_heads, seq_len, qk_scale, sm_scale,
+    desc_q, desc_do, desc_dq32, n_heads, seq_len, qk_scale, sm_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, TMA: tl.constexpr,
+    DQ_ATOMICS: tl.constexpr,
 ):
     # One program owns BLOCK_N keys of one (batch, head) and walks the query blocks that see them.
+    # DQ_ATOMICS: it also adds each query block's share of dQ into DQ32 (_dkdv_dq_atomic_kernel).
     off_b = (off_bh // n_heads).to(tl.int64)
     off_h = (off_bh % n_heads).to(tl.int64)
     row0 = off_bh.to(tl.int64) * seq_len
@@ -540,8 +542,13 @@ def _dkdv_program(
                         TMA)
         lse = tl.load(LSE + row0 + query_idx, mask=query_idx < seq_len, other=0.0)
         delta = tl.load(DELTA + row0 + query_idx, mask=query_idx < seq_len, other=0.0)
-        dk, dv = dkdv_update(dk, dv, q, k, v, do, lse, delta, qk_scale, sm_scale, query_idx, offs_n,
-                             ON_DIAGONAL=True)
+        if DQ_ATOMICS:
+            dk, dv = _dkdv_dq_update(dk, dv, q, k, v, do, lse, delta, qk_scale, sm_scale, query_idx, offs_n, DQ32,
+                                     desc_dq32, off_b, off_h, row0, start_m, seq_len, HEAD_DIM, BLOCK_M,
+                                     ON_DIAGONAL=True, TMA=TMA)
+        else:
+            dk, dv = dkdv_update(dk, dv, q, k, v, do, lse, delta, qk_scale, sm_scale, query_idx, offs_n,
+                                 ON_DIAGONAL=True)
     for start_m in range(mid, seq_len, BLOCK_M):   # every query sees every key of the block
         query_idx = start_m + offs_m
         q = _load_rows(q_ptrs, desc_q, off_b, off_h, start_m, stride_qm, query_idx, seq_len, BLOCK_M, HEAD_DIM, TMA)
@@ -549,8 +556,13 @@ def _dkdv_program(
                         TMA)
         lse = tl.load(LSE + row0 + query_idx, mask=query_idx < seq_len, other=0.0)
         delta = tl.load(DELTA + row0 + query_idx, mask=query_idx < seq_len, other=0.0)
-        dk, dv = dkdv_update(dk, dv, q, k, v, do, lse, delta, qk_scale, sm_scale, query_idx, offs_n,
-                             ON_DIAGONAL=False)
+        if DQ_ATOMICS:
+            dk, dv = _dkdv_dq_update(dk, dv, q, k, v, do, lse, delta, qk_scale, sm_scale, query_idx, offs_n, DQ32,
+                                     desc_dq32, off_b, off_h, row0, start_m, seq_len, HEAD_DIM, BLOCK_M,
+                                     ON_DIAGONAL=False, TMA=TMA)
+        else:
+            dk, dv = dkdv_update(dk, dv, q, k, v, do, lse, delta, qk_scale, sm_scale, query_idx, offs_n,
+                                 ON_DIAGONAL=False)
     tl.store(DK + off_b * stride_dkb + off_h * stride_dkh + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd,
              dk.to(DK.dtype.element_ty), mask=keys)
     tl.store(DV + off_b * stride_dvb + off_h * stride_dvh + offs_n[:, None] * stride_dvn + offs_d[None, :] * stride_dvd,
@@ -619,12 +631,12 @@ def _backward_kernel(
     pid = tl.program_id(0)
     off_bh = tl.program_id(1)
     if pid < n_key_blocks:
-        _dkdv_program(pid, off_bh, Q, K, V, DO, DK, DV, LSE, DELTA,
+        _dkdv_program(pid, off_bh, Q, K, V, DO, DK, DV, DQ, LSE, DELTA,
                       stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
                       stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
                       stride_dkb, stride_dkh, stride_dkn, stride_dkd, stride_dvb, stride_dvh, stride_dvn, stride_dvd,
-                      desc_q, desc_do, n_heads, seq_len, qk_scale, sm_scale,
-                      HEAD_DIM=HEAD_DIM, BLOCK_M=BLOCK_M1, BLOCK_N=BLOCK_N1, CAUSAL=CAUSAL, TMA=TMA)
+                      desc_q, desc_do, None, n_heads, seq_len, qk_scale, sm_scale,
+                      HEAD_DIM=HEAD_DIM, BLOCK_M=BLOCK_M1, BLOCK_N=BLOCK_N1, CAUSAL=CAUSAL, TMA=TMA, DQ_ATOMICS=False)
     else:
         _dq_program(tl.num_programs(0) - 1 - pid, off_bh, Q, K, V, DO, DQ, LSE, DELTA,
                     stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
@@ -635,14 +647,10 @@ def _backward_kernel(
 
 
 @triton.jit
-def _dkdv_dq_step(dk, dv, k, v, q_ptrs, do_ptrs, dq_ptrs, desc_q, desc_do, desc_dq32, LSE, DELTA, off_b, off_h, row0,
-                  start_m, offs_m, offs_n, stride_qm, stride_dom, seq_len, qk_scale, sm_scale,
-                  HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, ON_DIAGONAL: tl.constexpr, TMA: tl.constexpr):
-    query_idx = start_m + offs_m
-    q = _load_rows(q_ptrs, desc_q, off_b, off_h, start_m, stride_qm, query_idx, seq_len, BLOCK_M, HEAD_DIM, TMA)
-    do = _load_rows(do_ptrs, desc_do, off_b, off_h, start_m, stride_dom, query_idx, seq_len, BLOCK_M, HEAD_DIM, TMA)
-    lse = tl.load(LSE + row0 + query_idx, mask=query_idx < seq_len, other=0.0)
-    delta = tl.load(DELTA + row0 + query_idx, mask=query_idx < seq_len, other=0.0)
+def _dkdv_dq_update(dk, dv, q, k, v, do, lse, delta, qk_scale, sm_scale, query_idx, key_idx, DQ32, desc_dq32, off_b,
+                    off_h, row0, start_m, seq_len, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr,
+                    ON_DIAGONAL: tl.constexpr, TMA: tl.constexpr):
+    # dkdv_update's sums, and this query block's share of dQ added into the float32 buffer DQ32.
     # The transposed tile of section 4 (S^T = K Q^T: P^T and dS^T come out in the layout the dV and dK
     # dots take; only dS^T is transposed, for dQ). Written here rather than through your recompute_p
     # and score_grad, whose (queries, keys) tiles need two transposes: up to 7% slower on an H200.
@@ -650,15 +658,16 @@ def _dkdv_dq_step(dk, dv, k, v, q_ptrs, do_ptrs, dq_ptrs, desc_q, desc_do, desc_
     # add nothing to dQ, and their dK and dV are never stored.
     p_t = tl.math.exp2(tl.dot(k, tl.trans(q)) * qk_scale - lse[None, :] * LOG2_E)
     if ON_DIAGONAL:
-        p_t = tl.where(offs_n[:, None] <= query_idx[None, :], p_t, 0.0)
+        p_t = tl.where(key_idx[:, None] <= query_idx[None, :], p_t, 0.0)
     dv = tl.dot(p_t.to(do.dtype), do, dv)                                     # dV += P^T dO
     ds_t = (p_t * (tl.dot(v, tl.trans(do)) - delta[None, :]) * sm_scale).to(q.dtype)
     dk = tl.dot(ds_t, q, dk)                                                  # dK += (scale dS)^T Q
     dq = tl.dot(tl.trans(ds_t), k)                                            # this key block's share of dQ
     if TMA:
         desc_dq32.atomic_add([off_b.to(tl.int32), off_h.to(tl.int32), start_m, 0], dq.reshape(1, 1, BLOCK_M, HEAD_DIM))
-    else:
-        tl.atomic_add(dq_ptrs + start_m * HEAD_DIM, dq, mask=query_idx[:, None] < seq_len, sem="relaxed")
+    else:   # DQ32 is contiguous
+        tl.atomic_add(DQ32 + (row0 + query_idx)[:, None] * HEAD_DIM + tl.arange(0, HEAD_DIM)[None, :], dq,
+                      mask=query_idx[:, None] < seq_len, sem="relaxed")
     return dk, dv
 
 
@@ -671,48 +680,17 @@ def _dkdv_dq_atomic_kernel(
     desc_q, desc_do, desc_dq32, n_heads, seq_len, qk_scale, sm_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, TMA: tl.constexpr,
 ):
-    # FlashAttention-2's own layout (section 3), for long sequences at D <= 64 on Hopper: one program
-    # per key block walks the query blocks as _dkdv_program does, builds P and dS once, and besides dK
-    # and dV computes each query block's share of dQ, which it adds into the float32 buffer DQ32
-    # (zeroed by the host): as whole tiles, by the TMA unit's bulk reductions, on Hopper; element by
-    # element elsewhere (the CPU interpreter). Its math is the course's, not your functions': pass
-    # deterministic=True to run yours here too.
-    start_n = tl.program_id(0)
-    off_bh = tl.program_id(1)
-    off_b = (off_bh // n_heads).to(tl.int64)
-    off_h = (off_bh % n_heads).to(tl.int64)
-    row0 = off_bh.to(tl.int64) * seq_len
-    offs_n = start_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    offs_m = tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, HEAD_DIM)
-    keys = offs_n[:, None] < seq_len
-    k = tl.load(K + off_b * stride_kb + off_h * stride_kh + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd,
-                mask=keys, other=0.0)
-    v = tl.load(V + off_b * stride_vb + off_h * stride_vh + offs_n[:, None] * stride_vn + offs_d[None, :] * stride_vd,
-                mask=keys, other=0.0)
-    q_ptrs = Q + off_b * stride_qb + off_h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd
-    do_ptrs = DO + off_b * stride_dob + off_h * stride_doh + offs_m[:, None] * stride_dom + offs_d[None, :] * stride_dod
-    dq_ptrs = DQ32 + (row0 + offs_m)[:, None] * HEAD_DIM + offs_d[None, :]    # DQ32 is contiguous
-    dk = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
-    dv = tl.zeros([BLOCK_N, HEAD_DIM], dtype=tl.float32)
-    if CAUSAL:
-        lo = start_n * BLOCK_N
-        mid = tl.minimum(lo + BLOCK_N, seq_len)
-    else:
-        lo = 0
-        mid = 0
-    for start_m in range(lo, mid, BLOCK_M):   # the diagonal (causal only)
-        dk, dv = _dkdv_dq_step(dk, dv, k, v, q_ptrs, do_ptrs, dq_ptrs, desc_q, desc_do, desc_dq32, LSE, DELTA,
-                               off_b, off_h, row0, start_m, offs_m, offs_n, stride_qm, stride_dom, seq_len, qk_scale,
-                               sm_scale, HEAD_DIM, BLOCK_M, ON_DIAGONAL=True, TMA=TMA)
-    for start_m in range(mid, seq_len, BLOCK_M):
-        dk, dv = _dkdv_dq_step(dk, dv, k, v, q_ptrs, do_ptrs, dq_ptrs, desc_q, desc_do, desc_dq32, LSE, DELTA,
-                               off_b, off_h, row0, start_m, offs_m, offs_n, stride_qm, stride_dom, seq_len, qk_scale,
-                               sm_scale, HEAD_DIM, BLOCK_M, ON_DIAGONAL=False, TMA=TMA)
-    tl.store(DK + off_b * stride_dkb + off_h * stride_dkh + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd,
-             dk.to(DK.dtype.element_ty), mask=keys)
-    tl.store(DV + off_b * stride_dvb + off_h * stride_dvh + offs_n[:, None] * stride_dvn + offs_d[None, :] * stride_dvd,
-             dv.to(DV.dtype.element_ty), mask=keys)
+    # FlashAttention-2's own layout (section 3), for long sequences at D <= 64 on Hopper: the dK/dV
+    # programs alone, each also computing its share of every dQ block it sees and adding it into the
+    # float32 buffer DQ32 (zeroed by the host): as whole tiles, by the TMA unit's bulk reductions, on
+    # Hopper; element by element elsewhere (the CPU interpreter). Its math is the course's, not your
+    # functions': pass deterministic=True to run yours here too.
+    _dkdv_program(tl.program_id(0), tl.program_id(1), Q, K, V, DO, DK, DV, DQ32, LSE, DELTA,
+                  stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+                  stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
+                  stride_dkb, stride_dkh, stride_dkn, stride_dkd, stride_dvb, stride_dvh, stride_dvn, stride_dvd,
+                  desc_q, desc_do, desc_dq32, n_heads, seq_len, qk_scale, sm_scale,
+                  HEAD_DIM=HEAD_DIM, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, CAUSAL=CAUSAL, TMA=TMA, DQ_ATOMICS=True)
 
 
 # Tiles: (forward: BLOCK_M, BLOCK_N, num_warps, num_stages; dK/dV: BLOCK_M1 queries per step, BLOCK_N1
