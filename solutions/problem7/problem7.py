@@ -161,10 +161,10 @@ runtime = configure()  # the GPU if Triton supports it, else TRITON_INTERPRET=1 
 # The given kernels take that layout too, but only where it pays: on Hopper GPUs, for long sequences
 # (where the tiles come through tensor descriptors) at $D \le 64$, the backward is one kernel of
 # dK/dV programs that also add their $dQ$ shares into a float32 buffer, whole tiles at a time, by the
-# tensor memory accelerator's (TMA's) bulk reductions. There it is 4-13% faster than the two kinds of
-# program on an H200, and enough to beat FlashAttention-2's own backward by 1.3x; at $D = 128$ it is
-# slower (the larger $dQ$ tiles cost more to add than the two matmuls they save). Its math is written out in the
-# locked cell rather than through your functions. Where you need gradients that are the same bit for
+# tensor memory accelerator's (TMA's) bulk reductions. On an H200 that backward is 5-10% faster than
+# the two kinds of program there, and 1.26-1.36x as fast as FlashAttention-2's own; at $D = 128$ it
+# was 1.6x slower, so $D = 128$ keeps the two kinds. Its math is written out in the locked cell
+# rather than through your functions. Where you need gradients that are the same bit for
 # bit from run to run, pass `deterministic=True` to `flash_attention`, or turn on
 # `torch.use_deterministic_algorithms(True)`: the backward then always runs the two kinds of program,
 # and your five functions. The checks and the performance points always do.
