@@ -501,6 +501,25 @@ def _load_rows(ptrs, desc, off_b, off_h, start, stride, idx, seq_len, ROWS: tl.c
 
 
 @triton.jit
+def _dkdv_step(dk, dv, k, v, q_ptrs, do_ptrs, desc_q, desc_do, LSE, DELTA, DQ32, desc_dq32, off_b, off_h, row0,
+               start_m, offs_m, offs_n, stride_qm, stride_dom, seq_len, qk_scale, sm_scale, HEAD_DIM: tl.constexpr,
+               BLOCK_M: tl.constexpr, ON_DIAGONAL: tl.constexpr, TMA: tl.constexpr, DQ_ATOMICS: tl.constexpr):
+    # One query block of a dK/dV program: its tiles, then your dkdv_update (or, with DQ_ATOMICS, the
+    # same sums and this block's share of dQ).
+    query_idx = start_m + offs_m
+    q = _load_rows(q_ptrs, desc_q, off_b, off_h, start_m, stride_qm, query_idx, seq_len, BLOCK_M, HEAD_DIM, TMA)
+    do = _load_rows(do_ptrs, desc_do, off_b, off_h, start_m, stride_dom, query_idx, seq_len, BLOCK_M, HEAD_DIM, TMA)
+    lse = tl.load(LSE + row0 + query_idx, mask=query_idx < seq_len, other=0.0)
+    delta = tl.load(DELTA + row0 + query_idx, mask=query_idx < seq_len, other=0.0)
+    if DQ_ATOMICS:
+        dk, dv = _dkdv_dq_update(dk, dv, q, k, v, do, lse, delta, qk_scale, sm_scale, query_idx, offs_n, DQ32,
+                                 desc_dq32, off_b, off_h, row0, start_m, seq_len, HEAD_DIM, BLOCK_M, ON_DIAGONAL, TMA)
+    else:
+        dk, dv = dkdv_update(dk, dv, q, k, v, do, lse, delta, qk_scale, sm_scale, query_idx, offs_n, ON_DIAGONAL)
+    return dk, dv
+
+
+@triton.jit
 def _dkdv_program(
     start_n, off_bh, Q, K, V, DO, DK, DV, DQ32, LSE, DELTA,
     stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
@@ -536,33 +555,13 @@ def _dkdv_program(
         lo = 0
         mid = 0
     for start_m in range(lo, mid, BLOCK_M):   # the diagonal (causal only)
-        query_idx = start_m + offs_m
-        q = _load_rows(q_ptrs, desc_q, off_b, off_h, start_m, stride_qm, query_idx, seq_len, BLOCK_M, HEAD_DIM, TMA)
-        do = _load_rows(do_ptrs, desc_do, off_b, off_h, start_m, stride_dom, query_idx, seq_len, BLOCK_M, HEAD_DIM,
-                        TMA)
-        lse = tl.load(LSE + row0 + query_idx, mask=query_idx < seq_len, other=0.0)
-        delta = tl.load(DELTA + row0 + query_idx, mask=query_idx < seq_len, other=0.0)
-        if DQ_ATOMICS:
-            dk, dv = _dkdv_dq_update(dk, dv, q, k, v, do, lse, delta, qk_scale, sm_scale, query_idx, offs_n, DQ32,
-                                     desc_dq32, off_b, off_h, row0, start_m, seq_len, HEAD_DIM, BLOCK_M,
-                                     ON_DIAGONAL=True, TMA=TMA)
-        else:
-            dk, dv = dkdv_update(dk, dv, q, k, v, do, lse, delta, qk_scale, sm_scale, query_idx, offs_n,
-                                 ON_DIAGONAL=True)
+        dk, dv = _dkdv_step(dk, dv, k, v, q_ptrs, do_ptrs, desc_q, desc_do, LSE, DELTA, DQ32, desc_dq32, off_b, off_h,
+                            row0, start_m, offs_m, offs_n, stride_qm, stride_dom, seq_len, qk_scale, sm_scale, HEAD_DIM,
+                            BLOCK_M, ON_DIAGONAL=True, TMA=TMA, DQ_ATOMICS=DQ_ATOMICS)
     for start_m in range(mid, seq_len, BLOCK_M):   # every query sees every key of the block
-        query_idx = start_m + offs_m
-        q = _load_rows(q_ptrs, desc_q, off_b, off_h, start_m, stride_qm, query_idx, seq_len, BLOCK_M, HEAD_DIM, TMA)
-        do = _load_rows(do_ptrs, desc_do, off_b, off_h, start_m, stride_dom, query_idx, seq_len, BLOCK_M, HEAD_DIM,
-                        TMA)
-        lse = tl.load(LSE + row0 + query_idx, mask=query_idx < seq_len, other=0.0)
-        delta = tl.load(DELTA + row0 + query_idx, mask=query_idx < seq_len, other=0.0)
-        if DQ_ATOMICS:
-            dk, dv = _dkdv_dq_update(dk, dv, q, k, v, do, lse, delta, qk_scale, sm_scale, query_idx, offs_n, DQ32,
-                                     desc_dq32, off_b, off_h, row0, start_m, seq_len, HEAD_DIM, BLOCK_M,
-                                     ON_DIAGONAL=False, TMA=TMA)
-        else:
-            dk, dv = dkdv_update(dk, dv, q, k, v, do, lse, delta, qk_scale, sm_scale, query_idx, offs_n,
-                                 ON_DIAGONAL=False)
+        dk, dv = _dkdv_step(dk, dv, k, v, q_ptrs, do_ptrs, desc_q, desc_do, LSE, DELTA, DQ32, desc_dq32, off_b, off_h,
+                            row0, start_m, offs_m, offs_n, stride_qm, stride_dom, seq_len, qk_scale, sm_scale, HEAD_DIM,
+                            BLOCK_M, ON_DIAGONAL=False, TMA=TMA, DQ_ATOMICS=DQ_ATOMICS)
     tl.store(DK + off_b * stride_dkb + off_h * stride_dkh + offs_n[:, None] * stride_dkn + offs_d[None, :] * stride_dkd,
              dk.to(DK.dtype.element_ty), mask=keys)
     tl.store(DV + off_b * stride_dvb + off_h * stride_dvh + offs_n[:, None] * stride_dvn + offs_d[None, :] * stride_dvd,
