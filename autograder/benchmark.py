@@ -168,7 +168,7 @@ def plot(rows, path=None, title=""):
 def plot_backward(rows, path, ylabel="TFLOPS"):
     """TFLOPS against L of problems 7 and 8's benchmarks: a row of panels for forward + backward and
     one for the backward alone (each where the rows have it), a panel per head dim, a line per kernel
-    (and per causal setting where the rows have one, dashed when causal)."""
+    (and per causal setting where the rows have one: one colour per kernel, dashed when causal)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -180,13 +180,13 @@ def plot_backward(rows, path, ylabel="TFLOPS"):
     fig, axes = plt.subplots(len(measures), len(dims), figsize=(6 * len(dims), 4.5 * len(measures)), squeeze=False)
     for (key, title), ax_row in zip(measures, axes, strict=True):
         for ax, d in zip(ax_row, dims, strict=True):
-            for impl in dict.fromkeys(r["impl"] for r in rows):
+            for number, impl in enumerate(dict.fromkeys(r["impl"] for r in rows)):
                 for is_causal in dict.fromkeys(r.get("causal") for r in rows):
                     pts = [(r["L"], r[key]) for r in rows if r["D"] == d and r["impl"] == impl
                            and r.get("causal") == is_causal and key in r]
                     if pts:
                         ax.plot(*zip(*pts, strict=True), marker="o", ls="--" if is_causal else "-",
-                                label=f"{impl}{' causal' if is_causal else ''}")
+                                color=f"C{number % 10}", label=f"{impl}{' causal' if is_causal else ''}")
             ax.set_xscale("log", base=2)
             ax.set(title=f"{title}, D={d}", xlabel="L", ylabel=ylabel)
             ax.legend(fontsize=8)
