@@ -27,7 +27,8 @@ PROBLEMS = ("problem3", "problem4", "problem5", "problem6", "problem7", "problem
 
 def signature(fn, constexprs: dict, rows: dict) -> dict:
     """Triton's signature of `fn` from the kernels' naming: upper-case arguments are bfloat16 tensors
-    (LSE, DELTA and DQ32 float32, VISITS int32), desc_* tensor descriptors of a (B, H, L, D) tensor
+    (LSE, DELTA, DQ32, and DQ when DQ_ATOMICS, float32; VISITS int32), desc_* tensor descriptors of a
+    (B, H, L, D) tensor
     (float32 if named *32) whose tiles have `rows[name]` positions, the scales floats and the other
     arguments integers."""
     dim = constexprs["HEAD_DIM"]
@@ -39,7 +40,8 @@ def signature(fn, constexprs: dict, rows: dict) -> dict:
             element = "fp32" if name.endswith("32") else "bf16"
             types[name] = f"tensordesc<{element}[1, 1, {rows[name]}, {dim}]>"
         elif name.isupper():
-            types[name] = {"LSE": "*fp32", "DELTA": "*fp32", "VISITS": "*i32", "DQ32": "*fp32"}.get(name, "*bf16")
+            float32 = ("LSE", "DELTA", "DQ32") + (("DQ",) if constexprs.get("DQ_ATOMICS") else ())
+            types[name] = "*fp32" if name in float32 else "*i32" if name == "VISITS" else "*bf16"
         else:
             types[name] = "fp32" if name.endswith("_scale") else "i32"
     return types
@@ -90,22 +92,23 @@ def _kernels(problem: str, module, dim: int):
             hopper = (*module._HOPPER_FORWARD[dim], *config[4:])
             m1, n1, m2, n2, warps, stages = hopper[4:]
             backward = dict(HEAD_DIM=dim, BLOCK_M1=m1, BLOCK_N1=n1, BLOCK_M2=m2, BLOCK_N2=n2, CAUSAL=causal)
-            no_descriptors = dict(desc_q=None, desc_do=None, desc_k=None, desc_v=None)
+            no_descriptors = dict(desc_q=None, desc_do=None, desc_k=None, desc_v=None, desc_dq32=None)
             yield (f"pointer forward, causal={causal}", module._forward_kernel,
                    dict(HEAD_DIM=dim, BLOCK_M=config[0], BLOCK_N=config[1], CAUSAL=causal), *config[2:4], None)
             yield (f"descriptor forward, causal={causal}", module._forward_kernel_tma,
                    dict(HEAD_DIM=dim, BLOCK_M=hopper[0], BLOCK_N=hopper[1], CAUSAL=causal, HEADS_PER_GROUP=8, **bf16),
                    *hopper[2:4], _descriptor_rows(*hopper[:2]))
             yield (f"pointer backward, causal={causal}", module._backward_kernel,
-                   dict(backward, TMA=False, **no_descriptors), warps, stages, None)
-            yield (f"descriptor backward, causal={causal}", module._backward_kernel, dict(backward, TMA=True), warps,
-                   stages, dict(desc_q=m1, desc_do=m1, desc_k=n2, desc_v=n2))
-            if dim <= 64:   # the one kernel that adds dQ up by atomics (module._dq_atomics)
-                atomic = dict(HEAD_DIM=dim, BLOCK_M=m1, BLOCK_N=n1, CAUSAL=causal)
-                yield (f"atomic-dQ backward, causal={causal}", module._dkdv_dq_atomic_kernel,
-                       dict(atomic, TMA=True), warps, stages, dict(desc_q=m1, desc_do=m1, desc_dq32=m1))
-                yield (f"atomic-dQ backward through pointers, causal={causal}", module._dkdv_dq_atomic_kernel,
-                       dict(atomic, TMA=False, desc_q=None, desc_do=None, desc_dq32=None), warps, stages, None)
+                   dict(backward, TMA=False, DQ_ATOMICS=False, **no_descriptors), warps, stages, None)
+            yield (f"descriptor backward, causal={causal}", module._backward_kernel,
+                   dict(backward, TMA=True, DQ_ATOMICS=False, desc_dq32=None), warps, stages,
+                   dict(desc_q=m1, desc_do=m1, desc_k=n2, desc_v=n2))
+            if dim <= 64:   # dQ added up by atomics (module._dq_atomics)
+                yield (f"atomic-dQ backward, causal={causal}", module._backward_kernel,
+                       dict(backward, TMA=True, DQ_ATOMICS=True, desc_k=None, desc_v=None), warps, stages,
+                       dict(desc_q=m1, desc_do=m1, desc_dq32=m1))
+                yield (f"atomic-dQ backward through pointers, causal={causal}", module._backward_kernel,
+                       dict(backward, TMA=False, DQ_ATOMICS=True, **no_descriptors), warps, stages, None)
         yield "preprocess", module._preprocess_kernel, dict(HEAD_DIM=dim, BLOCK_M=m2), 4, 3, None
     elif problem == "problem8":
         block_m, block_n, m1, n1, m2, n2, warps, stages = module._GPU_CONFIGS[dim]

@@ -530,7 +530,7 @@ def _dkdv_program(
     DQ_ATOMICS: tl.constexpr,
 ):
     # One program owns BLOCK_N keys of one (batch, head) and walks the query blocks that see them.
-    # DQ_ATOMICS: it also adds each query block's share of dQ into DQ32 (_dkdv_dq_atomic_kernel).
+    # DQ_ATOMICS: it also adds each query block's share of dQ into DQ32 (_backward_kernel).
     off_b = (off_bh // n_heads).to(tl.int64)
     off_h = (off_bh % n_heads).to(tl.int64)
     row0 = off_bh.to(tl.int64) * seq_len
@@ -620,16 +620,30 @@ def _backward_kernel(
     stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
     stride_dqb, stride_dqh, stride_dqm, stride_dqd, stride_dkb, stride_dkh, stride_dkn, stride_dkd,
     stride_dvb, stride_dvh, stride_dvn, stride_dvd,
-    desc_q, desc_do, desc_k, desc_v, n_heads, seq_len, qk_scale, sm_scale, n_key_blocks,
+    desc_q, desc_do, desc_k, desc_v, desc_dq32, n_heads, seq_len, qk_scale, sm_scale, n_key_blocks,
     HEAD_DIM: tl.constexpr, BLOCK_M1: tl.constexpr, BLOCK_N1: tl.constexpr, BLOCK_M2: tl.constexpr,
-    BLOCK_N2: tl.constexpr, CAUSAL: tl.constexpr, TMA: tl.constexpr,
+    BLOCK_N2: tl.constexpr, CAUSAL: tl.constexpr, TMA: tl.constexpr, DQ_ATOMICS: tl.constexpr,
 ):
     # Programs 0 .. n_key_blocks - 1 of each (batch, head) own key blocks (dK, dV); the rest own query
     # blocks (dQ), the last query block first: with the causal mask it has the most keys to visit.
     # (desc_*: tensor descriptors of the tiles the loops stream, on Hopper; None otherwise.)
+    # DQ_ATOMICS: FlashAttention-2's own layout (section 3), for long sequences at D <= 64 on Hopper.
+    # There are only dK/dV programs; each also computes its share of every dQ block it sees and adds it
+    # into DQ, a float32 buffer zeroed by the host: as whole tiles, by the TMA unit's bulk reductions
+    # (desc_dq32), on Hopper; element by element elsewhere (the CPU interpreter). Its math is the
+    # course's, not your functions': pass deterministic=True to run yours here too.
     pid = tl.program_id(0)
     off_bh = tl.program_id(1)
-    if pid < n_key_blocks:
+    # Two calls rather than one under `DQ_ATOMICS or pid < n_key_blocks`: Triton would compile that
+    # condition at run time, and with it the dQ programs into the atomic kernel.
+    if DQ_ATOMICS:
+        _dkdv_program(pid, off_bh, Q, K, V, DO, DK, DV, DQ, LSE, DELTA,
+                      stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
+                      stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
+                      stride_dkb, stride_dkh, stride_dkn, stride_dkd, stride_dvb, stride_dvh, stride_dvn, stride_dvd,
+                      desc_q, desc_do, desc_dq32, n_heads, seq_len, qk_scale, sm_scale,
+                      HEAD_DIM=HEAD_DIM, BLOCK_M=BLOCK_M1, BLOCK_N=BLOCK_N1, CAUSAL=CAUSAL, TMA=TMA, DQ_ATOMICS=True)
+    elif pid < n_key_blocks:
         _dkdv_program(pid, off_bh, Q, K, V, DO, DK, DV, DQ, LSE, DELTA,
                       stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
                       stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
@@ -668,28 +682,6 @@ def _dkdv_dq_update(dk, dv, q, k, v, do, lse, delta, qk_scale, sm_scale, query_i
         tl.atomic_add(DQ32 + (row0 + query_idx)[:, None] * HEAD_DIM + tl.arange(0, HEAD_DIM)[None, :], dq,
                       mask=query_idx[:, None] < seq_len, sem="relaxed")
     return dk, dv
-
-
-@triton.jit
-def _dkdv_dq_atomic_kernel(
-    Q, K, V, DO, DK, DV, DQ32, LSE, DELTA,
-    stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
-    stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
-    stride_dkb, stride_dkh, stride_dkn, stride_dkd, stride_dvb, stride_dvh, stride_dvn, stride_dvd,
-    desc_q, desc_do, desc_dq32, n_heads, seq_len, qk_scale, sm_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, CAUSAL: tl.constexpr, TMA: tl.constexpr,
-):
-    # FlashAttention-2's own layout (section 3), for long sequences at D <= 64 on Hopper: the dK/dV
-    # programs alone, each also computing its share of every dQ block it sees and adding it into the
-    # float32 buffer DQ32 (zeroed by the host): as whole tiles, by the TMA unit's bulk reductions, on
-    # Hopper; element by element elsewhere (the CPU interpreter). Its math is the course's, not your
-    # functions': pass deterministic=True to run yours here too.
-    _dkdv_program(tl.program_id(0), tl.program_id(1), Q, K, V, DO, DK, DV, DQ32, LSE, DELTA,
-                  stride_qb, stride_qh, stride_qm, stride_qd, stride_kb, stride_kh, stride_kn, stride_kd,
-                  stride_vb, stride_vh, stride_vn, stride_vd, stride_dob, stride_doh, stride_dom, stride_dod,
-                  stride_dkb, stride_dkh, stride_dkn, stride_dkd, stride_dvb, stride_dvh, stride_dvn, stride_dvd,
-                  desc_q, desc_do, desc_dq32, n_heads, seq_len, qk_scale, sm_scale,
-                  HEAD_DIM=HEAD_DIM, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, CAUSAL=CAUSAL, TMA=TMA, DQ_ATOMICS=True)
 
 
 # Tiles: (forward: BLOCK_M, BLOCK_N, num_warps, num_stages; dK/dV: BLOCK_M1 queries per step, BLOCK_N1
@@ -742,7 +734,7 @@ def _tma(q, causal, *tensors):
 
 def _dq_atomics(q, tma, deterministic=None):
     """Whether the backward is FlashAttention-2's one kernel with dQ added up by atomics
-    (_dkdv_dq_atomic_kernel): where the descriptors pay and D <= 64, unless the caller asks for
+    (_backward_kernel's DQ_ATOMICS): where the descriptors pay and D <= 64, unless the caller asks for
     gradients that are the same bit for bit from run to run (`deterministic`, by default
     torch.are_deterministic_algorithms_enabled()). At D = 128 the two kinds of program are as fast."""
     if deterministic is None:
@@ -820,29 +812,21 @@ def _launch_backward(q, k, v, o, lse, do, causal, config, tma, dq_atomics=False)
     dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
     _preprocess_kernel[(triton.cdiv(seq_len, block_m2), batch * n_heads)](
         o, do, delta, *o.stride(), *do.stride(), n_heads, seq_len, HEAD_DIM=head_dim, BLOCK_M=block_m2)
-    if dq_atomics:
-        dq32 = torch.zeros(q.shape, device=q.device, dtype=torch.float32)
-        descriptors = ((tile_descriptor(q, block_m1), tile_descriptor(do, block_m1), tile_descriptor(dq32, block_m1))
-                       if tma else (None,) * 3)
-        _dkdv_dq_atomic_kernel[(triton.cdiv(seq_len, block_n1), batch * n_heads)](
-            q, k, v, do, dk, dv, dq32, lse, delta,
-            *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dk.stride(), *dv.stride(),
-            *descriptors, n_heads, seq_len, sm_scale * LOG2_E.value, sm_scale,
-            HEAD_DIM=head_dim, BLOCK_M=block_m1, BLOCK_N=block_n1, CAUSAL=causal, TMA=tma,
-            num_warps=num_warps, num_stages=num_stages)
-        return dq.copy_(dq32), dk, dv
     n_key_blocks = triton.cdiv(seq_len, block_n1)
-    grid = (n_key_blocks + triton.cdiv(seq_len, block_m2), batch * n_heads)
-    # The tiles the loops stream: q and do (dK/dV steps), k and v (dQ steps).
-    streamed = ((tile_descriptor(q, block_m1), tile_descriptor(do, block_m1), tile_descriptor(k, block_n2),
-                 tile_descriptor(v, block_n2)) if tma else (None,) * 4)
-    _backward_kernel[grid](
-        q, k, v, do, dq, dk, dv, lse, delta,
-        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *dq.stride(), *dk.stride(), *dv.stride(),
+    # The kernel writes dQ into `written`: dq itself, or with atomics a float32 buffer it adds into.
+    written = torch.zeros(q.shape, device=q.device, dtype=torch.float32) if dq_atomics else dq
+    query_programs = 0 if dq_atomics else triton.cdiv(seq_len, block_m2)
+    # The tiles the loops stream: q and do (dK/dV steps), k and v (dQ steps), and the dQ buffer.
+    streamed = (tile_descriptor(q, block_m1), tile_descriptor(do, block_m1),
+                *((None, None, tile_descriptor(written, block_m1)) if dq_atomics else
+                  (tile_descriptor(k, block_n2), tile_descriptor(v, block_n2), None))) if tma else (None,) * 5
+    _backward_kernel[(n_key_blocks + query_programs, batch * n_heads)](
+        q, k, v, do, written, dk, dv, lse, delta,
+        *q.stride(), *k.stride(), *v.stride(), *do.stride(), *written.stride(), *dk.stride(), *dv.stride(),
         *streamed, n_heads, seq_len, sm_scale * LOG2_E.value, sm_scale, n_key_blocks,
         HEAD_DIM=head_dim, BLOCK_M1=block_m1, BLOCK_N1=block_n1, BLOCK_M2=block_m2, BLOCK_N2=block_n2,
-        CAUSAL=causal, TMA=tma, num_warps=num_warps, num_stages=num_stages)
-    return dq, dk, dv
+        CAUSAL=causal, TMA=tma, DQ_ATOMICS=dq_atomics, num_warps=num_warps, num_stages=num_stages)
+    return (dq.copy_(written) if dq_atomics else dq), dk, dv
 
 
 class FlashAttention(torch.autograd.Function):
